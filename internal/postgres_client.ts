@@ -1,0 +1,25 @@
+import type postgres from "postgres";
+
+/**
+ * What every component accepts as "the caller's transaction": a postgres.js `TransactionSql` from
+ * `sql.begin(...)`, or (for convenience) the pool or a reserved connection, in which case the
+ * component opens its own transaction where it needs one.
+ */
+// deno-lint-ignore no-explicit-any
+export type SqlExecutor = postgres.Sql<any> | postgres.TransactionSql<any>;
+
+/** A pool or reserved connection, as opposed to a transaction: it can `begin`. */
+// deno-lint-ignore no-explicit-any
+export function isPool(sql: SqlExecutor): sql is postgres.Sql<any> {
+  return typeof (sql as { begin?: unknown }).begin === "function";
+}
+
+/** Runs `work` in the caller's transaction, or in a new one when given a pool. */
+export async function inTransaction<T>(
+  sql: SqlExecutor,
+  // deno-lint-ignore no-explicit-any
+  work: (tx: postgres.TransactionSql<any>) => Promise<T>,
+): Promise<T> {
+  if (isPool(sql)) return await sql.begin((tx) => work(tx)) as T;
+  return await work(sql);
+}

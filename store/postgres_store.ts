@@ -1,0 +1,450 @@
+import type postgres from "postgres";
+import { parseIdentifier, IdentifierError, literal } from "../internal/sql_identifier.ts";
+import { toSafeNumber } from "../internal/safe_number.ts";
+import { textArrayLiteral, toHex } from "../internal/postgres_array.ts";
+import { inTransaction, type SqlExecutor } from "../internal/postgres_client.ts";
+import { ConcurrencyError, DuplicateEventIdError, ValidationError } from "./errors.ts";
+import { describeExpectedVersion, type ExpectedVersion } from "./expected_version.ts";
+import { iteratePages } from "./iterate.ts";
+import type { Logger } from "./logger.ts";
+import { storeTables } from "./migration.ts";
+import type {
+  AppendResult,
+  Event,
+  EventFilter,
+  EventStore,
+  IterateEventsOptions,
+  JsonObject,
+  PersistedEvent,
+  Stream,
+  VersionRange,
+} from "./types.ts";
+import {
+  checkAggregate,
+  checkReadEvents,
+  checkReadStream,
+  type NormalizedAppend,
+  normalizeAppend,
+} from "./validation.ts";
+
+export type { SqlExecutor };
+
+/**
+ * Options for {@link PostgresStore}.
+ *
+ * @example
+ * ```ts
+ * import { PostgresStore, type PostgresStoreOptions } from "@eventsalsa/eventsalsa/store";
+ * const options: PostgresStoreOptions = { eventsTable: "app.events", notifyChannel: "events" };
+ * const store = new PostgresStore(options);
+ * ```
+ */
+export interface PostgresStoreOptions {
+  /** Events table, optionally schema-qualified; `events` when omitted. */
+  eventsTable?: string;
+  /** Aggregate heads table, optionally schema-qualified; `aggregate_heads` when omitted. */
+  headsTable?: string;
+  /** When set, every append sends `NOTIFY <channel>, '<last position>'`, delivered on commit. */
+  notifyChannel?: string | null;
+  /** Receives debug/info/error records; no logging when omitted. */
+  logger?: Logger;
+}
+
+const COLUMNS = "global_position, aggregate_type, aggregate_id, aggregate_version, event_id, " +
+  "event_type, event_version, payload, metadata, created_at, trace_id, correlation_id, causation_id";
+
+type Row = unknown[];
+
+function toPayload(value: unknown): Uint8Array {
+  const bytes = value as Uint8Array;
+  // A plain Uint8Array view over postgres.js's Buffer: no copy, and deepEqual-friendly.
+  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+function toEvent(row: Row): PersistedEvent {
+  return {
+    globalPosition: toSafeNumber(row[0], "global_position"),
+    aggregateType: row[1] as string,
+    aggregateId: row[2] as string,
+    aggregateVersion: toSafeNumber(row[3], "aggregate_version"),
+    eventId: row[4] as string,
+    eventType: row[5] as string,
+    eventVersion: row[6] as number,
+    payload: toPayload(row[7]),
+    metadata: typeof row[8] === "string" ? JSON.parse(row[8]) : (row[8] as JsonObject | null),
+    createdAt: row[9] as Date,
+    traceId: row[10] as string | null,
+    correlationId: row[11] as string | null,
+    causationId: row[12] as string | null,
+  };
+}
+
+interface PostgresErrorLike {
+  code?: string;
+  constraint_name?: string;
+  detail?: string;
+}
+
+/**
+ * The PostgreSQL event store. Stateless apart from its configuration, so one instance serves every
+ * connection. Every method takes the caller's postgres.js transaction (`sql.begin(tx => ...)`) and
+ * never commits it; given the pool instead, a method opens its own transaction where it writes.
+ *
+ * An append is one statement and one round trip: it reserves the version range on the heads table
+ * and inserts every event from arrays, so a version conflict writes nothing, raises no SQL error
+ * (the transaction stays usable) and draws no position.
+ *
+ * @example
+ * ```ts
+ * import postgres from "postgres";
+ * import { exact, noStream, PostgresStore } from "@eventsalsa/eventsalsa/store";
+ *
+ * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+ * const store = new PostgresStore();
+ * const payload = new TextEncoder().encode('{"total":42}');
+ * await sql.begin(async (tx) => {
+ *   await store.append(tx, noStream(), [
+ *     { aggregateType: "Order", aggregateId: "o-1", eventType: "OrderPlaced", payload },
+ *   ]);
+ * });
+ * const stream = await store.readStream(sql, "Order", "o-1");
+ * await sql.begin((tx) =>
+ *   store.append(tx, exact(stream.version), [
+ *     { aggregateType: "Order", aggregateId: "o-1", eventType: "OrderShipped", payload },
+ *   ])
+ * );
+ * ```
+ */
+export class PostgresStore implements EventStore<SqlExecutor> {
+  /** The events table as configured (unquoted text). */
+  readonly eventsTable: string;
+  /** The heads table as configured (unquoted text). */
+  readonly headsTable: string;
+  /** The NOTIFY channel, or null when notifications are off. */
+  readonly notifyChannel: string | null;
+  readonly #logger: Logger | undefined;
+  readonly #appendSql: Record<ExpectedVersion["kind"], string>;
+  readonly #headSql: string;
+  readonly #readStreamSql: string;
+  readonly #readEventsSql: string;
+  readonly #readEventsFilteredSql: string;
+  readonly #latestPositionSql: string;
+
+  /** Validates the options (table and channel names) and prepares the SQL text once. */
+  constructor(options: PostgresStoreOptions = {}) {
+    const { events, heads } = storeTables(options);
+    let channel: string | null = null;
+    if (options.notifyChannel !== undefined && options.notifyChannel !== null) {
+      try {
+        channel = parseIdentifier(options.notifyChannel, "notifyChannel", { allowSchema: false })
+          .name;
+      } catch (error) {
+        throw error instanceof IdentifierError ? new ValidationError(error.message) : error;
+      }
+    }
+    this.eventsTable = events.text;
+    this.headsTable = heads.text;
+    this.notifyChannel = channel;
+    this.#logger = options.logger;
+
+    const E = events.quoted;
+    const H = heads.quoted;
+    const key = "aggregate_type = $1 AND aggregate_id = $2";
+    const headWrites: Record<ExpectedVersion["kind"], string> = {
+      noStream: `INSERT INTO ${H} (aggregate_type, aggregate_id, aggregate_version) VALUES ($1, $2, $3)
+        ON CONFLICT (aggregate_type, aggregate_id) DO NOTHING`,
+      exact: `UPDATE ${H} SET aggregate_version = aggregate_version + $3, updated_at = now()
+        WHERE ${key} AND aggregate_version = $13`,
+      any: `INSERT INTO ${H} AS h (aggregate_type, aggregate_id, aggregate_version) VALUES ($1, $2, $3)
+        ON CONFLICT (aggregate_type, aggregate_id)
+        DO UPDATE SET aggregate_version = h.aggregate_version + excluded.aggregate_version, updated_at = now()`,
+      streamExists: `UPDATE ${H} SET aggregate_version = aggregate_version + $3, updated_at = now()
+        WHERE ${key}`,
+    };
+    // The heads write comes first and the insert reads its output, so the transaction has an xid
+    // before any position is drawn (DESIGN §4 rule 1), and a conflict (no head row) draws none.
+    const notify = channel === null
+      ? ""
+      : `, (SELECT pg_notify(${literal(channel)}, max(global_position)::text) FROM inserted
+          HAVING count(*) > 0) AS notified`;
+    const appendSql = (headWrite: string) =>
+      `WITH head AS (${headWrite} RETURNING aggregate_version),
+      input AS (
+        SELECT * FROM unnest($4::uuid[], $5::text[], $6::int4[], $7::text[], $8::text[],
+          $9::timestamptz[], $10::text[], $11::text[], $12::text[])
+          WITH ORDINALITY AS e(event_id, event_type, event_version, payload, metadata, created_at,
+            trace_id, correlation_id, causation_id, ordinal)
+      ),
+      inserted AS (
+        INSERT INTO ${E} (aggregate_type, aggregate_id, aggregate_version, event_id, event_type,
+          event_version, payload, metadata, created_at, trace_id, correlation_id, causation_id)
+        SELECT $1, $2, head.aggregate_version - $3 + input.ordinal, input.event_id, input.event_type,
+          input.event_version, decode(input.payload, 'hex'), input.metadata::jsonb, input.created_at,
+          input.trace_id, input.correlation_id, input.causation_id
+        FROM head CROSS JOIN input
+        ORDER BY input.ordinal
+        RETURNING global_position, aggregate_version
+      )
+      SELECT (SELECT aggregate_version FROM head) AS head_version,
+        (SELECT string_agg(global_position::text, ',' ORDER BY aggregate_version) FROM inserted)
+          AS positions${notify}`;
+    this.#appendSql = {
+      noStream: appendSql(headWrites.noStream),
+      exact: appendSql(headWrites.exact),
+      any: appendSql(headWrites.any),
+      streamExists: appendSql(headWrites.streamExists),
+    };
+    this.#headSql = `SELECT aggregate_version FROM ${H} WHERE ${key}`;
+    this.#readStreamSql = `SELECT ${COLUMNS} FROM ${E} WHERE ${key}
+      AND aggregate_version BETWEEN $3 AND $4 ORDER BY aggregate_version`;
+    this.#readEventsSql = `SELECT ${COLUMNS} FROM ${E} WHERE global_position > $1
+      ORDER BY global_position LIMIT $2`;
+    this.#readEventsFilteredSql = `SELECT ${COLUMNS} FROM ${E} WHERE global_position > $1
+      AND aggregate_type = ANY($3::text[]) ORDER BY global_position LIMIT $2`;
+    this.#latestPositionSql =
+      `SELECT global_position FROM ${E} ORDER BY global_position DESC LIMIT 1`;
+  }
+
+  #query(sql: SqlExecutor, text: string, params: unknown[]): Promise<Row[]> {
+    // unsafe() defaults to unnamed statements; follow the connection's own `prepare` setting so
+    // `prepare: false` (PgBouncer transaction mode) stays unprepared and the default stays fast.
+    const prepare = (sql as { options?: { prepare?: boolean } }).options?.prepare ?? true;
+    return sql.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare }).values();
+  }
+
+  /**
+   * Appends `events` (all for one aggregate) if `expected` holds for its head. Throws
+   * `ValidationError`/`NoEventsError` before any SQL for bad input, `ConcurrencyError` when the
+   * expectation fails (nothing written, transaction still usable), `DuplicateEventIdError` when an
+   * event id already exists (transaction aborted by PostgreSQL).
+   *
+   * @example
+   * ```ts
+   * import postgres from "postgres";
+   * import { any, PostgresStore } from "@eventsalsa/eventsalsa/store";
+   * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+   * const result = await sql.begin((tx) =>
+   *   new PostgresStore().append(tx, any(), [
+   *     { aggregateType: "Cart", aggregateId: "c-1", eventType: "ItemAdded", payload: new Uint8Array([1]) },
+   *   ])
+   * );
+   * console.log(result.toVersion, result.globalPositions);
+   * ```
+   */
+  append(
+    tx: SqlExecutor,
+    expected: ExpectedVersion,
+    events: readonly Event[],
+  ): Promise<AppendResult> {
+    let batch: NormalizedAppend;
+    try {
+      batch = normalizeAppend(expected, events);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return inTransaction(tx, (t) => this.#append(t, batch));
+  }
+
+  async #append(tx: SqlExecutor, batch: NormalizedAppend): Promise<AppendResult> {
+    const { aggregateType, aggregateId, expected, events } = batch;
+    const log = this.#logger;
+    log?.debug?.("append starting", {
+      aggregateType,
+      aggregateId,
+      eventCount: events.length,
+      expected: describeExpectedVersion(expected),
+    });
+    const params: unknown[] = [
+      aggregateType,
+      aggregateId,
+      events.length,
+      textArrayLiteral(events.map((e) => e.eventId)),
+      textArrayLiteral(events.map((e) => e.eventType)),
+      textArrayLiteral(events.map((e) => String(e.eventVersion))),
+      textArrayLiteral(events.map((e) => toHex(e.payload))),
+      textArrayLiteral(events.map((e) => e.metadataJson)),
+      textArrayLiteral(events.map((e) => e.createdAt.toISOString())),
+      textArrayLiteral(events.map((e) => e.traceId)),
+      textArrayLiteral(events.map((e) => e.correlationId)),
+      textArrayLiteral(events.map((e) => e.causationId)),
+    ];
+    if (expected.kind === "exact") params.push(expected.version);
+    let rows: Row[];
+    try {
+      rows = await this.#query(tx, this.#appendSql[expected.kind], params);
+    } catch (error) {
+      const pgError = error as PostgresErrorLike;
+      if (pgError.code === "23505") {
+        if (
+          pgError.constraint_name?.endsWith("event_id_key") || pgError.detail?.includes("(event_id)")
+        ) {
+          const eventId = /\(event_id\)=\(([^)]+)\)/.exec(pgError.detail ?? "")?.[1] ?? null;
+          log?.error?.("duplicate event id", { aggregateType, aggregateId, eventId });
+          throw new DuplicateEventIdError(aggregateType, aggregateId, eventId);
+        }
+        // A version collision in the events table: the heads table was out of step with it.
+        log?.error?.("concurrency conflict", { aggregateType, aggregateId });
+        throw new ConcurrencyError(aggregateType, aggregateId, expected, null);
+      }
+      throw error;
+    }
+    const [headVersion, positionList] = rows[0];
+    if (headVersion === null) {
+      // Conflict: nothing was written. A fresh statement sees the winner's committed head.
+      const actual = await this.headVersion(tx, aggregateType, aggregateId);
+      log?.error?.("concurrency conflict", {
+        aggregateType,
+        aggregateId,
+        expected: describeExpectedVersion(expected),
+        actualVersion: actual,
+      });
+      throw new ConcurrencyError(aggregateType, aggregateId, expected, actual);
+    }
+    const toVersion = toSafeNumber(headVersion, "aggregate_version");
+    const fromVersion = toVersion - events.length;
+    const globalPositions = (positionList as string).split(",").map((p) =>
+      toSafeNumber(p, "global_position")
+    );
+    const persisted = events.map((event, i): PersistedEvent => ({
+      globalPosition: globalPositions[i],
+      aggregateType,
+      aggregateId,
+      aggregateVersion: fromVersion + i + 1,
+      eventId: event.eventId,
+      eventType: event.eventType,
+      eventVersion: event.eventVersion,
+      payload: event.payload,
+      metadata: event.metadata,
+      createdAt: event.createdAt,
+      traceId: event.traceId,
+      correlationId: event.correlationId,
+      causationId: event.causationId,
+    }));
+    log?.info?.("events appended", {
+      aggregateType,
+      aggregateId,
+      eventCount: events.length,
+      fromVersion,
+      toVersion,
+      globalPositions,
+    });
+    return { events: persisted, globalPositions, fromVersion, toVersion };
+  }
+
+  /**
+   * Reads an aggregate's events in version order; `fromVersion`/`toVersion` are inclusive. A missing
+   * aggregate or an empty window gives an empty stream with version 0.
+   *
+   * @example
+   * ```ts
+   * import postgres from "postgres";
+   * import { PostgresStore } from "@eventsalsa/eventsalsa/store";
+   * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+   * const stream = await new PostgresStore().readStream(sql, "Order", "o-1", { fromVersion: 2 });
+   * ```
+   */
+  async readStream(
+    tx: SqlExecutor,
+    aggregateType: string,
+    aggregateId: string,
+    range?: VersionRange,
+  ): Promise<Stream> {
+    const args = checkReadStream(aggregateType, aggregateId, range);
+    this.#logger?.debug?.("reading stream", args);
+    const rows = await this.#query(tx, this.#readStreamSql, [
+      args.aggregateType,
+      args.aggregateId,
+      args.fromVersion,
+      args.toVersion,
+    ]);
+    const events = rows.map(toEvent);
+    return {
+      aggregateType: args.aggregateType,
+      aggregateId: args.aggregateId,
+      events,
+      version: events.length === 0 ? 0 : events[events.length - 1].aggregateVersion,
+    };
+  }
+
+  /**
+   * Reads up to `limit` events with `globalPosition > afterPosition`, in position order. Positions
+   * are not commit-ordered: the highest position read is not a safe checkpoint (the worker's gap
+   * rule handles that).
+   *
+   * @example
+   * ```ts
+   * import postgres from "postgres";
+   * import { PostgresStore } from "@eventsalsa/eventsalsa/store";
+   * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+   * const page = await new PostgresStore().readEvents(sql, 0, 100, { aggregateTypes: ["Order"] });
+   * ```
+   */
+  async readEvents(
+    tx: SqlExecutor,
+    afterPosition: number,
+    limit: number,
+    filter?: EventFilter,
+  ): Promise<PersistedEvent[]> {
+    const args = checkReadEvents(afterPosition, limit, filter);
+    if (args.limit === 0) return [];
+    this.#logger?.debug?.("reading events", args);
+    const rows = args.aggregateTypes === null
+      ? await this.#query(tx, this.#readEventsSql, [args.afterPosition, args.limit])
+      : await this.#query(tx, this.#readEventsFilteredSql, [
+        args.afterPosition,
+        args.limit,
+        textArrayLiteral(args.aggregateTypes),
+      ]);
+    return rows.map(toEvent);
+  }
+
+  /**
+   * The highest visible global position, or 0 for an empty log.
+   *
+   * @example
+   * ```ts
+   * import postgres from "postgres";
+   * import { PostgresStore } from "@eventsalsa/eventsalsa/store";
+   * const position = await new PostgresStore().latestPosition(postgres(Deno.env.get("DATABASE_URL")!));
+   * ```
+   */
+  async latestPosition(tx: SqlExecutor): Promise<number> {
+    const rows = await this.#query(tx, this.#latestPositionSql, []);
+    return rows.length === 0 ? 0 : toSafeNumber(rows[0][0], "global_position");
+  }
+
+  /**
+   * The aggregate's head version (0 when it does not exist), as the caller's transaction sees it.
+   *
+   * @example
+   * ```ts
+   * import postgres from "postgres";
+   * import { PostgresStore } from "@eventsalsa/eventsalsa/store";
+   * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+   * const version = await new PostgresStore().headVersion(sql, "Order", "o-1");
+   * ```
+   */
+  async headVersion(tx: SqlExecutor, aggregateType: string, aggregateId: string): Promise<number> {
+    const args = checkAggregate(aggregateType, aggregateId);
+    const rows = await this.#query(tx, this.#headSql, [args.aggregateType, args.aggregateId]);
+    return rows.length === 0 ? 0 : toSafeNumber(rows[0][0], "aggregate_version");
+  }
+
+  /**
+   * Iterates the global log in pages (`pageSize`, default 500), so a replay of millions of events
+   * holds one page in memory at a time.
+   *
+   * @example
+   * ```ts
+   * import postgres from "postgres";
+   * import { PostgresStore } from "@eventsalsa/eventsalsa/store";
+   * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+   * for await (const event of new PostgresStore().iterateEvents(sql, { pageSize: 1000 })) {
+   *   console.log(event.globalPosition);
+   * }
+   * ```
+   */
+  iterateEvents(tx: SqlExecutor, options?: IterateEventsOptions): AsyncIterable<PersistedEvent> {
+    return iteratePages((after, limit, filter) => this.readEvents(tx, after, limit, filter), options);
+  }
+}

@@ -1,0 +1,221 @@
+import type { ExpectedVersion } from "./expected_version.ts";
+
+/** Any JSON value. */
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+
+/** A JSON object: what event metadata must be. */
+export type JsonObject = { [key: string]: JsonValue };
+
+/**
+ * An event to append. The store assigns `aggregateVersion` and `globalPosition`; everything else
+ * is yours. `payload` is opaque bytes (JSON, protobuf, ciphertext).
+ *
+ * @example
+ * ```ts
+ * import type { Event } from "@eventsalsa/eventsalsa/store";
+ * const event: Event = {
+ *   aggregateType: "Order",
+ *   aggregateId: "order-1",
+ *   eventType: "OrderPlaced",
+ *   payload: new TextEncoder().encode(JSON.stringify({ total: 42 })),
+ *   metadata: { userId: "u-7" },
+ * };
+ * ```
+ */
+export interface Event {
+  /** The aggregate's category, e.g. `"Order"`. Non-empty. */
+  aggregateType: string;
+  /** The aggregate's identity within its type. Non-empty. */
+  aggregateId: string;
+  /** A UUID identifying this event; generated (v4) when omitted. Unique across the log. */
+  eventId?: string;
+  /** The discriminator, e.g. `"OrderPlaced"`. Non-empty. */
+  eventType: string;
+  /** The payload's schema version, a positive integer; 1 when omitted. */
+  eventVersion?: number;
+  /** The event's body, as bytes. */
+  payload: Uint8Array;
+  /** A JSON object, or null/omitted for none. */
+  metadata?: JsonObject | null;
+  /** When the event happened; now when omitted. */
+  createdAt?: Date;
+  /** Optional tracing id; `""` is stored as null. */
+  traceId?: string | null;
+  /** Optional correlation id; `""` is stored as null. */
+  correlationId?: string | null;
+  /** Optional causation id; `""` is stored as null. */
+  causationId?: string | null;
+}
+
+/**
+ * An event as stored: every field filled in, plus the version within its aggregate and the position
+ * in the global log.
+ *
+ * @example
+ * ```ts
+ * import type { PersistedEvent } from "@eventsalsa/eventsalsa/store";
+ * function describe(event: PersistedEvent): string {
+ *   return `${event.globalPosition}: ${event.aggregateType}/${event.aggregateId} v${event.aggregateVersion}`;
+ * }
+ * ```
+ */
+export interface PersistedEvent {
+  /** Position in the global log: unique and increasing, but not commit-ordered and not gap-free. */
+  readonly globalPosition: number;
+  /** The aggregate's category. */
+  readonly aggregateType: string;
+  /** The aggregate's identity. */
+  readonly aggregateId: string;
+  /** 1-based, contiguous version within the aggregate. */
+  readonly aggregateVersion: number;
+  /** The event's UUID. */
+  readonly eventId: string;
+  /** The discriminator. */
+  readonly eventType: string;
+  /** The payload's schema version. */
+  readonly eventVersion: number;
+  /** The event's body. */
+  readonly payload: Uint8Array;
+  /** JSON object metadata, or null. */
+  readonly metadata: JsonObject | null;
+  /** When the event happened (millisecond precision in JavaScript). */
+  readonly createdAt: Date;
+  /** Tracing id or null. */
+  readonly traceId: string | null;
+  /** Correlation id or null. */
+  readonly correlationId: string | null;
+  /** Causation id or null. */
+  readonly causationId: string | null;
+}
+
+/**
+ * The result of `readStream`: the aggregate's events in version order.
+ *
+ * @example
+ * ```ts
+ * import type { Stream } from "@eventsalsa/eventsalsa/store";
+ * function isNew(stream: Stream): boolean {
+ *   return stream.events.length === 0;
+ * }
+ * ```
+ */
+export interface Stream {
+  /** Echo of the requested aggregate type. */
+  readonly aggregateType: string;
+  /** Echo of the requested aggregate id. */
+  readonly aggregateId: string;
+  /** The events, ordered by `aggregateVersion`. */
+  readonly events: readonly PersistedEvent[];
+  /**
+   * The version of the last returned event, or 0 when none. With a `toVersion` window this is not
+   * the head: use `headVersion` for that.
+   */
+  readonly version: number;
+}
+
+/**
+ * What `append` returns.
+ *
+ * @example
+ * ```ts
+ * import type { AppendResult } from "@eventsalsa/eventsalsa/store";
+ * function summary(result: AppendResult): string {
+ *   return `versions ${result.fromVersion + 1}..${result.toVersion} at ${result.globalPositions}`;
+ * }
+ * ```
+ */
+export interface AppendResult {
+  /** The appended events, in input order, with version and position assigned. */
+  readonly events: readonly PersistedEvent[];
+  /** Their global positions, in input order (strictly increasing). */
+  readonly globalPositions: readonly number[];
+  /** The head version before the append. */
+  readonly fromVersion: number;
+  /** The head version after the append. */
+  readonly toVersion: number;
+}
+
+/**
+ * An inclusive window of versions for `readStream`.
+ *
+ * @example
+ * ```ts
+ * import type { VersionRange } from "@eventsalsa/eventsalsa/store";
+ * const lastTen: VersionRange = { fromVersion: 91, toVersion: 100 };
+ * ```
+ */
+export interface VersionRange {
+  /** First version to return (inclusive). */
+  fromVersion?: number;
+  /** Last version to return (inclusive). */
+  toVersion?: number;
+}
+
+/**
+ * Narrows `readEvents` to some aggregate types. Omitted or empty means every type.
+ *
+ * @example
+ * ```ts
+ * import type { EventFilter } from "@eventsalsa/eventsalsa/store";
+ * const ordersOnly: EventFilter = { aggregateTypes: ["Order"] };
+ * ```
+ */
+export interface EventFilter {
+  /** Only events of these aggregate types. */
+  aggregateTypes?: readonly string[];
+}
+
+/**
+ * Options for iterating over a long range of the global log page by page.
+ *
+ * @example
+ * ```ts
+ * import type { IterateEventsOptions } from "@eventsalsa/eventsalsa/store";
+ * const options: IterateEventsOptions = { afterPosition: 0, pageSize: 1000 };
+ * ```
+ */
+export interface IterateEventsOptions extends EventFilter {
+  /** Start after this position (exclusive); 0 = from the beginning. */
+  afterPosition?: number;
+  /** Stop after this position (inclusive); unbounded when omitted. */
+  toPosition?: number;
+  /** Events fetched per round trip; 500 when omitted. */
+  pageSize?: number;
+}
+
+/**
+ * The store port: what the PostgreSQL store and the in-memory store both implement, and what the
+ * contract suite checks. `Tx` is the implementation's transaction handle.
+ *
+ * @example
+ * ```ts
+ * import type { EventStore } from "@eventsalsa/eventsalsa/store";
+ * async function countOrders<Tx>(store: EventStore<Tx>, tx: Tx): Promise<number> {
+ *   return (await store.readEvents(tx, 0, 1000, { aggregateTypes: ["Order"] })).length;
+ * }
+ * ```
+ */
+export interface EventStore<Tx> {
+  /** Appends events to one aggregate if `expected` holds. */
+  append(tx: Tx, expected: ExpectedVersion, events: readonly Event[]): Promise<AppendResult>;
+  /** Reads one aggregate's events in version order, optionally within an inclusive window. */
+  readStream(
+    tx: Tx,
+    aggregateType: string,
+    aggregateId: string,
+    range?: VersionRange,
+  ): Promise<Stream>;
+  /** Reads up to `limit` events with position greater than `afterPosition`, ascending. */
+  readEvents(
+    tx: Tx,
+    afterPosition: number,
+    limit: number,
+    filter?: EventFilter,
+  ): Promise<PersistedEvent[]>;
+  /** The highest visible position, or 0 when the log is empty. Not a safe checkpoint. */
+  latestPosition(tx: Tx): Promise<number>;
+  /** The aggregate's head version, or 0 when it does not exist. */
+  headVersion(tx: Tx, aggregateType: string, aggregateId: string): Promise<number>;
+  /** Iterates the global log page by page, never holding more than one page in memory. */
+  iterateEvents(tx: Tx, options?: IterateEventsOptions): AsyncIterable<PersistedEvent>;
+}
