@@ -55,6 +55,8 @@ export interface TestDatabase {
 export interface TestDatabaseOptions {
   /** postgres.js `prepare` for `sql` (true when omitted). */
   prepare?: boolean;
+  /** `"embedded"` forces PGlite even when a server URL is configured; `"auto"` by default. */
+  server?: "auto" | "embedded";
 }
 
 const PGLITE_REASON =
@@ -64,11 +66,12 @@ interface Server {
   kind: TestDatabaseKind;
   url: string;
   embedded?: EmbeddedDatabase;
+  /** Open test databases on an embedded server; it stops when the count drops to zero. */
+  users: number;
+  stopTimer?: ReturnType<typeof setTimeout>;
 }
 
-let server: Promise<Server> | null = null;
-let embeddedUsers = 0;
-let embeddedStop: ReturnType<typeof setTimeout> | undefined;
+const servers: Record<"auto" | "embedded", Promise<Server> | null> = { auto: null, embedded: null };
 
 function env(name: string): string | undefined {
   // deno-lint-ignore no-explicit-any
@@ -111,6 +114,7 @@ async function startDocker(): Promise<Server | null> {
       .withWaitStrategy(Wait.forLogMessage(/ready to accept connections/, 2))
       .start();
     return {
+      users: 0,
       kind: "docker",
       url: `postgres://postgres@${container.getHost()}:${container.getMappedPort(5432)}/postgres`,
     };
@@ -119,15 +123,19 @@ async function startDocker(): Promise<Server | null> {
   }
 }
 
-async function resolveServer(): Promise<Server> {
+async function resolveServer(which: "auto" | "embedded"): Promise<Server> {
+  if (which === "embedded") {
+    const embedded = await startEmbeddedDatabase();
+    return { kind: "pglite", url: embedded.url, embedded, users: 0 };
+  }
   const url = env("EVENTSALSA_TEST_DATABASE_URL") ?? env("DATABASE_URL");
-  if (url) return { kind: "postgres", url };
+  if (url) return { kind: "postgres", url, users: 0 };
   if (await dockerReachable()) {
     const docker = await startDocker();
     if (docker) return docker;
   }
   const embedded = await startEmbeddedDatabase();
-  return { kind: "pglite", url: embedded.url, embedded };
+  return { kind: "pglite", url: embedded.url, embedded, users: 0 };
 }
 
 /**
@@ -144,14 +152,16 @@ async function resolveServer(): Promise<Server> {
  * ```
  */
 export async function testDatabase(options: TestDatabaseOptions = {}): Promise<TestDatabase> {
-  server ??= resolveServer();
-  const { kind, url, embedded } = await server;
+  const which = options.server ?? "auto";
+  const server = servers[which] ??= resolveServer(which);
+  const resolved = await server;
+  const { kind, url, embedded } = resolved;
   const schema = `eventsalsa_test_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
   const pools: postgres.Sql[] = [];
   const base = { onnotice: () => {}, max: kind === "pglite" ? 1 : 10 };
   if (embedded) {
-    clearTimeout(embeddedStop);
-    embeddedUsers++;
+    clearTimeout(resolved.stopTimer);
+    resolved.users++;
     // One shared session: its search_path is the schema of the test running now.
     await embedded.exec(`CREATE SCHEMA ${schema}; SET search_path TO ${schema}`);
   } else {
@@ -187,10 +197,10 @@ export async function testDatabase(options: TestDatabaseOptions = {}): Promise<T
       await Promise.all(pools.map((pool) => pool.end({ timeout: 5 })));
       if (embedded) {
         await embedded.exec(`DROP SCHEMA ${schema} CASCADE; SET search_path TO public`);
-        if (--embeddedUsers === 0) {
+        if (--resolved.users === 0) {
           // Stop the engine once the process stops using it, so nothing keeps the runtime alive.
-          embeddedStop = setTimeout(() => {
-            server = null;
+          resolved.stopTimer = setTimeout(() => {
+            if (servers[which] === server) servers[which] = null;
             void embedded.close();
           }, 50);
         }
