@@ -1,0 +1,42 @@
+/**
+ * eventsalsa: event sourcing on PostgreSQL for Deno and Bun. This root module re-exports the types
+ * and helpers most code needs; the components live at `@eventsalsa/eventsalsa/store`,
+ * `/worker`, `/encryption` and `/testing`.
+ *
+ * @example
+ * ```ts
+ * import postgres from "postgres";
+ * import { exact, PostgresStore } from "@eventsalsa/eventsalsa";
+ *
+ * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+ * const store = new PostgresStore();
+ * const stream = await store.readStream(sql, "Order", "o-1");
+ * await sql.begin((tx) =>
+ *   store.append(tx, exact(stream.version), [
+ *     { aggregateType: "Order", aggregateId: "o-1", eventType: "OrderShipped", payload: new Uint8Array() },
+ *   ])
+ * );
+ * ```
+ *
+ * @module
+ */
+export {
+  any,
+  type AppendResult,
+  ConcurrencyError,
+  DuplicateEventIdError,
+  type Event,
+  type EventStore,
+  exact,
+  type ExpectedVersion,
+  type JsonObject,
+  type JsonValue,
+  NoEventsError,
+  noStream,
+  type PersistedEvent,
+  PostgresStore,
+  type Stream,
+  streamExists,
+  ValidationError,
+} from "./store/mod.ts";
+export type { Clock } from "./internal/clock.ts";
