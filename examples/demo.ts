@@ -12,16 +12,15 @@ import {
   PostgresStore,
 } from "../store/mod.ts";
 import { startEmbeddedDatabase } from "../testing/mod.ts";
+import { readEnv } from "../internal/env.ts";
 
-const env = (name: string): string | undefined =>
-  // deno-lint-ignore no-explicit-any
-  "Deno" in globalThis ? (globalThis as any).Deno.env.get(name) : (globalThis as any).process.env[name];
-
-const databaseUrl = env("DATABASE_URL");
+const databaseUrl = readEnv("DATABASE_URL");
 const embedded = databaseUrl ? null : await startEmbeddedDatabase();
 const sql = postgres(databaseUrl ?? embedded!.url, { max: embedded ? 1 : 4, onnotice: () => {} });
 console.log(
-  embedded ? "Database: embedded PGlite (set DATABASE_URL to use your PostgreSQL)" : "Database: DATABASE_URL",
+  embedded
+    ? "Database: embedded PGlite (set DATABASE_URL to use your PostgreSQL)"
+    : "Database: DATABASE_URL",
 );
 
 try {
@@ -46,7 +45,9 @@ try {
     ])
   );
   console.log(
-    `Placed ${orderId}: versions ${placed.fromVersion + 1}..${placed.toVersion} at positions ${placed.globalPositions.join(", ")}`,
+    `Placed ${orderId}: versions ${placed.fromVersion + 1}..${placed.toVersion} at positions ${
+      placed.globalPositions.join(", ")
+    }`,
   );
 
   // 2. Two clerks load version 3 and both try to act on it; only the first append wins.
@@ -91,7 +92,9 @@ try {
   console.log(`Stream ${orderId} at version ${stream.version}:`);
   for (const e of stream.events) console.log(`  v${e.aggregateVersion} ${e.eventType}`);
   console.log(
-    `Rebuilt: ${order.customer}'s order is ${order.status}, ${order.items.length} items, total ${total.toFixed(2)} EUR`,
+    `Rebuilt: ${order.customer}'s order is ${order.status}, ${order.items.length} items, total ${
+      total.toFixed(2)
+    } EUR`,
   );
 } finally {
   await sql.end();

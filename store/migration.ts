@@ -1,4 +1,4 @@
-import postgres from "postgres";
+import type postgres from "postgres";
 import {
   derivedIdentifier,
   IdentifierError,
@@ -140,12 +140,18 @@ export function migrationSql(options: StoreMigrationOptions = {}): string {
 ) PARTITION BY RANGE (global_position);`,
       `-- Partitioned tables cannot enforce uniqueness without the partition key: aggregate_heads is`,
       `-- the only version guard and event_id is not unique here.`,
-      `CREATE INDEX IF NOT EXISTS ${idx("aggregate")} ON ${events.quoted} (aggregate_type, aggregate_id, aggregate_version);`,
+      `CREATE INDEX IF NOT EXISTS ${
+        idx("aggregate")
+      } ON ${events.quoted} (aggregate_type, aggregate_id, aggregate_version);`,
     );
     for (let p = 0; p < count; p++) {
       const from = p * size + 1;
       const to = (p + 1) * size;
-      const partition = derivedIdentifier(events, partitionName(events.name, from, to), "partition name");
+      const partition = derivedIdentifier(
+        events,
+        partitionName(events.name, from, to),
+        "partition name",
+      );
       lines.push(
         `CREATE TABLE IF NOT EXISTS ${partition.quoted} PARTITION OF ${events.quoted} FOR VALUES FROM (${from}) TO (${
           to + 1
@@ -154,7 +160,9 @@ export function migrationSql(options: StoreMigrationOptions = {}): string {
     }
   }
   lines.push(
-    `CREATE INDEX IF NOT EXISTS ${idx("aggregate_type_position")} ON ${events.quoted} (aggregate_type, global_position);`,
+    `CREATE INDEX IF NOT EXISTS ${
+      idx("aggregate_type_position")
+    } ON ${events.quoted} (aggregate_type, global_position);`,
     `CREATE TABLE IF NOT EXISTS ${heads.quoted} (
     aggregate_type TEXT NOT NULL,
     aggregate_id TEXT NOT NULL,
@@ -199,6 +207,9 @@ export async function applyMigration(sql: postgres.Sql, ddl: string): Promise<vo
  * await migrate(postgres(Deno.env.get("DATABASE_URL")!), { eventsTable: "events" });
  * ```
  */
-export async function migrate(sql: postgres.Sql, options: StoreMigrationOptions = {}): Promise<void> {
+export async function migrate(
+  sql: postgres.Sql,
+  options: StoreMigrationOptions = {},
+): Promise<void> {
   await applyMigration(sql, migrationSql(options));
 }

@@ -9,7 +9,10 @@ import { testDatabase } from "../testing/test_database.ts";
 describe("migrationSql", () => {
   it("creates the sequence with CACHE 1 and every column", () => {
     const ddl = migrationSql();
-    assert.match(ddl, /CREATE SEQUENCE IF NOT EXISTS "events_global_position_seq" AS BIGINT CACHE 1;/);
+    assert.match(
+      ddl,
+      /CREATE SEQUENCE IF NOT EXISTS "events_global_position_seq" AS BIGINT CACHE 1;/,
+    );
     for (
       const column of [
         "aggregate_type TEXT NOT NULL",
@@ -35,7 +38,10 @@ describe("migrationSql", () => {
     const ddl = migrationSql({ eventsTable: "es.my_events", headsTable: "es.my_heads" });
     assert.match(ddl, /CREATE TABLE IF NOT EXISTS "es"\."my_events"/);
     assert.match(ddl, /CREATE SEQUENCE IF NOT EXISTS "es"\."my_events_global_position_seq"/);
-    assert.match(ddl, /CREATE INDEX IF NOT EXISTS idx_my_events_aggregate_type_position ON "es"\."my_events"/);
+    assert.match(
+      ddl,
+      /CREATE INDEX IF NOT EXISTS idx_my_events_aggregate_type_position ON "es"\."my_events"/,
+    );
     assert.match(ddl, /CREATE TABLE IF NOT EXISTS "es"\."my_heads"/);
   });
 
@@ -47,7 +53,11 @@ describe("migrationSql", () => {
     assert.ok(ddl.includes(
       `CREATE TABLE IF NOT EXISTS "events_p0000000001_p0000001000" PARTITION OF "events" FOR VALUES FROM (1) TO (1001);`,
     ));
-    assert.ok(ddl.includes(`"events_p0000002001_p0000003000" PARTITION OF "events" FOR VALUES FROM (2001) TO (3001);`));
+    assert.ok(
+      ddl.includes(
+        `"events_p0000002001_p0000003000" PARTITION OF "events" FOR VALUES FROM (2001) TO (3001);`,
+      ),
+    );
     assert.doesNotMatch(ddl, /p0000003001/);
     assert.doesNotMatch(ddl, /UNIQUE \(event_id\)/);
     assert.equal(partitionName("events", 6, 10), "events_p0000000006_p0000000010");
@@ -75,9 +85,16 @@ describe("migrationSql", () => {
   it("applies idempotently, concurrently, and the store works on custom schema-qualified tables", async (t) => {
     const db = await testDatabase();
     try {
-      const options = { eventsTable: `${db.schema}.ledger`, headsTable: `${db.schema}.ledger_heads` };
+      const options = {
+        eventsTable: `${db.schema}.ledger`,
+        headsTable: `${db.schema}.ledger_heads`,
+      };
       if (db.supportsConcurrency) {
-        await Promise.all([migrate(db.sql, options), migrate(db.connect(), options), migrate(db.connect(), options)]);
+        await Promise.all([
+          migrate(db.sql, options),
+          migrate(db.connect(), options),
+          migrate(db.connect(), options),
+        ]);
       } else {
         t.diagnostic?.("concurrent migration needs several connections; applied sequentially");
         await migrate(db.sql, options);

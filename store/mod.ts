@@ -43,7 +43,12 @@ export {
   noStream,
   streamExists,
 } from "./expected_version.ts";
-export { ConcurrencyError, DuplicateEventIdError, NoEventsError, ValidationError } from "./errors.ts";
+export {
+  ConcurrencyError,
+  DuplicateEventIdError,
+  NoEventsError,
+  ValidationError,
+} from "./errors.ts";
 export type { Logger } from "./logger.ts";
 export { PostgresStore, type PostgresStoreOptions, type SqlExecutor } from "./postgres_store.ts";
 export {

@@ -1,5 +1,5 @@
 import type postgres from "postgres";
-import { parseIdentifier, IdentifierError, literal } from "../internal/sql_identifier.ts";
+import { IdentifierError, literal, parseIdentifier } from "../internal/sql_identifier.ts";
 import { toSafeNumber } from "../internal/safe_number.ts";
 import { textArrayLiteral, toHex } from "../internal/postgres_array.ts";
 import { inTransaction, type SqlExecutor } from "../internal/postgres_client.ts";
@@ -23,8 +23,8 @@ import {
   checkAggregate,
   checkReadEvents,
   checkReadStream,
-  type NormalizedAppend,
   normalizeAppend,
+  type NormalizedAppend,
 } from "./validation.ts";
 
 export type { SqlExecutor };
@@ -151,11 +151,13 @@ export class PostgresStore implements EventStore<SqlExecutor> {
     const H = heads.quoted;
     const key = "aggregate_type = $1 AND aggregate_id = $2";
     const headWrites: Record<ExpectedVersion["kind"], string> = {
-      noStream: `INSERT INTO ${H} (aggregate_type, aggregate_id, aggregate_version) VALUES ($1, $2, $3)
+      noStream:
+        `INSERT INTO ${H} (aggregate_type, aggregate_id, aggregate_version) VALUES ($1, $2, $3)
         ON CONFLICT (aggregate_type, aggregate_id) DO NOTHING`,
       exact: `UPDATE ${H} SET aggregate_version = aggregate_version + $3, updated_at = now()
         WHERE ${key} AND aggregate_version = $13`,
-      any: `INSERT INTO ${H} AS h (aggregate_type, aggregate_id, aggregate_version) VALUES ($1, $2, $3)
+      any:
+        `INSERT INTO ${H} AS h (aggregate_type, aggregate_id, aggregate_version) VALUES ($1, $2, $3)
         ON CONFLICT (aggregate_type, aggregate_id)
         DO UPDATE SET aggregate_version = h.aggregate_version + excluded.aggregate_version, updated_at = now()`,
       streamExists: `UPDATE ${H} SET aggregate_version = aggregate_version + $3, updated_at = now()
@@ -276,7 +278,8 @@ export class PostgresStore implements EventStore<SqlExecutor> {
       const pgError = error as PostgresErrorLike;
       if (pgError.code === "23505") {
         if (
-          pgError.constraint_name?.endsWith("event_id_key") || pgError.detail?.includes("(event_id)")
+          pgError.constraint_name?.endsWith("event_id_key") ||
+          pgError.detail?.includes("(event_id)")
         ) {
           const eventId = /\(event_id\)=\(([^)]+)\)/.exec(pgError.detail ?? "")?.[1] ?? null;
           log?.error?.("duplicate event id", { aggregateType, aggregateId, eventId });
@@ -445,6 +448,9 @@ export class PostgresStore implements EventStore<SqlExecutor> {
    * ```
    */
   iterateEvents(tx: SqlExecutor, options?: IterateEventsOptions): AsyncIterable<PersistedEvent> {
-    return iteratePages((after, limit, filter) => this.readEvents(tx, after, limit, filter), options);
+    return iteratePages(
+      (after, limit, filter) => this.readEvents(tx, after, limit, filter),
+      options,
+    );
   }
 }

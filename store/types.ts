@@ -1,7 +1,9 @@
 import type { ExpectedVersion } from "./expected_version.ts";
 
 /** Any JSON value. */
-export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+export type JsonValue = null | boolean | number | string | JsonValue[] | {
+  [key: string]: JsonValue;
+};
 
 /** A JSON object: what event metadata must be. */
 export type JsonObject = { [key: string]: JsonValue };

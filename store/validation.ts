@@ -101,7 +101,9 @@ function checkJson(value: unknown, path: string, seen: Set<object>): void {
 export function checkMetadata(metadata: unknown, what: string): JsonObject | null {
   if (metadata === undefined || metadata === null) return null;
   if (!isPlainObject(metadata)) {
-    throw new ValidationError(`${what} must be a plain JSON object or null, got ${typeName(metadata)}`);
+    throw new ValidationError(
+      `${what} must be a plain JSON object or null, got ${typeName(metadata)}`,
+    );
   }
   checkJson(metadata, what, new Set());
   return metadata as JsonObject;
@@ -124,16 +126,22 @@ function checkEvent(raw: unknown, index: number): NormalizedEvent & {
   else if (typeof event.eventId === "string" && UUID.test(event.eventId)) {
     eventId = event.eventId.toLowerCase();
   } else {
-    throw new ValidationError(`${where}: eventId must be a UUID string, got ${String(event.eventId)}`);
+    throw new ValidationError(
+      `${where}: eventId must be a UUID string, got ${String(event.eventId)}`,
+    );
   }
   const eventVersion = event.eventVersion ?? 1;
   if (!Number.isInteger(eventVersion) || eventVersion < 1 || eventVersion > MAX_INT4) {
     throw new ValidationError(
-      `${where}: eventVersion must be an integer from 1 to ${MAX_INT4}, got ${String(eventVersion)}`,
+      `${where}: eventVersion must be an integer from 1 to ${MAX_INT4}, got ${
+        String(eventVersion)
+      }`,
     );
   }
   if (!(event.payload instanceof Uint8Array)) {
-    throw new ValidationError(`${where}: payload must be a Uint8Array, got ${typeName(event.payload)}`);
+    throw new ValidationError(
+      `${where}: payload must be a Uint8Array, got ${typeName(event.payload)}`,
+    );
   }
   const metadata = checkMetadata(event.metadata, `${where}: metadata`);
   const createdAt = event.createdAt ?? new Date();
@@ -177,7 +185,9 @@ export function normalizeAppend(expected: unknown, events: unknown): NormalizedA
       );
     }
     if (ids.has(event.eventId)) {
-      throw new ValidationError(`event ${index}: eventId ${event.eventId} repeats within the batch`);
+      throw new ValidationError(
+        `event ${index}: eventId ${event.eventId} repeats within the batch`,
+      );
     }
     ids.add(event.eventId);
   });

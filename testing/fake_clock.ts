@@ -67,7 +67,10 @@ export class FakeClock implements Clock {
 
   /** When the next timer is due, or null when none is pending. */
   nextTimerAt(): number | null {
-    return this.#timers.reduce<number | null>((min, t) => (min === null || t.at < min ? t.at : min), null);
+    return this.#timers.reduce<number | null>(
+      (min, t) => (min === null || t.at < min ? t.at : min),
+      null,
+    );
   }
 
   /**

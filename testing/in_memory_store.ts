@@ -187,16 +187,14 @@ export class InMemoryEventStore implements EventStore<InMemoryTransaction | InMe
 
   /** Creates an empty store. */
   constructor(options: InMemoryEventStoreOptions = {}) {
-    this.notifyChannel = options.notifyChannel == null
-      ? null
-      : (() => {
-        try {
-          return parseIdentifier(options.notifyChannel, "notifyChannel", { allowSchema: false })
-            .name;
-        } catch (error) {
-          throw new ValidationError((error as Error).message);
-        }
-      })();
+    this.notifyChannel = options.notifyChannel == null ? null : (() => {
+      try {
+        return parseIdentifier(options.notifyChannel, "notifyChannel", { allowSchema: false })
+          .name;
+      } catch (error) {
+        throw new ValidationError((error as Error).message);
+      }
+    })();
   }
 
   /**
@@ -371,7 +369,10 @@ export class InMemoryEventStore implements EventStore<InMemoryTransaction | InMe
     tx.pendingHeads.set(key, current + persisted.length);
     const globalPositions = persisted.map((e) => e.globalPosition);
     if (this.notifyChannel !== null) {
-      tx.notifications.push([this.notifyChannel, String(globalPositions[globalPositions.length - 1])]);
+      tx.notifications.push([
+        this.notifyChannel,
+        String(globalPositions[globalPositions.length - 1]),
+      ]);
     }
     return {
       events: persisted,
@@ -385,7 +386,9 @@ export class InMemoryEventStore implements EventStore<InMemoryTransaction | InMe
   #visible(tx: InMemoryTransaction | InMemoryEventStore): readonly PersistedEvent[] {
     if (tx instanceof InMemoryEventStore || tx.pendingEvents.length === 0) return this.#events;
     tx.assertUsable();
-    return [...this.#events, ...tx.pendingEvents].sort((a, b) => a.globalPosition - b.globalPosition);
+    return [...this.#events, ...tx.pendingEvents].sort((a, b) =>
+      a.globalPosition - b.globalPosition
+    );
   }
 
   /**
@@ -514,6 +517,9 @@ export class InMemoryEventStore implements EventStore<InMemoryTransaction | InMe
     tx: InMemoryTransaction | InMemoryEventStore,
     options?: IterateEventsOptions,
   ): AsyncIterable<PersistedEvent> {
-    return iteratePages((after, limit, filter) => this.readEvents(tx, after, limit, filter), options);
+    return iteratePages(
+      (after, limit, filter) => this.readEvents(tx, after, limit, filter),
+      options,
+    );
   }
 }

@@ -6,7 +6,13 @@ import {
   NoEventsError,
   ValidationError,
 } from "../store/errors.ts";
-import { any, exact, type ExpectedVersion, noStream, streamExists } from "../store/expected_version.ts";
+import {
+  any,
+  exact,
+  type ExpectedVersion,
+  noStream,
+  streamExists,
+} from "../store/expected_version.ts";
 import { partitionName } from "../store/migration.ts";
 import type { AppendResult, Event, EventStore, PersistedEvent } from "../store/types.ts";
 
@@ -206,28 +212,35 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
         assert.deepEqual(read.map((e) => e.aggregateType), ["A", "B"]);
       });
 
-      scenario("4. a checkpoint at the highest position seen can skip a later commit", async (h, store) => {
-        const holdA = gate();
-        let appendedA!: AppendResult;
-        const a = h.transaction(async (tx) => {
-          appendedA = await store.append(tx, any(), [event("A", "1")]);
-          await holdA.promise;
-        });
-        await waitFor(() => appendedA !== undefined, "transaction A to append");
-        const b = await append(h, any(), [event("B", "1")]);
-        assert.ok(appendedA.globalPositions[0] < b.globalPositions[0]);
-        const seen = await h.transaction((tx) => store.readEvents(tx, 0, 10));
-        assert.deepEqual(seen.map((e) => e.globalPosition), b.globalPositions);
-        const naiveCheckpoint = seen[seen.length - 1].globalPosition;
-        holdA.open();
-        await a;
-        assert.deepEqual(await h.transaction((tx) => store.readEvents(tx, naiveCheckpoint, 10)), []);
-        const all = await h.transaction((tx) => store.readEvents(tx, 0, 10));
-        assert.deepEqual(all.map((e) => e.globalPosition), [
-          appendedA.globalPositions[0],
-          b.globalPositions[0],
-        ]);
-      }, { concurrency: true });
+      scenario(
+        "4. a checkpoint at the highest position seen can skip a later commit",
+        async (h, store) => {
+          const holdA = gate();
+          let appendedA!: AppendResult;
+          const a = h.transaction(async (tx) => {
+            appendedA = await store.append(tx, any(), [event("A", "1")]);
+            await holdA.promise;
+          });
+          await waitFor(() => appendedA !== undefined, "transaction A to append");
+          const b = await append(h, any(), [event("B", "1")]);
+          assert.ok(appendedA.globalPositions[0] < b.globalPositions[0]);
+          const seen = await h.transaction((tx) => store.readEvents(tx, 0, 10));
+          assert.deepEqual(seen.map((e) => e.globalPosition), b.globalPositions);
+          const naiveCheckpoint = seen[seen.length - 1].globalPosition;
+          holdA.open();
+          await a;
+          assert.deepEqual(
+            await h.transaction((tx) => store.readEvents(tx, naiveCheckpoint, 10)),
+            [],
+          );
+          const all = await h.transaction((tx) => store.readEvents(tx, 0, 10));
+          assert.deepEqual(all.map((e) => e.globalPosition), [
+            appendedA.globalPositions[0],
+            b.globalPositions[0],
+          ]);
+        },
+        { concurrency: true },
+      );
 
       scenario("5. a rolled-back append leaves a permanent hole", async (h, store) => {
         let rolledBack!: AppendResult;
@@ -296,14 +309,18 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
 
       scenario("10. readStream from version 2", async (h, store) => {
         await append(h, noStream(), events("S", "s", 3));
-        const stream = await h.transaction((tx) => store.readStream(tx, "S", "s", { fromVersion: 2 }));
+        const stream = await h.transaction((tx) =>
+          store.readStream(tx, "S", "s", { fromVersion: 2 })
+        );
         assert.deepEqual(stream.events.map((e) => e.aggregateVersion), [2, 3]);
         assert.equal(stream.version, 3);
       });
 
       scenario("11. readStream to version 2", async (h, store) => {
         await append(h, noStream(), events("S", "s", 3));
-        const stream = await h.transaction((tx) => store.readStream(tx, "S", "s", { toVersion: 2 }));
+        const stream = await h.transaction((tx) =>
+          store.readStream(tx, "S", "s", { toVersion: 2 })
+        );
         assert.deepEqual(stream.events.map((e) => e.aggregateVersion), [1, 2]);
         assert.equal(stream.version, 2);
       });
@@ -334,14 +351,17 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
         assert.ok(a.events.every((e) => e.aggregateId === "a"));
       });
 
-      scenario("15. readStream orders by version with other events interleaved", async (h, store) => {
-        await append(h, noStream(), [event("S", "a", { eventType: "First" })]);
-        await append(h, noStream(), [event("S", "other")]);
-        await append(h, exact(1), [event("S", "a", { eventType: "Second" })]);
-        const stream = await h.transaction((tx) => store.readStream(tx, "S", "a"));
-        assert.deepEqual(stream.events.map((e) => e.aggregateVersion), [1, 2]);
-        assert.deepEqual(stream.events.map((e) => e.eventType), ["First", "Second"]);
-      });
+      scenario(
+        "15. readStream orders by version with other events interleaved",
+        async (h, store) => {
+          await append(h, noStream(), [event("S", "a", { eventType: "First" })]);
+          await append(h, noStream(), [event("S", "other")]);
+          await append(h, exact(1), [event("S", "a", { eventType: "Second" })]);
+          const stream = await h.transaction((tx) => store.readStream(tx, "S", "a"));
+          assert.deepEqual(stream.events.map((e) => e.aggregateVersion), [1, 2]);
+          assert.deepEqual(stream.events.map((e) => e.eventType), ["First", "Second"]);
+        },
+      );
     });
 
     describe("expected versions (spec §5 expected_version_test)", () => {
@@ -383,43 +403,59 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
 
       scenario("21. uniqueness by reservation aggregate", async (h) => {
         const reserve = () =>
-          append(h, noStream(), [event("EmailReservation", "ada@example.com", { eventType: "Reserved" })]);
+          append(h, noStream(), [
+            event("EmailReservation", "ada@example.com", { eventType: "Reserved" }),
+          ]);
         await reserve();
         await assert.rejects(reserve(), ConcurrencyError);
       });
 
-      scenario("streamExists: conflicts on a missing aggregate, appends to an existing one", async (h) => {
-        await assert.rejects(append(h, streamExists(), [event("U", "1")]), (error: unknown) =>
-          error instanceof ConcurrencyError && error.actualVersion === 0);
-        await append(h, noStream(), [event("U", "1")]);
-        assert.equal((await append(h, streamExists(), events("U", "1", 2))).toVersion, 3);
-      });
+      scenario(
+        "streamExists: conflicts on a missing aggregate, appends to an existing one",
+        async (h) => {
+          await assert.rejects(
+            append(h, streamExists(), [event("U", "1")]),
+            (error: unknown) => error instanceof ConcurrencyError && error.actualVersion === 0,
+          );
+          await append(h, noStream(), [event("U", "1")]);
+          assert.equal((await append(h, streamExists(), events("U", "1", 2))).toVersion, 3);
+        },
+      );
 
-      scenario("a conflict writes nothing, draws no position and leaves the transaction usable", async (h, store) => {
-        const first = await append(h, noStream(), [event("U", "1")]);
-        await h.transaction(async (tx) => {
-          await assert.rejects(store.append(tx, noStream(), [event("U", "1")]), ConcurrencyError);
-          await assert.rejects(store.append(tx, exact(7), [event("U", "1")]), ConcurrencyError);
-          await store.append(tx, exact(1), [event("U", "1")]);
-        });
-        const next = await append(h, any(), [event("U", "2")]);
-        const stream = await h.transaction((tx) => store.readStream(tx, "U", "1"));
-        assert.equal(stream.version, 2);
-        // Two conflicts drew no positions: only the successful append in between used one.
-        assert.equal(next.globalPositions[0], first.globalPositions[0] + 2);
-      });
+      scenario(
+        "a conflict writes nothing, draws no position and leaves the transaction usable",
+        async (h, store) => {
+          const first = await append(h, noStream(), [event("U", "1")]);
+          await h.transaction(async (tx) => {
+            await assert.rejects(store.append(tx, noStream(), [event("U", "1")]), ConcurrencyError);
+            await assert.rejects(store.append(tx, exact(7), [event("U", "1")]), ConcurrencyError);
+            await store.append(tx, exact(1), [event("U", "1")]);
+          });
+          const next = await append(h, any(), [event("U", "2")]);
+          const stream = await h.transaction((tx) => store.readStream(tx, "U", "1"));
+          assert.equal(stream.version, 2);
+          // Two conflicts drew no positions: only the successful append in between used one.
+          assert.equal(next.globalPositions[0], first.globalPositions[0] + 2);
+        },
+      );
     });
 
     describe("concurrency (spec §5 concurrency_test)", () => {
-      const race = async (h: StoreHarness<Tx>, writers: number, run: (i: number) => Promise<unknown>) => {
+      const race = async (
+        writers: number,
+        run: (i: number) => Promise<unknown>,
+      ) => {
         const start = gate();
-        const all = Array.from({ length: writers }, (_, i) => start.promise.then(() => outcome(run(i))));
+        const all = Array.from(
+          { length: writers },
+          (_, i) => start.promise.then(() => outcome(run(i))),
+        );
         start.open();
         return await Promise.all(all);
       };
 
       scenario("22. 50 writers on noStream: exactly one wins", async (h, store) => {
-        const outcomes = await race(h, 50, () => append(h, noStream(), [event("R", "r")]));
+        const outcomes = await race(50, () => append(h, noStream(), [event("R", "r")]));
         assert.equal(count(outcomes, "ok"), 1);
         assert.equal(count(outcomes, "conflict"), 49);
         const stream = await h.transaction((tx) => store.readStream(tx, "R", "r"));
@@ -427,14 +463,14 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
       }, { concurrency: true });
 
       scenario("23. 50 writers on exact(0): exactly one wins", async (h) => {
-        const outcomes = await race(h, 50, () => append(h, exact(0), [event("R", "r")]));
+        const outcomes = await race(50, () => append(h, exact(0), [event("R", "r")]));
         assert.equal(count(outcomes, "ok"), 1);
         assert.equal(count(outcomes, "conflict"), 49);
       }, { concurrency: true });
 
       scenario("24. 50 writers on exact(1): exactly one wins", async (h, store) => {
         await append(h, noStream(), [event("R", "r")]);
-        const outcomes = await race(h, 50, () => append(h, exact(1), [event("R", "r")]));
+        const outcomes = await race(50, () => append(h, exact(1), [event("R", "r")]));
         assert.equal(count(outcomes, "ok"), 1);
         assert.equal(count(outcomes, "conflict"), 49);
         const stream = await h.transaction((tx) => store.readStream(tx, "R", "r"));
@@ -444,7 +480,7 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
 
       scenario("25. 50 any() writers x 3 events: versions 1..150, contiguous", async (h, store) => {
         const results: AppendResult[] = [];
-        const outcomes = await race(h, 50, async () => {
+        const outcomes = await race(50, async () => {
           results.push(await append(h, any(), events("R", "r", 3)));
         });
         assert.equal(count(outcomes, "ok"), 50);
@@ -474,23 +510,27 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
         assert.equal((await append(h, noStream(), [event("R", "r")])).toVersion, 1);
       });
 
-      scenario("27. 40 any() writers, half roll back: 20 commits, versions contiguous", async (h, store) => {
-        const outcomes = await race(h, 40, (i) =>
-          h.transaction(async (tx) => {
-            await store.append(tx, any(), events("R", "r", 2));
-            if (i % 2 === 1) throw new Error("roll back");
-          }));
-        assert.equal(count(outcomes, "ok"), 20);
-        const stream = await h.transaction((tx) => store.readStream(tx, "R", "r"));
-        assert.equal(stream.version, 40);
-        assert.deepEqual(
-          stream.events.map((e) => e.aggregateVersion),
-          Array.from({ length: 40 }, (_, i) => i + 1),
-        );
-      }, { concurrency: true });
+      scenario(
+        "27. 40 any() writers, half roll back: 20 commits, versions contiguous",
+        async (h, store) => {
+          const outcomes = await race(40, (i) =>
+            h.transaction(async (tx) => {
+              await store.append(tx, any(), events("R", "r", 2));
+              if (i % 2 === 1) throw new Error("roll back");
+            }));
+          assert.equal(count(outcomes, "ok"), 20);
+          const stream = await h.transaction((tx) => store.readStream(tx, "R", "r"));
+          assert.equal(stream.version, 40);
+          assert.deepEqual(
+            stream.events.map((e) => e.aggregateVersion),
+            Array.from({ length: 40 }, (_, i) => i + 1),
+          );
+        },
+        { concurrency: true },
+      );
 
       scenario("28. 10 aggregates x 10 any() writers: no errors", async (h, store) => {
-        const outcomes = await race(h, 100, (i) => append(h, any(), [event("M", `m-${i % 10}`)]));
+        const outcomes = await race(100, (i) => append(h, any(), [event("M", `m-${i % 10}`)]));
         assert.equal(count(outcomes, "ok"), 100);
         for (let s = 0; s < 10; s++) {
           const stream = await h.transaction((tx) => store.readStream(tx, "M", `m-${s}`));
@@ -502,7 +542,7 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
       scenario("29. variable batch sizes run concurrently sum up", async (h, store) => {
         const sizes = [1, 2, 3, 5, 8, 1, 4, 2, 6, 3];
         const results: AppendResult[] = [];
-        await race(h, sizes.length, async (i) => {
+        await race(sizes.length, async (i) => {
           results.push(await append(h, any(), events("V", "v", sizes[i])));
         });
         assert.equal(results.length, sizes.length);
@@ -520,7 +560,10 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
           const first = await append(h, noStream(), events("N", "n", 2));
           const second = await append(h, exact(2), events("N", "n", 1));
           await waitFor(() => received.length >= 2, "two notifications");
-          assert.deepEqual(received, [String(first.globalPositions[1]), String(second.globalPositions[0])]);
+          assert.deepEqual(received, [
+            String(first.globalPositions[1]),
+            String(second.globalPositions[0]),
+          ]);
         } finally {
           await stop();
         }
@@ -547,88 +590,109 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
     });
 
     describe("payloads and validation (spec §5 protocol_mode_test)", () => {
-      scenario("32. trace/correlation round-trip, causation null, JSON metadata with arrays", async (h, store) => {
-        const result = await append(h, noStream(), [
-          event("J", "1", {
-            payload: encoder.encode('{"x":1}'),
-            metadata: { roles: ["admin", "ops"], nested: { deep: [1, { k: null }] } },
-            traceId: "trace-1",
-            correlationId: "corr-1",
-            causationId: "",
-          }),
-        ]);
-        assert.equal(result.toVersion, 1);
-        const [read] = (await h.transaction((tx) => store.readStream(tx, "J", "1"))).events;
-        assert.equal(read.traceId, "trace-1");
-        assert.equal(read.correlationId, "corr-1");
-        assert.equal(read.causationId, null);
-        assert.deepEqual(read.metadata, { roles: ["admin", "ops"], nested: { deep: [1, { k: null }] } });
-      });
+      scenario(
+        "32. trace/correlation round-trip, causation null, JSON metadata with arrays",
+        async (h, store) => {
+          const result = await append(h, noStream(), [
+            event("J", "1", {
+              payload: encoder.encode('{"x":1}'),
+              metadata: { roles: ["admin", "ops"], nested: { deep: [1, { k: null }] } },
+              traceId: "trace-1",
+              correlationId: "corr-1",
+              causationId: "",
+            }),
+          ]);
+          assert.equal(result.toVersion, 1);
+          const [read] = (await h.transaction((tx) => store.readStream(tx, "J", "1"))).events;
+          assert.equal(read.traceId, "trace-1");
+          assert.equal(read.correlationId, "corr-1");
+          assert.equal(read.causationId, null);
+          assert.deepEqual(read.metadata, {
+            roles: ["admin", "ops"],
+            nested: { deep: [1, { k: null }] },
+          });
+        },
+      );
 
-      scenario("33. binary payloads (0x00, 0xFF, non-UTF-8, 64 KiB) round-trip byte-exact", async (h, store) => {
-        const big = Uint8Array.from({ length: 65536 }, (_, i) => (i * 31 + 7) & 0xff);
-        const small = new Uint8Array([0x00, 0xff, 0xc3, 0x28, 0x00, 0x80]);
-        const written = await append(h, noStream(), [
-          event("B", "1", { payload: small, metadata: null }),
-          event("B", "1", { payload: big }),
-          event("B", "1", { payload: new Uint8Array(0) }),
-        ]);
-        const read = (await h.transaction((tx) => store.readStream(tx, "B", "1"))).events;
-        assert.deepEqual(read[0].payload, small);
-        assert.deepEqual(read[1].payload, big);
-        assert.deepEqual(read[2].payload, new Uint8Array(0));
-        assert.equal(read[0].metadata, null);
-        assert.equal(read[0].eventId, written.events[0].eventId);
-        assert.equal(read[0].createdAt.getTime(), written.events[0].createdAt.getTime());
-      });
+      scenario(
+        "33. binary payloads (0x00, 0xFF, non-UTF-8, 64 KiB) round-trip byte-exact",
+        async (h, store) => {
+          const big = Uint8Array.from({ length: 65536 }, (_, i) => (i * 31 + 7) & 0xff);
+          const small = new Uint8Array([0x00, 0xff, 0xc3, 0x28, 0x00, 0x80]);
+          const written = await append(h, noStream(), [
+            event("B", "1", { payload: small, metadata: null }),
+            event("B", "1", { payload: big }),
+            event("B", "1", { payload: new Uint8Array(0) }),
+          ]);
+          const read = (await h.transaction((tx) => store.readStream(tx, "B", "1"))).events;
+          assert.deepEqual(read[0].payload, small);
+          assert.deepEqual(read[1].payload, big);
+          assert.deepEqual(read[2].payload, new Uint8Array(0));
+          assert.equal(read[0].metadata, null);
+          assert.equal(read[0].eventId, written.events[0].eventId);
+          assert.equal(read[0].createdAt.getTime(), written.events[0].createdAt.getTime());
+        },
+      );
 
-      scenario("34. bad input is rejected before any SQL; the transaction stays usable", async (h, store) => {
-        const p = new Uint8Array([1]);
-        const base = { aggregateType: "V", aggregateId: "1", eventType: "E", payload: p };
-        await h.transaction(async (tx) => {
-          await assert.rejects(store.append(tx, any(), []), NoEventsError);
-          const bad: Array<[string, unknown[]]> = [
-            ["mixed types", [base, { ...base, aggregateType: "W" }]],
-            ["mixed ids", [base, { ...base, aggregateId: "2" }]],
-            ["empty aggregateType", [{ ...base, aggregateType: "" }]],
-            ["empty aggregateId", [{ ...base, aggregateId: "" }]],
-            ["empty eventType", [{ ...base, eventType: "" }]],
-            ["payload string", [{ ...base, payload: "bytes" }]],
-            ["payload array", [{ ...base, payload: [1, 2] }]],
-            ["metadata array", [{ ...base, metadata: [1] }]],
-            ["metadata string", [{ ...base, metadata: '{"a":1}' }]],
-            ["metadata Date", [{ ...base, metadata: new Date() }]],
-            ["metadata NaN", [{ ...base, metadata: { n: NaN } }]],
-            ["metadata NUL", [{ ...base, metadata: { s: "a\u0000b" } }]],
-            ["bad eventId", [{ ...base, eventId: "not-a-uuid" }]],
-            ["eventVersion 0", [{ ...base, eventVersion: 0 }]],
-            ["eventVersion 1.5", [{ ...base, eventVersion: 1.5 }]],
-            ["invalid createdAt", [{ ...base, createdAt: new Date("nope") }]],
-            ["NUL in id", [{ ...base, aggregateId: "a\u0000" }]],
-            ["repeated eventId", [
-              { ...base, eventId: "0b6c6f1e-7d0a-4d5e-9f43-2a1c3b4d5e6f" },
-              { ...base, eventId: "0b6c6f1e-7d0a-4d5e-9f43-2a1c3b4d5e6f" },
-            ]],
-          ];
-          for (const [why, batch] of bad) {
-            await assert.rejects(store.append(tx, any(), batch as Event[]), ValidationError, why);
-          }
-          await assert.rejects(store.append(tx, { kind: "exact", version: -1 } as ExpectedVersion, [base]), ValidationError);
-          await assert.rejects(store.readEvents(tx, -1, 10), ValidationError);
-          await assert.rejects(store.readEvents(tx, 0, -1), ValidationError);
-          await assert.rejects(store.readEvents(tx, 0.5, 10), ValidationError);
-          await assert.rejects(store.readStream(tx, "", "1"), ValidationError);
-          await assert.rejects(store.readStream(tx, "V", "1", { fromVersion: -2 }), ValidationError);
-          assert.deepEqual((await store.readStream(tx, "V", "1", { fromVersion: 10, toVersion: 5 })).events, []);
-          assert.deepEqual(await store.readEvents(tx, 999_999, 10), []);
-          assert.deepEqual(await store.readEvents(tx, 0, 0), []);
-          // Still usable: a valid append in the same transaction succeeds.
-          assert.equal((await store.append(tx, noStream(), [base])).toVersion, 1);
-        });
-        assert.equal(await h.transaction((tx) => store.latestPosition(tx)) > 0, true);
-        assert.throws(() => exact(-1), ValidationError);
-        assert.throws(() => exact(1.5), TypeError);
-      });
+      scenario(
+        "34. bad input is rejected before any SQL; the transaction stays usable",
+        async (h, store) => {
+          const p = new Uint8Array([1]);
+          const base = { aggregateType: "V", aggregateId: "1", eventType: "E", payload: p };
+          await h.transaction(async (tx) => {
+            await assert.rejects(store.append(tx, any(), []), NoEventsError);
+            const bad: Array<[string, unknown[]]> = [
+              ["mixed types", [base, { ...base, aggregateType: "W" }]],
+              ["mixed ids", [base, { ...base, aggregateId: "2" }]],
+              ["empty aggregateType", [{ ...base, aggregateType: "" }]],
+              ["empty aggregateId", [{ ...base, aggregateId: "" }]],
+              ["empty eventType", [{ ...base, eventType: "" }]],
+              ["payload string", [{ ...base, payload: "bytes" }]],
+              ["payload array", [{ ...base, payload: [1, 2] }]],
+              ["metadata array", [{ ...base, metadata: [1] }]],
+              ["metadata string", [{ ...base, metadata: '{"a":1}' }]],
+              ["metadata Date", [{ ...base, metadata: new Date() }]],
+              ["metadata NaN", [{ ...base, metadata: { n: NaN } }]],
+              ["metadata NUL", [{ ...base, metadata: { s: "a\u0000b" } }]],
+              ["bad eventId", [{ ...base, eventId: "not-a-uuid" }]],
+              ["eventVersion 0", [{ ...base, eventVersion: 0 }]],
+              ["eventVersion 1.5", [{ ...base, eventVersion: 1.5 }]],
+              ["invalid createdAt", [{ ...base, createdAt: new Date("nope") }]],
+              ["NUL in id", [{ ...base, aggregateId: "a\u0000" }]],
+              ["repeated eventId", [
+                { ...base, eventId: "0b6c6f1e-7d0a-4d5e-9f43-2a1c3b4d5e6f" },
+                { ...base, eventId: "0b6c6f1e-7d0a-4d5e-9f43-2a1c3b4d5e6f" },
+              ]],
+            ];
+            for (const [why, batch] of bad) {
+              await assert.rejects(store.append(tx, any(), batch as Event[]), ValidationError, why);
+            }
+            await assert.rejects(
+              store.append(tx, { kind: "exact", version: -1 } as ExpectedVersion, [base]),
+              ValidationError,
+            );
+            await assert.rejects(store.readEvents(tx, -1, 10), ValidationError);
+            await assert.rejects(store.readEvents(tx, 0, -1), ValidationError);
+            await assert.rejects(store.readEvents(tx, 0.5, 10), ValidationError);
+            await assert.rejects(store.readStream(tx, "", "1"), ValidationError);
+            await assert.rejects(
+              store.readStream(tx, "V", "1", { fromVersion: -2 }),
+              ValidationError,
+            );
+            assert.deepEqual(
+              (await store.readStream(tx, "V", "1", { fromVersion: 10, toVersion: 5 })).events,
+              [],
+            );
+            assert.deepEqual(await store.readEvents(tx, 999_999, 10), []);
+            assert.deepEqual(await store.readEvents(tx, 0, 0), []);
+            // Still usable: a valid append in the same transaction succeeds.
+            assert.equal((await store.append(tx, noStream(), [base])).toVersion, 1);
+          });
+          assert.equal(await h.transaction((tx) => store.latestPosition(tx)) > 0, true);
+          assert.throws(() => exact(-1), ValidationError);
+          assert.throws(() => exact(1.5), TypeError);
+        },
+      );
     });
 
     describe("partitioning (spec §5 partitioning_test, native, size 5)", () => {
@@ -672,7 +736,9 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
         const positions: number[] = [];
         let after = 0;
         for (;;) {
-          const page: PersistedEvent[] = await h.transaction((tx) => store.readEvents(tx, after, 4));
+          const page: PersistedEvent[] = await h.transaction((tx) =>
+            store.readEvents(tx, after, 4)
+          );
           if (page.length === 0) break;
           positions.push(...page.map((e) => e.globalPosition));
           after = page[page.length - 1].globalPosition;
@@ -686,39 +752,56 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
         assert.equal(await h.transaction((tx) => store.latestPosition(tx)), 8);
       }, partitioned(4));
 
-      scenario("40. appending past the last partition fails and writes nothing", async (h, store) => {
-        await append(h, noStream(), events("P", "p", 5));
-        await assert.rejects(append(h, exact(5), [event("P", "p")]), /no partition/);
-        assert.equal(await h.transaction((tx) => store.headVersion(tx, "P", "p")), 5);
-      }, partitioned(1));
+      scenario(
+        "40. appending past the last partition fails and writes nothing",
+        async (h, store) => {
+          await append(h, noStream(), events("P", "p", 5));
+          await assert.rejects(append(h, exact(5), [event("P", "p")]), /no partition/);
+          assert.equal(await h.transaction((tx) => store.headVersion(tx, "P", "p")), 5);
+        },
+        partitioned(1),
+      );
     });
 
     describe("beyond the Go original", () => {
-      scenario("a duplicate event id is DuplicateEventIdError, not a version conflict", async (h) => {
-        const eventId = crypto.randomUUID();
-        await append(h, noStream(), [event("D", "1", { eventId })]);
-        await assert.rejects(append(h, noStream(), [event("D", "2", { eventId })]), (error: unknown) => {
-          assert.ok(error instanceof DuplicateEventIdError);
-          assert.ok(!(error instanceof ConcurrencyError));
-          assert.equal(error.eventId, eventId);
-          return true;
-        });
-        assert.equal(await h.transaction((tx) => h.store.headVersion(tx, "D", "2")), 0);
-      });
+      scenario(
+        "a duplicate event id is DuplicateEventIdError, not a version conflict",
+        async (h) => {
+          const eventId = crypto.randomUUID();
+          await append(h, noStream(), [event("D", "1", { eventId })]);
+          await assert.rejects(
+            append(h, noStream(), [event("D", "2", { eventId })]),
+            (error: unknown) => {
+              assert.ok(error instanceof DuplicateEventIdError);
+              assert.ok(!(error instanceof ConcurrencyError));
+              assert.equal(error.eventId, eventId);
+              return true;
+            },
+          );
+          assert.equal(await h.transaction((tx) => h.store.headVersion(tx, "D", "2")), 0);
+        },
+      );
 
       scenario("positions within a batch increase in input order", async (h) => {
         const r = await append(h, noStream(), events("O", "o", 20));
         for (let i = 1; i < 20; i++) assert.ok(r.globalPositions[i] > r.globalPositions[i - 1]);
-        assert.deepEqual(r.events.map((e) => e.eventType), events("O", "o", 20).map((e) => e.eventType));
+        assert.deepEqual(
+          r.events.map((e) => e.eventType),
+          events("O", "o", 20).map((e) => e.eventType),
+        );
       });
 
       scenario("readEvents filters by aggregate type", async (h, store) => {
         await append(h, any(), [event("A", "1")]);
         await append(h, any(), [event("B", "1")]);
         await append(h, any(), [event("A", "2")]);
-        const onlyA = await h.transaction((tx) => store.readEvents(tx, 0, 10, { aggregateTypes: ["A"] }));
+        const onlyA = await h.transaction((tx) =>
+          store.readEvents(tx, 0, 10, { aggregateTypes: ["A"] })
+        );
         assert.deepEqual(onlyA.map((e) => `${e.aggregateType}/${e.aggregateId}`), ["A/1", "A/2"]);
-        const all = await h.transaction((tx) => store.readEvents(tx, 0, 10, { aggregateTypes: [] }));
+        const all = await h.transaction((tx) =>
+          store.readEvents(tx, 0, 10, { aggregateTypes: [] })
+        );
         assert.equal(all.length, 3);
       });
 
@@ -726,39 +809,53 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
         for (let i = 0; i < 7; i++) await append(h, any(), events("I", `i-${i}`, 3));
         const seen: number[] = [];
         await h.transaction(async (tx) => {
-          for await (const e of store.iterateEvents(tx, { pageSize: 4 })) seen.push(e.globalPosition);
+          for await (const e of store.iterateEvents(tx, { pageSize: 4 })) {
+            seen.push(e.globalPosition);
+          }
         });
         assert.equal(seen.length, 21);
         assert.deepEqual(seen, [...seen].sort((a, b) => a - b));
         const tail: number[] = [];
         await h.transaction(async (tx) => {
-          for await (const e of store.iterateEvents(tx, { afterPosition: seen[9], toPosition: seen[14], pageSize: 2 })) {
+          for await (
+            const e of store.iterateEvents(tx, {
+              afterPosition: seen[9],
+              toPosition: seen[14],
+              pageSize: 2,
+            })
+          ) {
             tail.push(e.globalPosition);
           }
         });
         assert.deepEqual(tail, seen.slice(10, 15));
       });
 
-      scenario("a transaction reads its own uncommitted writes; others do not", async (h, store) => {
-        const hold = gate();
-        let inside: number | undefined;
-        const writer = h.transaction(async (tx) => {
-          await store.append(tx, noStream(), [event("X", "1")]);
-          inside = await store.headVersion(tx, "X", "1");
-          await hold.promise;
-        });
-        await waitFor(() => inside !== undefined, "the writer to append");
-        assert.equal(inside, 1);
-        assert.equal(await h.transaction((tx) => store.headVersion(tx, "X", "1")), 0);
-        assert.deepEqual(await h.transaction((tx) => store.readEvents(tx, 0, 10)), []);
-        hold.open();
-        await writer;
-        assert.equal(await h.transaction((tx) => store.headVersion(tx, "X", "1")), 1);
-      }, { concurrency: true });
+      scenario(
+        "a transaction reads its own uncommitted writes; others do not",
+        async (h, store) => {
+          const hold = gate();
+          let inside: number | undefined;
+          const writer = h.transaction(async (tx) => {
+            await store.append(tx, noStream(), [event("X", "1")]);
+            inside = await store.headVersion(tx, "X", "1");
+            await hold.promise;
+          });
+          await waitFor(() => inside !== undefined, "the writer to append");
+          assert.equal(inside, 1);
+          assert.equal(await h.transaction((tx) => store.headVersion(tx, "X", "1")), 0);
+          assert.deepEqual(await h.transaction((tx) => store.readEvents(tx, 0, 10)), []);
+          hold.open();
+          await writer;
+          assert.equal(await h.transaction((tx) => store.headVersion(tx, "X", "1")), 1);
+        },
+        { concurrency: true },
+      );
 
       scenario("appended events echo their input and defaults", async (h) => {
         const createdAt = new Date("2026-01-02T03:04:05.678Z");
-        const [e] = (await append(h, noStream(), [event("X", "1", { createdAt, metadata: { a: 1 } })])).events;
+        const [e] =
+          (await append(h, noStream(), [event("X", "1", { createdAt, metadata: { a: 1 } })]))
+            .events;
         assert.equal(e.eventVersion, 1);
         assert.match(e.eventId, /^[0-9a-f-]{36}$/);
         assert.equal(e.createdAt.getTime(), createdAt.getTime());

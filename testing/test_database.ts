@@ -1,4 +1,5 @@
 import postgres from "postgres";
+import { readEnv as env } from "../internal/env.ts";
 import { type EmbeddedDatabase, startEmbeddedDatabase } from "./embedded_database.ts";
 
 /** Where a {@link TestDatabase} lives. */
@@ -72,16 +73,6 @@ interface Server {
 }
 
 const servers: Record<"auto" | "embedded", Promise<Server> | null> = { auto: null, embedded: null };
-
-function env(name: string): string | undefined {
-  // deno-lint-ignore no-explicit-any
-  const deno = (globalThis as any).Deno;
-  try {
-    return deno ? deno.env.get(name) : (globalThis as any).process?.env?.[name];
-  } catch {
-    return undefined; // Deno without --allow-env
-  }
-}
 
 async function dockerReachable(): Promise<boolean> {
   if (env("DOCKER_HOST")) return true;
