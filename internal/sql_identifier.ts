@@ -85,7 +85,10 @@ export function derivedIdentifier(
   derivedName: string,
   what: string,
 ): SqlIdentifier {
-  return parseIdentifier(base.schema === null ? derivedName : `${base.schema}.${derivedName}`, what);
+  return parseIdentifier(
+    base.schema === null ? derivedName : `${base.schema}.${derivedName}`,
+    what,
+  );
 }
 
 /** A string literal for SQL text, for values already validated as identifiers. */
