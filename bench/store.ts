@@ -1,0 +1,229 @@
+/**
+ * Store benchmarks against raw postgres.js doing the same database work in the same run.
+ * `deno run -A bench/store.ts [--events 100000]` (needs DATABASE_URL; runs in its own schema).
+ */
+import postgres from "postgres";
+import { any, exact, migrate, migrationSql, PostgresStore } from "../store/mod.ts";
+import { ConcurrencyError } from "../store/errors.ts";
+import { type BenchResult, compare, printTable } from "./runner.ts";
+import { readEnv } from "../internal/env.ts";
+
+const payload = new TextEncoder().encode(
+  JSON.stringify({ sku: "espresso", quantity: 2, price: 3.2 }),
+);
+const metadata = { source: "bench" };
+
+function argument(name: string, fallback: number): number {
+  // deno-lint-ignore no-explicit-any
+  const args: string[] = (globalThis as any).Deno?.args ?? (globalThis as any).process?.argv ?? [];
+  const at = args.indexOf(`--${name}`);
+  return at >= 0 ? Number(args[at + 1]) : fallback;
+}
+
+/** Runs every store benchmark on `url` in a fresh schema; returns the results. */
+export async function storeBenchmarks(url: string, totalEvents: number): Promise<BenchResult[]> {
+  const schema = `eventsalsa_bench_${Date.now()}`;
+  const admin = postgres(url, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`CREATE SCHEMA ${schema}`);
+  const sql = postgres(url, { max: 8, onnotice: () => {}, connection: { search_path: schema } });
+  const results: BenchResult[] = [];
+  try {
+    await migrate(sql);
+    // The baseline table has the same shape; baselines insert the same rows without the library.
+    await sql.unsafe(migrationSql({ eventsTable: "raw_events", headsTable: "raw_heads" }));
+    const store = new PostgresStore();
+    let aggregate = 0;
+    const batch = (size: number) => {
+      const id = `a-${++aggregate}`;
+      return Array.from({ length: size }, (_, i) => ({
+        aggregateType: "Order",
+        aggregateId: id,
+        eventType: `E${i}`,
+        payload,
+        metadata,
+      }));
+    };
+    const rawRows = (size: number) => {
+      const id = `r-${++aggregate}`;
+      return Array.from({ length: size }, (_, i) => ({
+        aggregate_type: "Order",
+        aggregate_id: id,
+        aggregate_version: i + 1,
+        event_id: crypto.randomUUID(),
+        event_type: `E${i}`,
+        event_version: 1,
+        payload,
+        metadata: sql.json(metadata),
+        created_at: new Date(),
+      }));
+    };
+    const inParallel = async (
+      connections: number,
+      transactions: number,
+      work: () => Promise<unknown>,
+    ) => {
+      const loops = Array.from({ length: connections }, async () => {
+        for (let i = 0; i < transactions / connections; i++) await work();
+      });
+      await Promise.all(loops);
+    };
+
+    for (const connections of [1, 8]) {
+      for (const size of [1, 10, 100]) {
+        const transactions = size === 100 ? 80 : 400;
+        results.push(
+          await compare({
+            name: `append ${size} event(s)/tx, ${connections} connection(s)`,
+            ops: transactions * size,
+            run: () =>
+              inParallel(
+                connections,
+                transactions,
+                () => sql.begin((tx) => store.append(tx, any(), batch(size))),
+              ),
+            baseline: () =>
+              inParallel(
+                connections,
+                transactions,
+                () => sql.begin((tx) => tx`INSERT INTO raw_events ${tx(rawRows(size))}`),
+              ),
+            note: "events/s",
+          }),
+        );
+      }
+    }
+
+    // Conflicts: 8 writers race exact(version) on one aggregate; conflicts are the expected outcome.
+    await store.append(sql, any(), [{
+      aggregateType: "Hot",
+      aggregateId: "1",
+      eventType: "E",
+      payload,
+    }]);
+    let conflicts = 0, successes = 0;
+    const contend = async () => {
+      for (let i = 0; i < 50; i++) {
+        const version = await store.headVersion(sql, "Hot", "1");
+        try {
+          await sql.begin((tx) =>
+            store.append(tx, exact(version), [{
+              aggregateType: "Hot",
+              aggregateId: "1",
+              eventType: "E",
+              payload,
+            }])
+          );
+          successes++;
+        } catch (error) {
+          if (!(error instanceof ConcurrencyError)) throw error;
+          conflicts++;
+        }
+      }
+    };
+    const start = performance.now();
+    await Promise.all(Array.from({ length: 8 }, contend));
+    const seconds = (performance.now() - start) / 1000;
+    results.push({
+      name: "exact() on one aggregate, 8 writers: successes",
+      opsPerSecond: successes / seconds,
+      baselineOpsPerSecond: null,
+      ratio: null,
+      spread: 0,
+      note: "appends/s",
+    });
+    results.push({
+      name: "exact() on one aggregate, 8 writers: conflicts",
+      opsPerSecond: conflicts / seconds,
+      baselineOpsPerSecond: null,
+      ratio: null,
+      spread: 0,
+      note: "conflicts/s",
+    });
+    console.log(
+      JSON.stringify({
+        name: "conflicts: 8 writers exact()",
+        ops_per_s: Math.round(successes / seconds),
+        conflicts_per_s: Math.round(conflicts / seconds),
+        baseline_ops_per_s: null,
+        ratio: null,
+      }),
+    );
+
+    // readStream of a 1,000-event aggregate vs the raw select.
+    for (let i = 0; i < 10; i++) {
+      await store.append(
+        sql,
+        any(),
+        Array.from(
+          { length: 100 },
+          () => ({ aggregateType: "Big", aggregateId: "1", eventType: "E", payload, metadata }),
+        ),
+      );
+    }
+    results.push(
+      await compare({
+        name: "readStream 1,000-event aggregate",
+        ops: 20,
+        run: async () => {
+          for (let i = 0; i < 20; i++) await store.readStream(sql, "Big", "1");
+        },
+        baseline: async () => {
+          for (let i = 0; i < 20; i++) {
+            await sql`SELECT * FROM events WHERE aggregate_type = 'Big' AND aggregate_id = '1' ORDER BY aggregate_version`;
+          }
+        },
+        note: "reads/s",
+      }),
+    );
+
+    // readEvents paging through the whole log vs the raw keyset select.
+    const present = await store.latestPosition(sql);
+    for (let filled = present; filled < totalEvents; filled += 1000) {
+      await sql.begin(async (tx) => {
+        for (let i = 0; i < 10; i++) await store.append(tx, any(), batch(100));
+      });
+    }
+    const pageAll = async (read: (after: number) => Promise<number | null>) => {
+      let after = 0;
+      for (;;) {
+        const next = await read(after);
+        if (next === null) return;
+        after = next;
+      }
+    };
+    const total = await sql`SELECT count(*)::int AS n FROM events`;
+    results.push(
+      await compare({
+        name: `readEvents paging ${total[0].n.toLocaleString("en")} events, pages of 1,000`,
+        ops: total[0].n,
+        rounds: 3,
+        run: () =>
+          pageAll(async (after) => {
+            const page = await store.readEvents(sql, after, 1000);
+            return page.length === 0 ? null : page[page.length - 1].globalPosition;
+          }),
+        baseline: () =>
+          pageAll(async (after) => {
+            const page =
+              await sql`SELECT * FROM events WHERE global_position > ${after} ORDER BY global_position LIMIT 1000`;
+            return page.length === 0 ? null : Number(page[page.length - 1].global_position);
+          }),
+        note: "events/s",
+      }),
+    );
+  } finally {
+    await sql.end();
+    await admin.unsafe(`DROP SCHEMA ${schema} CASCADE`);
+    await admin.end();
+  }
+  return results;
+}
+
+if (import.meta.main) {
+  const url = readEnv("DATABASE_URL");
+  if (!url) {
+    console.log("bench/store.ts needs DATABASE_URL (a real PostgreSQL); skipping.");
+  } else {
+    printTable(await storeBenchmarks(url, argument("events", 100_000)));
+  }
+}
