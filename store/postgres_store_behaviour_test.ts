@@ -1,0 +1,98 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { testDatabase } from "../testing/test_database.ts";
+import { migrate } from "./migration.ts";
+import { PostgresStore } from "./postgres_store.ts";
+import { any, noStream } from "./expected_version.ts";
+import { ConcurrencyError } from "./errors.ts";
+
+const payload = new Uint8Array([1, 2, 3]);
+
+describe("PostgresStore behaviour beyond the contract", () => {
+  it("an append is one statement, whatever the batch size", async () => {
+    const db = await testDatabase();
+    const statements: string[] = [];
+    try {
+      const sql = db.connect({ debug: (_connection, query) => statements.push(query) });
+      await migrate(sql);
+      const store = new PostgresStore();
+      for (const size of [1, 25]) {
+        await sql.begin(async (tx) => {
+          statements.length = 0;
+          await store.append(
+            tx,
+            any(),
+            Array.from({ length: size }, () => ({
+              aggregateType: "R",
+              aggregateId: `r-${size}`,
+              eventType: "E",
+              payload,
+            })),
+          );
+          assert.equal(statements.length, 1, `batch of ${size}: ${statements.join(" | ")}`);
+        });
+      }
+    } finally {
+      await db.close();
+    }
+  });
+
+  it("logs appends and conflicts through the optional logger", async () => {
+    const db = await testDatabase();
+    try {
+      await migrate(db.sql);
+      const records: Array<[string, string, Record<string, unknown>]> = [];
+      const logger = {
+        debug: (message: string, fields: Record<string, unknown>) =>
+          records.push(["debug", message, fields]),
+        info: (message: string, fields: Record<string, unknown>) =>
+          records.push(["info", message, fields]),
+        error: (message: string, fields: Record<string, unknown>) =>
+          records.push(["error", message, fields]),
+      };
+      const store = new PostgresStore({ logger });
+      const event = { aggregateType: "L", aggregateId: "1", eventType: "E", payload };
+      const result = await store.append(db.sql, noStream(), [event]);
+      await assert.rejects(store.append(db.sql, noStream(), [event]), ConcurrencyError);
+      const info = records.find(([level, message]) =>
+        level === "info" && message === "events appended"
+      );
+      assert.ok(info);
+      assert.deepEqual(info[2].globalPositions, result.globalPositions);
+      const conflict = records.find(([level]) => level === "error");
+      assert.ok(conflict);
+      assert.equal(conflict[2].actualVersion, 1);
+      assert.equal(conflict[2].expected, "NoStream");
+    } finally {
+      await db.close();
+    }
+  });
+
+  it("custom table names and a notify channel stay within their identifiers", async (t) => {
+    const db = await testDatabase();
+    try {
+      if (!db.supportsConcurrency) return t.skip(db.concurrencySkipReason!);
+      await migrate(db.sql, { eventsTable: "Ledger", headsTable: "LedgerHeads" });
+      const store = new PostgresStore({
+        eventsTable: "Ledger",
+        headsTable: "LedgerHeads",
+        notifyChannel: "Ledger_Appended",
+      });
+      const received: string[] = [];
+      const listener = await db.sql.listen("Ledger_Appended", (value) => received.push(value));
+      const result = await store.append(db.sql, noStream(), [
+        { aggregateType: "L", aggregateId: "1", eventType: "E", payload },
+      ]);
+      const deadline = Date.now() + 5000;
+      while (received.length === 0 && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      await listener.unlisten();
+      assert.deepEqual(received, [String(result.globalPositions[0])]);
+      const [[count]] = await db.sql`SELECT count(*)::int FROM "Ledger"`.values();
+      assert.equal(count, 1);
+    } finally {
+      await db.close();
+    }
+  });
+});
