@@ -59,3 +59,14 @@ export {
   partitionName,
   type StoreMigrationOptions,
 } from "./migration.ts";
+export {
+  type DataOf,
+  type DecodedEvent,
+  defineEvents,
+  type DomainEvent,
+  type EventCodec,
+  type EventRegistry,
+  eventType,
+  type EventTypeDefinition,
+  UnknownEventError,
+} from "./event_registry.ts";
