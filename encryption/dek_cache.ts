@@ -1,0 +1,250 @@
+/**
+ * An optional in-process cache of unwrapped data keys (DEKs), bounded in entries and time. It saves
+ * the key-store round trip and the system-key unwrap on hot subjects, at a price: for up to `ttlMs`
+ * a process may keep using a key that another process rotated or destroyed. `destroyKeys`,
+ * `revokeKeys` and `rotateKey` in this process invalidate it immediately. See docs/encryption.md.
+ *
+ * @module
+ */
+import { InvalidInputError } from "./errors.ts";
+
+/**
+ * A source of the current time in milliseconds; inject a fake one in tests.
+ *
+ * @example
+ * ```ts
+ * import type { Clock } from "@eventsalsa/eventsalsa/encryption";
+ * let now = 0;
+ * const clock: Clock = { now: () => now };
+ * now += 1000;
+ * ```
+ */
+export interface Clock {
+  /** Milliseconds since the epoch (or any fixed origin). */
+  now(): number;
+}
+
+/** The real clock. */
+export const systemClock: Clock = { now: () => Date.now() };
+
+/**
+ * Bounds of a {@link DekCache}.
+ *
+ * @example
+ * ```ts
+ * import { DekCache, type DekCacheOptions } from "@eventsalsa/eventsalsa/encryption";
+ * const options: DekCacheOptions = { maxEntries: 10_000, ttlMs: 30_000 };
+ * const cache = new DekCache(options);
+ * ```
+ */
+export interface DekCacheOptions {
+  /** Most data keys held at once (least recently used go first); 1,000 when omitted. */
+  maxEntries?: number;
+  /**
+   * How long an entry lives, in milliseconds; 60,000 when omitted. This is also the longest a
+   * rotation or destruction made by another process can go unnoticed here.
+   */
+  ttlMs?: number;
+  /** Time source; `Date.now` when omitted. */
+  clock?: Clock;
+}
+
+interface Timed<T> {
+  value: T;
+  expiresAt: number;
+}
+
+interface Subject {
+  active: Timed<number> | null;
+  deks: Map<number, Timed<Uint8Array>>;
+}
+
+/**
+ * A bounded, expiring cache of unwrapped data keys, keyed by (scope, scopeId, version), plus each
+ * subject's active version. Keys are zeroed when they leave the cache (expiry, eviction,
+ * invalidation, {@link DekCache.clear}).
+ *
+ * After {@link DekCache.invalidate} a subject is not cached again for one TTL: a destruction not yet
+ * committed by the caller's transaction must not be undone by a concurrent read that still sees the
+ * old key.
+ *
+ * Share one cache only between envelopes and key managers that use the same key store.
+ *
+ * @example
+ * ```ts
+ * import { DekCache } from "@eventsalsa/eventsalsa/encryption";
+ * let now = 0;
+ * const cache = new DekCache({ maxEntries: 2, ttlMs: 1000, clock: { now: () => now } });
+ * cache.setDek("user-pii", "u-1", 1, new Uint8Array(32).fill(7));
+ * console.log(cache.getDek("user-pii", "u-1", 1)?.length); // 32
+ * now = 1000;
+ * console.log(cache.getDek("user-pii", "u-1", 1)); // undefined (expired)
+ * ```
+ */
+export class DekCache {
+  /** Most data keys held at once. */
+  readonly maxEntries: number;
+  /** Lifetime of an entry, in milliseconds. */
+  readonly ttlMs: number;
+  readonly #clock: Clock;
+  readonly #subjects = new Map<string, Subject>();
+  readonly #blocked = new Map<string, number>();
+  #size = 0;
+
+  /** Creates an empty cache; see {@link DekCacheOptions}. */
+  constructor(options: DekCacheOptions = {}) {
+    const maxEntries = options.maxEntries ?? 1000;
+    const ttlMs = options.ttlMs ?? 60_000;
+    if (!Number.isSafeInteger(maxEntries) || maxEntries < 1) {
+      throw new InvalidInputError(
+        `DEK cache maxEntries must be a positive integer, got ${maxEntries}`,
+      );
+    }
+    if (!Number.isFinite(ttlMs) || ttlMs <= 0) {
+      throw new InvalidInputError(`DEK cache ttlMs must be a positive number, got ${ttlMs}`);
+    }
+    this.maxEntries = maxEntries;
+    this.ttlMs = ttlMs;
+    this.#clock = options.clock ?? systemClock;
+  }
+
+  /** Number of data keys held. */
+  get size(): number {
+    return this.#size;
+  }
+
+  #subject(key: string, now: number): Subject | undefined {
+    const subject = this.#subjects.get(key);
+    if (subject === undefined) return undefined;
+    // Refresh recency.
+    this.#subjects.delete(key);
+    this.#subjects.set(key, subject);
+    if (subject.active !== null && subject.active.expiresAt <= now) subject.active = null;
+    return subject;
+  }
+
+  #isBlocked(key: string, now: number): boolean {
+    const until = this.#blocked.get(key);
+    if (until === undefined) return false;
+    if (until > now) return true;
+    this.#blocked.delete(key);
+    return false;
+  }
+
+  /**
+   * The cached key of one version, or `undefined`. The array is the cache's own: use it
+   * synchronously, do not keep or modify it.
+   */
+  getDek(scope: string, scopeId: string, keyVersion: number): Uint8Array | undefined {
+    const now = this.#clock.now();
+    const key = subjectKey(scope, scopeId);
+    const subject = this.#subject(key, now);
+    const entry = subject?.deks.get(keyVersion);
+    if (subject === undefined || entry === undefined) return undefined;
+    if (entry.expiresAt <= now) {
+      entry.value.fill(0);
+      subject.deks.delete(keyVersion);
+      this.#size--;
+      this.#dropIfEmpty(key, subject);
+      return undefined;
+    }
+    return entry.value;
+  }
+
+  /**
+   * Caches a key; the cache takes ownership of `dek` (and zeroes it when it leaves). Ignored while
+   * the subject is blocked after an invalidation.
+   */
+  setDek(scope: string, scopeId: string, keyVersion: number, dek: Uint8Array): void {
+    const now = this.#clock.now();
+    const key = subjectKey(scope, scopeId);
+    if (this.#isBlocked(key, now)) {
+      dek.fill(0);
+      return;
+    }
+    let subject = this.#subject(key, now);
+    if (subject === undefined) {
+      subject = { active: null, deks: new Map() };
+      this.#subjects.set(key, subject);
+    }
+    const old = subject.deks.get(keyVersion);
+    if (old !== undefined) {
+      if (old.value !== dek) old.value.fill(0);
+      this.#size--;
+    }
+    subject.deks.set(keyVersion, { value: dek, expiresAt: now + this.ttlMs });
+    this.#size++;
+    this.#evict(key);
+  }
+
+  /** The subject's cached active version, or `undefined`. */
+  getActiveVersion(scope: string, scopeId: string): number | undefined {
+    const subject = this.#subject(subjectKey(scope, scopeId), this.#clock.now());
+    return subject?.active?.value;
+  }
+
+  /** Caches the subject's active version (only alongside its key, see {@link DekCache.setDek}). */
+  setActiveVersion(scope: string, scopeId: string, keyVersion: number): void {
+    const now = this.#clock.now();
+    const key = subjectKey(scope, scopeId);
+    if (this.#isBlocked(key, now)) return;
+    const subject = this.#subject(key, now);
+    if (subject === undefined) return;
+    subject.active = { value: keyVersion, expiresAt: now + this.ttlMs };
+  }
+
+  /**
+   * Forgets (and zeroes) everything about one subject and refuses to cache it again for one TTL.
+   * Called by the key manager on `rotateKey`, `revokeKeys` and `destroyKeys`.
+   */
+  invalidate(scope: string, scopeId: string): void {
+    const now = this.#clock.now();
+    const key = subjectKey(scope, scopeId);
+    const subject = this.#subjects.get(key);
+    if (subject !== undefined) this.#drop(key, subject);
+    this.#blocked.set(key, now + this.ttlMs);
+    if (this.#blocked.size > this.maxEntries) {
+      for (const [k, until] of this.#blocked) if (until <= now) this.#blocked.delete(k);
+    }
+  }
+
+  /** Forgets (and zeroes) every key. */
+  clear(): void {
+    for (const [key, subject] of this.#subjects) this.#drop(key, subject);
+    this.#blocked.clear();
+  }
+
+  #drop(key: string, subject: Subject): void {
+    for (const entry of subject.deks.values()) entry.value.fill(0);
+    this.#size -= subject.deks.size;
+    subject.deks.clear();
+    this.#subjects.delete(key);
+  }
+
+  #dropIfEmpty(key: string, subject: Subject): void {
+    if (subject.deks.size === 0) this.#subjects.delete(key);
+  }
+
+  #evict(keep: string): void {
+    if (this.#size <= this.maxEntries) return;
+    for (const [key, subject] of this.#subjects) {
+      if (this.#size <= this.maxEntries) return;
+      if (key === keep) continue;
+      this.#drop(key, subject);
+    }
+    // Still too many: the kept subject alone holds more versions than the limit.
+    const subject = this.#subjects.get(keep);
+    if (subject === undefined) return;
+    for (const [version, entry] of subject.deks) {
+      if (this.#size <= this.maxEntries) return;
+      entry.value.fill(0);
+      subject.deks.delete(version);
+      this.#size--;
+    }
+  }
+}
+
+function subjectKey(scope: string, scopeId: string): string {
+  // Scopes and scope ids never contain NUL (checked at the API boundary).
+  return `${scope}\u0000${scopeId}`;
+}

@@ -1,0 +1,450 @@
+/**
+ * Envelope encryption of values: each value is encrypted under its subject's data key (DEK), which
+ * the key store keeps wrapped under a system key. Runtime-agnostic: it talks to a {@link KeyStore}
+ * port and never to a database directly.
+ *
+ * @module
+ */
+import { AesGcmCipher, type Cipher } from "./cipher.ts";
+import { unwrapDek } from "./data_keys.ts";
+import type { DekCache } from "./dek_cache.ts";
+import { encodeBase64Std, utf8DecodeStrict, utf8Encode, zeroBytes } from "./encoding.ts";
+import {
+  type EnvelopeFormat,
+  es2AssociatedData,
+  formatEs2,
+  parseCiphertext,
+} from "./envelope_format.ts";
+import {
+  DecryptionError,
+  InvalidInputError,
+  KeyDestroyedError,
+  KeyNotFoundError,
+} from "./errors.ts";
+import type { Keyring } from "./keyring.ts";
+import type { KeyLookup, KeyStore, StoredKey } from "./key_store.ts";
+import { checkContext, checkKeyVersion, checkSubject } from "./validation.ts";
+
+/**
+ * What an {@link Envelope} is built from.
+ *
+ * @example
+ * ```ts
+ * import { DekCache, Envelope, type EnvelopeOptions, keyringFromMap } from "@eventsalsa/eventsalsa/encryption";
+ * import { InMemoryKeyStore } from "@eventsalsa/eventsalsa/testing";
+ * const options: EnvelopeOptions<unknown> = {
+ *   keyring: keyringFromMap({ k1: crypto.getRandomValues(new Uint8Array(32)) }, "k1"),
+ *   store: new InMemoryKeyStore(),
+ *   cache: new DekCache({ ttlMs: 30_000 }),
+ * };
+ * const envelope = new Envelope(options);
+ * ```
+ */
+export interface EnvelopeOptions<Tx> {
+  /** System keys. */
+  keyring: Keyring;
+  /** Where wrapped data keys live. */
+  store: KeyStore<Tx>;
+  /** The cipher for both layers; AES-256-GCM when omitted. */
+  cipher?: Cipher;
+  /** An optional cache of unwrapped data keys; none when omitted. Share it with the key manager. */
+  cache?: DekCache | null;
+  /**
+   * Format of new values: `"es2"` (default: self-describing, bound to subject and version) or
+   * `"go"` (the Go library's bare base64, for data that Go services must still read).
+   */
+  writeFormat?: EnvelopeFormat;
+}
+
+/**
+ * Per-call options of {@link Envelope.encrypt}.
+ *
+ * @example
+ * ```ts
+ * import type { EncryptOptions } from "@eventsalsa/eventsalsa/encryption";
+ * const options: EncryptOptions = { context: "email" };
+ * ```
+ */
+export interface EncryptOptions {
+  /**
+   * A label bound into the associated data (es2 only), e.g. the field name, so a value cannot be
+   * moved to another field of the same subject. Decrypt with the same label.
+   */
+  context?: string;
+}
+
+/**
+ * Per-call options of {@link Envelope.decrypt}.
+ *
+ * @example
+ * ```ts
+ * import type { DecryptOptions } from "@eventsalsa/eventsalsa/encryption";
+ * const legacy: DecryptOptions = { keyVersion: 1 }; // for a Go-format value
+ * ```
+ */
+export interface DecryptOptions extends EncryptOptions {
+  /**
+   * The key version of a Go-format value, which does not carry it. For an es2 value it may be
+   * given too, and must then match the embedded version.
+   */
+  keyVersion?: number;
+}
+
+/**
+ * A value encrypted by {@link Envelope.encryptVersioned}: the text, the key version used, and the
+ * format written.
+ *
+ * @example
+ * ```ts
+ * import type { VersionedCiphertext } from "@eventsalsa/eventsalsa/encryption";
+ * const row = (v: VersionedCiphertext) => ({ secret: v.ciphertext, key_version: v.keyVersion });
+ * ```
+ */
+export interface VersionedCiphertext {
+  /** The encrypted value. */
+  readonly ciphertext: string;
+  /** The subject's key version it was encrypted under. */
+  readonly keyVersion: number;
+  /** Its format. */
+  readonly format: EnvelopeFormat;
+}
+
+function lookupError(lookup: KeyLookup, scope: string, scopeId: string, keyVersion: number | null) {
+  const context = { scope, scopeId, keyVersion };
+  return lookup.status === "destroyed"
+    ? new KeyDestroyedError(context, lookup.tombstone.destroyedAt)
+    : new KeyNotFoundError(context);
+}
+
+/**
+ * Encrypts and decrypts values under per-subject data keys. New values use the subject's active
+ * key version; decryption uses the version embedded in the value (es2) or given by the caller
+ * (Go format), revoked or not. Strings are UTF-8; the `*Bytes` methods take and return bytes, which
+ * the caller can zero after use.
+ *
+ * Errors: {@link InvalidInputError} for bad arguments (nothing read), {@link KeyNotFoundError} when
+ * the subject or version never had a key, {@link KeyDestroyedError} after crypto-shredding,
+ * `SystemKeyNotFoundError` when the keyring lacks the row's system key, {@link DecryptionError} for
+ * a malformed, tampered, misplaced or undecodable value.
+ *
+ * @example
+ * ```ts
+ * import { Envelope, KeyManager, keyringFromMap } from "@eventsalsa/eventsalsa/encryption";
+ * import { InMemoryKeyStore } from "@eventsalsa/eventsalsa/testing";
+ * const keyring = keyringFromMap({ k1: crypto.getRandomValues(new Uint8Array(32)) }, "k1");
+ * const store = new InMemoryKeyStore();
+ * await new KeyManager({ keyring, store }).createKey(null, "tenant", "abc");
+ * const envelope = new Envelope({ keyring, store });
+ * const ciphertext = await envelope.encrypt(null, "tenant", "abc", "hello world");
+ * console.log(await envelope.decrypt(null, "tenant", "abc", ciphertext)); // hello world
+ * ```
+ */
+export class Envelope<Tx> {
+  readonly #keyring: Keyring;
+  readonly #store: KeyStore<Tx>;
+  readonly #cipher: Cipher;
+  readonly #cache: DekCache | null;
+  /** The format new values are written in. */
+  readonly writeFormat: EnvelopeFormat;
+
+  /** Builds an envelope; see {@link EnvelopeOptions}. */
+  constructor(options: EnvelopeOptions<Tx>) {
+    if (options === null || typeof options !== "object") {
+      throw new InvalidInputError("envelope options are required");
+    }
+    if (options.keyring === undefined || options.keyring === null) {
+      throw new InvalidInputError("envelope: keyring is required");
+    }
+    if (options.store === undefined || options.store === null) {
+      throw new InvalidInputError("envelope: store is required");
+    }
+    const format = options.writeFormat ?? "es2";
+    if (format !== "es2" && format !== "go") {
+      throw new InvalidInputError(
+        `envelope: writeFormat must be "es2" or "go", got ${String(format)}`,
+      );
+    }
+    this.#keyring = options.keyring;
+    this.#store = options.store;
+    this.#cipher = options.cipher ?? new AesGcmCipher();
+    this.#cache = options.cache ?? null;
+    this.writeFormat = format;
+  }
+
+  /**
+   * Encrypts a string under the subject's active key and returns the value (es2 by default).
+   *
+   * @example
+   * ```ts
+   * import type { Envelope } from "@eventsalsa/eventsalsa/encryption";
+   * declare const envelope: Envelope<unknown>;
+   * const email = await envelope.encrypt(null, "user-pii", "u-1", "alice@example.com", { context: "email" });
+   * ```
+   */
+  async encrypt(
+    tx: Tx,
+    scope: string,
+    scopeId: string,
+    plaintext: string,
+    options?: EncryptOptions,
+  ): Promise<string> {
+    return (await this.encryptVersioned(tx, scope, scopeId, plaintext, options)).ciphertext;
+  }
+
+  /**
+   * Encrypts bytes under the subject's active key. The plaintext array is left as it is (zero it
+   * yourself when done).
+   *
+   * @example
+   * ```ts
+   * import type { Envelope } from "@eventsalsa/eventsalsa/encryption";
+   * declare const envelope: Envelope<unknown>;
+   * const secret = crypto.getRandomValues(new Uint8Array(16));
+   * const value = await envelope.encryptBytes(null, "integration", "stripe", secret);
+   * secret.fill(0);
+   * ```
+   */
+  async encryptBytes(
+    tx: Tx,
+    scope: string,
+    scopeId: string,
+    plaintext: Uint8Array,
+    options?: EncryptOptions,
+  ): Promise<string> {
+    return (await this.encryptVersioned(tx, scope, scopeId, plaintext, options)).ciphertext;
+  }
+
+  /**
+   * Encrypts a string or bytes and reports the key version used: what you need to store alongside
+   * a Go-format value, which does not carry its version.
+   *
+   * @example
+   * ```ts
+   * import type { Envelope } from "@eventsalsa/eventsalsa/encryption";
+   * declare const envelope: Envelope<unknown>;
+   * const { ciphertext, keyVersion } = await envelope.encryptVersioned(null, "integration", "stripe", "sk_live_x");
+   * ```
+   */
+  encryptVersioned(
+    tx: Tx,
+    scope: string,
+    scopeId: string,
+    plaintext: string | Uint8Array,
+    options?: EncryptOptions,
+  ): Promise<VersionedCiphertext> {
+    try {
+      checkSubject(scope, scopeId);
+      if (typeof plaintext !== "string" && !(plaintext instanceof Uint8Array)) {
+        throw new InvalidInputError("plaintext must be a string or a Uint8Array");
+      }
+      const context = checkContext(options?.context);
+      if (context !== undefined && this.writeFormat === "go") {
+        throw new InvalidInputError("a context label cannot be bound in the Go format");
+      }
+      // Fast path, fully synchronous: a cached key cannot be zeroed while it is in use.
+      const cache = this.#cache;
+      if (cache !== null) {
+        const version = cache.getActiveVersion(scope, scopeId);
+        const dek = version === undefined ? undefined : cache.getDek(scope, scopeId, version);
+        if (version !== undefined && dek !== undefined) {
+          return Promise.resolve(this.#seal(dek, scope, scopeId, version, plaintext, context));
+        }
+      }
+      return this.#encryptSlow(tx, scope, scopeId, plaintext, context);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  async #encryptSlow(
+    tx: Tx,
+    scope: string,
+    scopeId: string,
+    plaintext: string | Uint8Array,
+    context: string | undefined,
+  ): Promise<VersionedCiphertext> {
+    const lookup = await this.#store.getActiveKey(tx, scope, scopeId);
+    if (lookup.status !== "found") throw lookupError(lookup, scope, scopeId, null);
+    const key = lookup.key;
+    const dek = unwrapDek(this.#keyring, this.#cipher, key);
+    try {
+      this.#remember(tx, key, dek, true);
+      return this.#seal(dek, scope, scopeId, key.keyVersion, plaintext, context);
+    } finally {
+      zeroBytes(dek);
+    }
+  }
+
+  #remember(tx: Tx, key: StoredKey, dek: Uint8Array, active: boolean): void {
+    const cache = this.#cache;
+    if (cache === null || !this.#store.readsCommitted(tx)) return;
+    cache.setDek(key.scope, key.scopeId, key.keyVersion, dek.slice());
+    if (active) cache.setActiveVersion(key.scope, key.scopeId, key.keyVersion);
+  }
+
+  #seal(
+    dek: Uint8Array,
+    scope: string,
+    scopeId: string,
+    keyVersion: number,
+    plaintext: string | Uint8Array,
+    context: string | undefined,
+  ): VersionedCiphertext {
+    const bytes = typeof plaintext === "string" ? utf8Encode(plaintext) : plaintext;
+    try {
+      if (this.writeFormat === "go") {
+        return {
+          ciphertext: encodeBase64Std(this.#cipher.encrypt(dek, bytes)),
+          keyVersion,
+          format: "go",
+        };
+      }
+      const aad = es2AssociatedData(scope, scopeId, keyVersion, context);
+      return {
+        ciphertext: formatEs2(keyVersion, this.#cipher.encrypt(dek, bytes, aad)),
+        keyVersion,
+        format: "es2",
+      };
+    } finally {
+      if (bytes !== plaintext) zeroBytes(bytes);
+    }
+  }
+
+  /**
+   * Decrypts a value (either format) to a string. A plaintext that is not valid UTF-8 (possible in
+   * Go-written data) is a {@link DecryptionError}: use {@link Envelope.decryptBytes} for such data.
+   *
+   * @example
+   * ```ts
+   * import type { Envelope } from "@eventsalsa/eventsalsa/encryption";
+   * declare const envelope: Envelope<unknown>;
+   * declare const stored: string;
+   * const email = await envelope.decrypt(null, "user-pii", "u-1", stored, { context: "email" });
+   * ```
+   */
+  async decrypt(
+    tx: Tx,
+    scope: string,
+    scopeId: string,
+    ciphertext: string,
+    options?: DecryptOptions,
+  ): Promise<string> {
+    const bytes = await this.decryptBytes(tx, scope, scopeId, ciphertext, options);
+    const text = utf8DecodeStrict(bytes);
+    zeroBytes(bytes);
+    if (text === null) {
+      throw new DecryptionError("plaintext is not valid UTF-8 (use decryptBytes)", {
+        scope,
+        scopeId,
+      });
+    }
+    return text;
+  }
+
+  /**
+   * Decrypts a value (either format) to bytes, which belong to the caller.
+   *
+   * @example
+   * ```ts
+   * import type { Envelope } from "@eventsalsa/eventsalsa/encryption";
+   * declare const envelope: Envelope<unknown>;
+   * declare const stored: string;
+   * const secret = await envelope.decryptBytes(null, "integration", "stripe", stored);
+   * try {
+   *   // ... use secret ...
+   * } finally {
+   *   secret.fill(0);
+   * }
+   * ```
+   */
+  decryptBytes(
+    tx: Tx,
+    scope: string,
+    scopeId: string,
+    ciphertext: string,
+    options?: DecryptOptions,
+  ): Promise<Uint8Array> {
+    try {
+      checkSubject(scope, scopeId);
+      if (typeof ciphertext !== "string") {
+        throw new InvalidInputError("ciphertext must be a string");
+      }
+      const context = checkContext(options?.context);
+      const given = options?.keyVersion === undefined
+        ? undefined
+        : checkKeyVersion(options.keyVersion, "options.keyVersion");
+      const parsed = parseCiphertext(ciphertext);
+      if (typeof parsed === "string") {
+        throw new DecryptionError(parsed, { scope, scopeId, keyVersion: given ?? null });
+      }
+      let keyVersion: number;
+      if (parsed.format === "es2") {
+        if (given !== undefined && given !== parsed.keyVersion) {
+          throw new DecryptionError(
+            `value is under key version ${parsed.keyVersion}, not ${given}`,
+            { scope, scopeId, keyVersion: given },
+          );
+        }
+        keyVersion = parsed.keyVersion;
+      } else {
+        if (given === undefined) {
+          throw new InvalidInputError(
+            "a Go-format value does not carry its key version: pass options.keyVersion",
+          );
+        }
+        keyVersion = given;
+      }
+      const aad = parsed.format === "es2"
+        ? es2AssociatedData(scope, scopeId, keyVersion, context)
+        : undefined;
+      const cached = this.#cache?.getDek(scope, scopeId, keyVersion);
+      if (cached !== undefined) {
+        return Promise.resolve(this.#open(cached, parsed.sealed, aad, scope, scopeId, keyVersion));
+      }
+      return this.#decryptSlow(tx, scope, scopeId, keyVersion, parsed.sealed, aad);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  async #decryptSlow(
+    tx: Tx,
+    scope: string,
+    scopeId: string,
+    keyVersion: number,
+    sealed: Uint8Array,
+    aad: Uint8Array | undefined,
+  ): Promise<Uint8Array> {
+    const lookup = await this.#store.getKey(tx, scope, scopeId, keyVersion);
+    if (lookup.status !== "found") throw lookupError(lookup, scope, scopeId, keyVersion);
+    const dek = unwrapDek(this.#keyring, this.#cipher, lookup.key);
+    try {
+      this.#remember(tx, lookup.key, dek, false);
+      return this.#open(dek, sealed, aad, scope, scopeId, keyVersion);
+    } finally {
+      zeroBytes(dek);
+    }
+  }
+
+  #open(
+    dek: Uint8Array,
+    sealed: Uint8Array,
+    aad: Uint8Array | undefined,
+    scope: string,
+    scopeId: string,
+    keyVersion: number,
+  ): Uint8Array {
+    try {
+      return this.#cipher.decrypt(dek, sealed, aad);
+    } catch (error) {
+      const reason = error instanceof DecryptionError ? error.reason : "authentication failed";
+      throw new DecryptionError(
+        reason === "authentication failed"
+          ? "authentication failed (tampered, or bound to another subject, version or context)"
+          : reason,
+        { scope, scopeId, keyVersion },
+        { cause: error },
+      );
+    }
+  }
+}
