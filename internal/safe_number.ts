@@ -4,20 +4,13 @@
  * refusing values beyond `Number.MAX_SAFE_INTEGER` instead of silently rounding them.
  */
 export function toSafeNumber(value: unknown, what: string): number {
-  let result: number;
-  if (typeof value === "number") result = value;
-  else if (typeof value === "bigint") {
-    if (value > BigInt(Number.MAX_SAFE_INTEGER) || value < BigInt(Number.MIN_SAFE_INTEGER)) {
-      throw new RangeError(`${what} ${value} exceeds Number.MAX_SAFE_INTEGER`);
-    }
-    result = Number(value);
-  } else if (typeof value === "string" && /^-?\d+$/.test(value)) {
-    result = Number(value);
-  } else {
-    throw new TypeError(`${what} is not an integer: ${String(value)}`);
-  }
-  if (!Number.isSafeInteger(result)) {
+  const result = typeof value === "bigint" || typeof value === "number" ||
+      (typeof value === "string" && value !== "")
+    ? Number(value)
+    : NaN;
+  if (Number.isSafeInteger(result)) return result;
+  if (Number.isInteger(result)) {
     throw new RangeError(`${what} ${String(value)} exceeds Number.MAX_SAFE_INTEGER`);
   }
-  return result;
+  throw new TypeError(`${what} is not an integer: ${String(value)}`);
 }

@@ -25,6 +25,7 @@ import {
   checkReadStream,
   normalizeAppend,
   type NormalizedAppend,
+  type NormalizedEvent,
 } from "./validation.ts";
 
 export type { SqlExecutor };
@@ -124,6 +125,7 @@ export class PostgresStore implements EventStore<SqlExecutor> {
   readonly notifyChannel: string | null;
   readonly #logger: Logger | undefined;
   readonly #appendSql: Record<ExpectedVersion["kind"], string>;
+  readonly #appendSingleSql: Record<ExpectedVersion["kind"], string>;
   readonly #headSql: string;
   readonly #readStreamSql: string;
   readonly #readEventsSql: string;
@@ -169,14 +171,21 @@ export class PostgresStore implements EventStore<SqlExecutor> {
       ? ""
       : `, (SELECT pg_notify(${literal(channel)}, max(global_position)::text) FROM inserted
           HAVING count(*) > 0) AS notified`;
-    const appendSql = (headWrite: string) =>
-      `WITH head AS (${headWrite} RETURNING aggregate_version),
-      input AS (
-        SELECT * FROM unnest($4::uuid[], $5::text[], $6::int4[], $7::text[], $8::text[],
+    // Batches travel as arrays through unnest (one statement text for every size); a single event,
+    // the common case, as scalars, which saves the server parsing nine array literals.
+    const batchInput =
+      `SELECT * FROM unnest($4::uuid[], $5::text[], $6::int4[], $7::text[], $8::text[],
           $9::timestamptz[], $10::text[], $11::text[], $12::text[])
           WITH ORDINALITY AS e(event_id, event_type, event_version, payload, metadata, created_at,
-            trace_id, correlation_id, causation_id, ordinal)
-      ),
+            trace_id, correlation_id, causation_id, ordinal)`;
+    const singleInput =
+      `SELECT $4::uuid AS event_id, $5::text AS event_type, $6::int4 AS event_version,
+          $7::text AS payload, $8::text AS metadata, $9::timestamptz AS created_at,
+          $10::text AS trace_id, $11::text AS correlation_id, $12::text AS causation_id,
+          1::bigint AS ordinal`;
+    const appendSql = (headWrite: string, input: string) =>
+      `WITH head AS (${headWrite} RETURNING aggregate_version),
+      input AS (${input}),
       inserted AS (
         INSERT INTO ${E} (aggregate_type, aggregate_id, aggregate_version, event_id, event_type,
           event_version, payload, metadata, created_at, trace_id, correlation_id, causation_id)
@@ -190,12 +199,14 @@ export class PostgresStore implements EventStore<SqlExecutor> {
       SELECT (SELECT aggregate_version FROM head) AS head_version,
         (SELECT string_agg(global_position::text, ',' ORDER BY aggregate_version) FROM inserted)
           AS positions${notify}`;
-    this.#appendSql = {
-      noStream: appendSql(headWrites.noStream),
-      exact: appendSql(headWrites.exact),
-      any: appendSql(headWrites.any),
-      streamExists: appendSql(headWrites.streamExists),
-    };
+    const variants = (input: string) => ({
+      noStream: appendSql(headWrites.noStream, input),
+      exact: appendSql(headWrites.exact, input),
+      any: appendSql(headWrites.any, input),
+      streamExists: appendSql(headWrites.streamExists, input),
+    });
+    this.#appendSql = variants(batchInput);
+    this.#appendSingleSql = variants(singleInput);
     this.#headSql = `SELECT aggregate_version FROM ${H} WHERE ${key}`;
     this.#readStreamSql = `SELECT ${COLUMNS} FROM ${E} WHERE ${key}
       AND aggregate_version BETWEEN $3 AND $4 ORDER BY aggregate_version`;
@@ -256,24 +267,29 @@ export class PostgresStore implements EventStore<SqlExecutor> {
       eventCount: events.length,
       expected: describeExpectedVersion(expected),
     });
+    const single = events.length === 1;
+    const column = <T>(pick: (event: NormalizedEvent) => T, text: (value: T) => string | null) =>
+      single ? text(pick(events[0])) : textArrayLiteral(events.map((e) => text(pick(e))));
+    const same = (value: string | null) => value;
     const params: unknown[] = [
       aggregateType,
       aggregateId,
       events.length,
-      textArrayLiteral(events.map((e) => e.eventId)),
-      textArrayLiteral(events.map((e) => e.eventType)),
-      textArrayLiteral(events.map((e) => String(e.eventVersion))),
-      textArrayLiteral(events.map((e) => toHex(e.payload))),
-      textArrayLiteral(events.map((e) => e.metadataJson)),
-      textArrayLiteral(events.map((e) => e.createdAt.toISOString())),
-      textArrayLiteral(events.map((e) => e.traceId)),
-      textArrayLiteral(events.map((e) => e.correlationId)),
-      textArrayLiteral(events.map((e) => e.causationId)),
+      column((e) => e.eventId, same),
+      column((e) => e.eventType, same),
+      column((e) => e.eventVersion, String),
+      column((e) => e.payload, toHex),
+      column((e) => e.metadataJson, same),
+      column((e) => e.createdAt, (date) => date.toISOString()),
+      column((e) => e.traceId, same),
+      column((e) => e.correlationId, same),
+      column((e) => e.causationId, same),
     ];
     if (expected.kind === "exact") params.push(expected.version);
     let rows: Row[];
     try {
-      rows = await this.#query(tx, this.#appendSql[expected.kind], params);
+      const text = (single ? this.#appendSingleSql : this.#appendSql)[expected.kind];
+      rows = await this.#query(tx, text, params);
     } catch (error) {
       const pgError = error as PostgresErrorLike;
       if (pgError.code === "23505") {

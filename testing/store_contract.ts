@@ -631,6 +631,13 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
           assert.equal(read[0].metadata, null);
           assert.equal(read[0].eventId, written.events[0].eventId);
           assert.equal(read[0].createdAt.getTime(), written.events[0].createdAt.getTime());
+          // A single-event append takes the scalar path: the same bytes and metadata must survive it.
+          await append(h, noStream(), [
+            event("B", "single", { payload: small, metadata: { quote: 'a"b\\c', list: [] } }),
+          ]);
+          const [one] = (await h.transaction((tx) => store.readStream(tx, "B", "single"))).events;
+          assert.deepEqual(one.payload, small);
+          assert.deepEqual(one.metadata, { quote: 'a"b\\c', list: [] });
         },
       );
 
