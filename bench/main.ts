@@ -7,6 +7,7 @@ import { existsSync } from "node:fs";
 import { readEnv } from "../internal/env.ts";
 import { printTable } from "./runner.ts";
 import { storeBenchmarks } from "./store.ts";
+import { replayMemory } from "./memory.ts";
 
 const url = readEnv("DATABASE_URL");
 if (!url) {
@@ -17,6 +18,15 @@ if (!url) {
 } else {
   console.log(`Benchmarks on DATABASE_URL (PostgreSQL), ${new Date().toISOString()}`);
   printTable(await storeBenchmarks(url, 100_000));
+  const memory = await replayMemory(url, 1_000_000);
+  console.log(
+    `\nreplay of ${memory.events} events through iterateEvents: RSS ${
+      memory.at_100k_mib.toFixed(0)
+    } MiB ` +
+      `at 10^5, ${memory.at_end_mib.toFixed(0)} MiB at 10^6 (peak ${
+        memory.peak_mib.toFixed(0)
+      } MiB)`,
+  );
   for (const script of ["worker.ts", "encryption.ts"]) {
     const path = new URL(script, import.meta.url);
     if (!existsSync(path)) continue;
