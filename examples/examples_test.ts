@@ -1,0 +1,32 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
+
+// Every example runs to completion under the runtime running this test (Deno or Bun), against
+// DATABASE_URL when set, else the embedded PGlite.
+const isDeno = "Deno" in globalThis;
+const runtime = process.execPath;
+
+function run(example: string): { status: number | null; output: string } {
+  const path = fileURLToPath(new URL(example, import.meta.url));
+  const args = isDeno ? ["run", "-A", path] : [path];
+  const result = spawnSync(runtime, args, { encoding: "utf8", timeout: 120_000, env: process.env });
+  return { status: result.status, output: `${result.stdout}\n${result.stderr}` };
+}
+
+describe("examples", () => {
+  for (
+    const [example, expected] of [
+      ["demo.ts", /Rebuilt: ada's order is confirmed, 2 items, total 8\.90 EUR/],
+      ["register_user.ts", /refused duplicate: EmailReservation\//],
+      ["inline_projection.ts", /balance 125 at version 2; stream head 2/],
+    ] as const
+  ) {
+    it(`${example} runs and prints what it promises`, () => {
+      const { status, output } = run(example);
+      assert.equal(status, 0, output);
+      assert.match(output, expected);
+    });
+  }
+});
