@@ -20,6 +20,7 @@ import type {
   VersionRange,
 } from "./types.ts";
 import {
+  appendResult,
   checkAggregate,
   checkReadEvents,
   checkReadStream,
@@ -324,21 +325,7 @@ export class PostgresStore implements EventStore<SqlExecutor> {
     const globalPositions = (positionList as string).split(",").map((p) =>
       toSafeNumber(p, "global_position")
     );
-    const persisted = events.map((event, i): PersistedEvent => ({
-      globalPosition: globalPositions[i],
-      aggregateType,
-      aggregateId,
-      aggregateVersion: fromVersion + i + 1,
-      eventId: event.eventId,
-      eventType: event.eventType,
-      eventVersion: event.eventVersion,
-      payload: event.payload,
-      metadata: event.metadata,
-      createdAt: event.createdAt,
-      traceId: event.traceId,
-      correlationId: event.correlationId,
-      causationId: event.causationId,
-    }));
+    const result = appendResult(batch, fromVersion, globalPositions);
     log?.info?.("events appended", {
       aggregateType,
       aggregateId,
@@ -347,7 +334,7 @@ export class PostgresStore implements EventStore<SqlExecutor> {
       toVersion,
       globalPositions,
     });
-    return { events: persisted, globalPositions, fromVersion, toVersion };
+    return result;
   }
 
   /**

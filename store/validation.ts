@@ -6,7 +6,14 @@
  */
 import { NoEventsError, ValidationError } from "./errors.ts";
 import { checkExpectedVersion, type ExpectedVersion } from "./expected_version.ts";
-import type { Event, EventFilter, JsonObject, VersionRange } from "./types.ts";
+import type {
+  AppendResult,
+  Event,
+  EventFilter,
+  JsonObject,
+  PersistedEvent,
+  VersionRange,
+} from "./types.ts";
 
 /** An event after validation: defaults applied, every field present. */
 export interface NormalizedEvent {
@@ -271,4 +278,32 @@ export function checkIterateOptions(
     pageSize,
     filter: { aggregateTypes: checked.aggregateTypes ?? undefined },
   };
+}
+
+/**
+ * The result of a successful append, built from the validated input, the version the aggregate
+ * was at, and the positions drawn (in input order). Shared by every store implementation.
+ */
+export function appendResult(
+  batch: NormalizedAppend,
+  fromVersion: number,
+  globalPositions: readonly number[],
+): AppendResult {
+  const { aggregateType, aggregateId } = batch;
+  const events = batch.events.map((event, i): PersistedEvent => ({
+    globalPosition: globalPositions[i],
+    aggregateType,
+    aggregateId,
+    aggregateVersion: fromVersion + i + 1,
+    eventId: event.eventId,
+    eventType: event.eventType,
+    eventVersion: event.eventVersion,
+    payload: event.payload,
+    metadata: event.metadata,
+    createdAt: event.createdAt,
+    traceId: event.traceId,
+    correlationId: event.correlationId,
+    causationId: event.causationId,
+  }));
+  return { events, globalPositions, fromVersion, toVersion: fromVersion + events.length };
 }

@@ -12,6 +12,7 @@ import type {
   VersionRange,
 } from "../store/types.ts";
 import {
+  appendResult,
   checkAggregate,
   checkReadEvents,
   checkReadStream,
@@ -243,6 +244,29 @@ export class InMemoryEventStore implements EventStore<InMemoryTransaction | InMe
     return () => set.delete(callback);
   }
 
+  /**
+   * Positions drawn by transactions that have neither committed nor rolled back yet, ascending.
+   * Read-only; the worker's in-memory gap rule uses it the way the PostgreSQL adapter uses the
+   * transaction snapshot: a missing position is a permanent hole once no open transaction that
+   * was open when the hole was seen still holds it. Every transaction that drew a position holds
+   * its aggregate's lock until it ends, so the lock holders are exactly the open appenders.
+   *
+   * @example
+   * ```ts
+   * import { InMemoryEventStore } from "@eventsalsa/eventsalsa/testing";
+   * const store = new InMemoryEventStore();
+   * console.log(store.inFlightPositions()); // []
+   * ```
+   */
+  inFlightPositions(): number[] {
+    const positions = new Set<number>();
+    for (const lock of this.#locks.values()) {
+      if (!lock.holder.isOpen) continue;
+      for (const event of lock.holder.pendingEvents) positions.add(event.globalPosition);
+    }
+    return [...positions].sort((a, b) => a - b);
+  }
+
   #commit(tx: InMemoryTransaction): void {
     for (const event of tx.pendingEvents) {
       const at = firstAfter(this.#events, event.globalPosition);
@@ -350,36 +374,13 @@ export class InMemoryEventStore implements EventStore<InMemoryTransaction | InMe
         throw new DuplicateEventIdError(aggregateType, aggregateId, event.eventId);
       }
     }
-    const persisted = batch.events.map((event, i): PersistedEvent => ({
-      globalPosition: this.#nextPosition++,
-      aggregateType,
-      aggregateId,
-      aggregateVersion: current + i + 1,
-      eventId: event.eventId,
-      eventType: event.eventType,
-      eventVersion: event.eventVersion,
-      payload: event.payload,
-      metadata: event.metadata,
-      createdAt: event.createdAt,
-      traceId: event.traceId,
-      correlationId: event.correlationId,
-      causationId: event.causationId,
-    }));
-    tx.pendingEvents.push(...persisted.map(copyEvent));
-    tx.pendingHeads.set(key, current + persisted.length);
-    const globalPositions = persisted.map((e) => e.globalPosition);
+    const result = appendResult(batch, current, batch.events.map(() => this.#nextPosition++));
+    tx.pendingEvents.push(...result.events.map(copyEvent));
+    tx.pendingHeads.set(key, result.toVersion);
     if (this.notifyChannel !== null) {
-      tx.notifications.push([
-        this.notifyChannel,
-        String(globalPositions[globalPositions.length - 1]),
-      ]);
+      tx.notifications.push([this.notifyChannel, String(result.globalPositions.at(-1))]);
     }
-    return {
-      events: persisted,
-      globalPositions,
-      fromVersion: current,
-      toVersion: current + persisted.length,
-    };
+    return result;
   }
 
   /** Committed events plus the transaction's own, in position order. */
