@@ -6,26 +6,8 @@
  *
  * @module
  */
+import { type Clock, systemClock } from "../internal/clock.ts";
 import { InvalidInputError } from "./errors.ts";
-
-/**
- * A source of the current time in milliseconds; inject a fake one in tests.
- *
- * @example
- * ```ts
- * import type { Clock } from "@eventsalsa/eventsalsa/encryption";
- * let now = 0;
- * const clock: Clock = { now: () => now };
- * now += 1000;
- * ```
- */
-export interface Clock {
-  /** Milliseconds since the epoch (or any fixed origin). */
-  now(): number;
-}
-
-/** The real clock. */
-export const systemClock: Clock = { now: () => Date.now() };
 
 /**
  * Bounds of a {@link DekCache}.
@@ -45,8 +27,8 @@ export interface DekCacheOptions {
    * rotation or destruction made by another process can go unnoticed here.
    */
   ttlMs?: number;
-  /** Time source; `Date.now` when omitted. */
-  clock?: Clock;
+  /** Time source (only `now()` is used), e.g. the testing `FakeClock`; `Date.now` when omitted. */
+  clock?: Pick<Clock, "now">;
 }
 
 interface Timed<T> {
@@ -86,7 +68,7 @@ export class DekCache {
   readonly maxEntries: number;
   /** Lifetime of an entry, in milliseconds. */
   readonly ttlMs: number;
-  readonly #clock: Clock;
+  readonly #clock: Pick<Clock, "now">;
   readonly #subjects = new Map<string, Subject>();
   readonly #blocked = new Map<string, number>();
   #size = 0;

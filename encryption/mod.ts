@@ -113,7 +113,7 @@ export {
   type Normalizer,
   normalizers,
 } from "./blind_index.ts";
-export { type Clock, DekCache, type DekCacheOptions } from "./dek_cache.ts";
+export { DekCache, type DekCacheOptions } from "./dek_cache.ts";
 export {
   DEFAULT_REWRAP_BATCH_SIZE,
   driveRewrap,

@@ -1,8 +1,10 @@
 /**
  * An in-memory key store for tests and demos, with the PostgreSQL store's semantics: versions,
- * revocation, tombstones, duplicate rejection and rewrap. It has no transactions: the `tx`
- * argument of every method is ignored (pass anything, e.g. `null`), and every call takes effect
- * at once.
+ * revocation, tombstones, duplicate rejection and rewrap. Every call takes effect at once. The
+ * `tx` argument may be anything (e.g. `null`); when it is an open `InMemoryTransaction` of the
+ * in-memory event store, a rollback of that transaction undoes the key changes made through it, so
+ * "append `UserDeleted` + destroy the key" is all-or-nothing in memory too (without isolation:
+ * other callers see the changes before the commit).
  *
  * @module
  */
@@ -18,7 +20,7 @@ import type {
   StoredKey,
 } from "../encryption/mod.ts";
 import { driveRewrap } from "../encryption/rewrap.ts";
-import { type Clock, systemClock } from "../encryption/dek_cache.ts";
+import { type Clock, systemClock } from "../internal/clock.ts";
 
 interface Row {
   scope: string;
@@ -47,8 +49,8 @@ interface Subject {
  * ```
  */
 export interface InMemoryKeyStoreOptions {
-  /** Source of `createdAt`, `revokedAt` and `destroyedAt`; `Date.now` when omitted. */
-  clock?: Clock;
+  /** Source of `createdAt`, `revokedAt` and `destroyedAt` (only `now()` is used). */
+  clock?: Pick<Clock, "now">;
 }
 
 /**
@@ -81,6 +83,29 @@ export interface KeyRow {
   revokedAt?: Date | null;
 }
 
+/** What the store needs of a transaction to undo its changes on rollback. */
+interface RollbackAware {
+  readonly isOpen: boolean;
+  onRollback(hook: () => void): void;
+}
+
+function rollbackAware(tx: unknown): RollbackAware | null {
+  const candidate = tx as Partial<RollbackAware> | null;
+  return candidate !== null && typeof candidate === "object" &&
+      typeof candidate.onRollback === "function" && candidate.isOpen === true
+    ? candidate as RollbackAware
+    : null;
+}
+
+function cloneSubject(subject: Subject): Subject {
+  return {
+    rows: new Map(
+      [...subject.rows].map(([v, row]) => [v, { ...row, encryptedDek: row.encryptedDek.slice() }]),
+    ),
+    tombstone: subject.tombstone === null ? null : { ...subject.tombstone },
+  };
+}
+
 function subjectKey(scope: string, scopeId: string): string {
   return `${scope}\u0000${scopeId}`;
 }
@@ -106,7 +131,9 @@ function compareText(a: string, b: string): number {
  */
 export class InMemoryKeyStore implements KeyStore<unknown> {
   readonly #subjects = new Map<string, Subject>();
-  readonly #clock: Clock;
+  readonly #clock: Pick<Clock, "now">;
+  /** Subjects already snapshotted per open transaction (one snapshot each: the oldest wins). */
+  readonly #undone = new WeakMap<object, Set<string>>();
 
   /** Creates an empty store. */
   constructor(options: InMemoryKeyStoreOptions = {}) {
@@ -147,6 +174,26 @@ export class InMemoryKeyStore implements KeyStore<unknown> {
     let max = subject?.tombstone?.maxKeyVersion ?? 0;
     for (const version of subject?.rows.keys() ?? []) max = Math.max(max, version);
     return max + 1;
+  }
+
+  /** Before changing a subject through `tx`: remember its state, to restore it on rollback. */
+  #track(tx: unknown, scope: string, scopeId: string): void {
+    const transaction = rollbackAware(tx);
+    if (transaction === null) return;
+    const key = subjectKey(scope, scopeId);
+    let seen = this.#undone.get(transaction);
+    if (seen === undefined) {
+      seen = new Set();
+      this.#undone.set(transaction, seen);
+    }
+    if (seen.has(key)) return;
+    seen.add(key);
+    const before = this.#subjects.get(key);
+    const snapshot = before === undefined ? undefined : cloneSubject(before);
+    transaction.onRollback(() => {
+      if (snapshot === undefined) this.#subjects.delete(key);
+      else this.#subjects.set(key, snapshot);
+    });
   }
 
   #subjectFor(scope: string, scopeId: string): Subject {
@@ -197,7 +244,8 @@ export class InMemoryKeyStore implements KeyStore<unknown> {
   }
 
   /** See {@link KeyStore.createKey}. */
-  createKey(_tx: unknown, key: NewKey): Promise<CreateKeyResult> {
+  createKey(tx: unknown, key: NewKey): Promise<CreateKeyResult> {
+    this.#track(tx, key.scope, key.scopeId);
     const subject = this.#subjectFor(key.scope, key.scopeId);
     const active = this.#active(subject);
     if (active !== null) {
@@ -208,7 +256,8 @@ export class InMemoryKeyStore implements KeyStore<unknown> {
   }
 
   /** See {@link KeyStore.rotateKey}. */
-  rotateKey(_tx: unknown, key: NewKey): Promise<RotateKeyResult> {
+  rotateKey(tx: unknown, key: NewKey): Promise<RotateKeyResult> {
+    this.#track(tx, key.scope, key.scopeId);
     const subject = this.#subjects.get(subjectKey(key.scope, key.scopeId));
     if (subject === undefined || this.#active(subject) === null) {
       const tombstone = this.#tombstone(key.scope, key.scopeId, subject);
@@ -223,7 +272,8 @@ export class InMemoryKeyStore implements KeyStore<unknown> {
   }
 
   /** See {@link KeyStore.revokeKeys}. */
-  revokeKeys(_tx: unknown, scope: string, scopeId: string): Promise<number> {
+  revokeKeys(tx: unknown, scope: string, scopeId: string): Promise<number> {
+    this.#track(tx, scope, scopeId);
     const subject = this.#subjects.get(subjectKey(scope, scopeId));
     if (subject === undefined || subject.rows.size === 0) return Promise.resolve(0);
     const max = Math.max(...subject.rows.keys());
@@ -239,12 +289,12 @@ export class InMemoryKeyStore implements KeyStore<unknown> {
   }
 
   /** See {@link KeyStore.destroyKeys}. */
-  destroyKeys(_tx: unknown, scope: string, scopeId: string): Promise<number> {
+  destroyKeys(tx: unknown, scope: string, scopeId: string): Promise<number> {
+    this.#track(tx, scope, scopeId);
     const subject = this.#subjects.get(subjectKey(scope, scopeId));
     if (subject === undefined || subject.rows.size === 0) return Promise.resolve(0);
     const count = subject.rows.size;
     const max = Math.max(...subject.rows.keys());
-    for (const row of subject.rows.values()) row.encryptedDek.fill(0);
     subject.rows.clear();
     subject.tombstone = {
       maxKeyVersion: Math.max(max, subject.tombstone?.maxKeyVersion ?? 0),
@@ -254,7 +304,7 @@ export class InMemoryKeyStore implements KeyStore<unknown> {
   }
 
   /** See {@link KeyStore.rewrapSystemKeys}. Batches run one after another, each at once. */
-  rewrapSystemKeys(_tx: unknown, request: RewrapRequest): Promise<RewrapResult> {
+  rewrapSystemKeys(tx: unknown, request: RewrapRequest): Promise<RewrapResult> {
     const matching = (): Row[] => {
       const rows: Row[] = [];
       for (const subject of this.#subjects.values()) {
@@ -282,6 +332,7 @@ export class InMemoryKeyStore implements KeyStore<unknown> {
             update.keyVersion,
           );
           if (row !== undefined && row.systemKeyId === request.fromSystemKeyId) {
+            this.#track(tx, row.scope, row.scopeId);
             row.encryptedDek = update.encryptedDek.slice();
             row.systemKeyId = request.toSystemKeyId;
             applied++;
@@ -293,9 +344,9 @@ export class InMemoryKeyStore implements KeyStore<unknown> {
     });
   }
 
-  /** Always true: there are no transactions, so every read sees committed state. */
-  readsCommitted(_tx: unknown): boolean {
-    return true;
+  /** False inside an open `InMemoryTransaction` (its changes may still roll back), else true. */
+  readsCommitted(tx: unknown): boolean {
+    return rollbackAware(tx) === null;
   }
 
   /**
