@@ -1,0 +1,548 @@
+/**
+ * One consumer's loop: probe the log, apply the gap rule, run the batch transaction, back off
+ * when idle or failing. Runtime-agnostic: it talks to the coordination port and the clock only.
+ *
+ * Each iteration either
+ * - probes outside any transaction (`readWindow`) and, when the frontier can move, runs a batch
+ *   on the probe's events (the batch's fence re-checks the checkpoint under lock), or
+ * - while catching up (the previous batch was full) or when a `maxGapWait` skip is due, reads the
+ *   window inside the batch transaction, after the fence, saving the separate probe.
+ *
+ * @module
+ */
+import type { PersistedEvent } from "../../store/types.ts";
+import {
+  BatchTimeoutError,
+  ConsecutiveFailuresError,
+  errorText,
+  HandlerError,
+  PoisonEventError,
+} from "../errors.ts";
+import type { ResolvedRuntimeOptions } from "../options.ts";
+import type { Consumer, HandlerContext, PoisonDecision } from "../types.ts";
+import { failureBackoff, nextPollInterval } from "./backoff.ts";
+import type { BatchSession, Coordinator, DeadLetterRecord } from "./coordination.ts";
+import { type GapPlan, GapTracker } from "./gap_rule.ts";
+import { pause, type Wakeup } from "./wakeup.ts";
+
+/** Inputs of a consumer loop. */
+export interface ConsumerLoopContext<Tx> {
+  readonly consumer: Consumer<Tx>;
+  readonly coordinator: Coordinator<Tx>;
+  readonly options: ResolvedRuntimeOptions;
+  readonly wakeup: Wakeup;
+  /** Shutdown: aborts waits and in-flight batches. */
+  readonly signal: AbortSignal;
+}
+
+/** Why a consumer loop ended. */
+export type ConsumerLoopExit =
+  | { readonly reason: "stopped" }
+  | { readonly reason: "ownershipLost"; readonly owner: string | null }
+  | { readonly reason: "failed"; readonly error: ConsecutiveFailuresError };
+
+type IterationResult =
+  | { kind: "progressed"; fullWindow: boolean; plan: GapPlan }
+  | { kind: "waiting"; plan: GapPlan }
+  | { kind: "idle"; plan: GapPlan }
+  | { kind: "checkpointMoved" }
+  | { kind: "notOwner"; owner: string | null };
+
+interface BatchValue {
+  plan: GapPlan;
+  handled: number;
+  deadLetters: DeadLetterRecord[];
+}
+
+/** Calls an observer or logger hook; a throwing hook must not break the loop. */
+export function safely(call: () => void): void {
+  try {
+    call();
+  } catch {
+    // Observers and loggers are the caller's; their failures are not the consumer's.
+  }
+}
+
+function matches(list: readonly string[] | undefined, value: string): boolean {
+  return list === undefined || list.length === 0 || list.includes(value);
+}
+
+/**
+ * Runs one consumer until shutdown, loss of ownership, or `maxConsecutiveFailures`.
+ *
+ * @example
+ * ```ts
+ * import { ConsumerLoop, resolveRuntimeOptions, Wakeup, type Coordinator } from "@eventsalsa/eventsalsa/worker";
+ * declare const coordinator: Coordinator<unknown>;
+ * const loop = new ConsumerLoop({
+ *   consumer: { name: "audit", handle() {} },
+ *   coordinator,
+ *   options: resolveRuntimeOptions(),
+ *   wakeup: new Wakeup(),
+ *   signal: new AbortController().signal,
+ * });
+ * const exit = await loop.run();
+ * ```
+ */
+export class ConsumerLoop<Tx> {
+  readonly #c: ConsumerLoopContext<Tx>;
+  readonly #name: string;
+  #checkpoint: number | null = null;
+  readonly #tracker: GapTracker;
+  /** Positions of unresolved, non-skipped dead letters. */
+  #blocking = new Set<number>();
+  /** Events the poison policy said to skip, by position. */
+  readonly #poisonSkips = new Map<number, DeadLetterRecord>();
+  #attempts: { position: number; count: number } | null = null;
+  #failures = 0;
+  #catchUp = false;
+  /** After a `handleBatch` failure without a named event, handle one event at a time. */
+  #isolate = false;
+  #gapReportedAt: number | null = null;
+
+  /** Creates the loop; nothing runs until {@link ConsumerLoop.run}. */
+  constructor(context: ConsumerLoopContext<Tx>) {
+    this.#c = context;
+    this.#name = context.consumer.name;
+    this.#tracker = new GapTracker(context.options.maxGapWait);
+  }
+
+  /** The checkpoint as the loop last saw it (null before the first read). */
+  get checkpoint(): number | null {
+    return this.#checkpoint;
+  }
+
+  /** Runs until shutdown, loss of ownership, or too many consecutive failures. */
+  async run(): Promise<ConsumerLoopExit> {
+    const { options: o, signal, wakeup } = this.#c;
+    let idle = o.pollInterval;
+    let delay = 0;
+    let interruptible = false;
+    let seen = wakeup.generation;
+    for (;;) {
+      if (signal.aborted) return { reason: "stopped" };
+      if (delay > 0) {
+        const ok = interruptible
+          ? (await wakeup.wait(seen, delay, o.clock, signal)) !== "aborted"
+          : await pause(o.clock, delay, signal);
+        if (!ok) return { reason: "stopped" };
+      }
+      seen = wakeup.generation;
+      let result: IterationResult;
+      try {
+        result = await this.#iterate();
+      } catch (error) {
+        if (signal.aborted) return { reason: "stopped" };
+        if ((await this.#onFailure(error)) === "skip") {
+          delay = 0;
+          continue;
+        }
+        this.#failures++;
+        const failures = this.#failures;
+        if (failures >= o.maxConsecutiveFailures) {
+          safely(() =>
+            o.logger.error?.("consumer failed too many times; stopping the worker", {
+              consumer: this.#name,
+              consecutiveFailures: failures,
+              error: errorText(error),
+            })
+          );
+          safely(() =>
+            o.observer.batchFailed?.({
+              consumer: this.#name,
+              error,
+              consecutiveFailures: failures,
+              retryInMs: -1,
+            })
+          );
+          return {
+            reason: "failed",
+            error: new ConsecutiveFailuresError(this.#name, failures, error),
+          };
+        }
+        delay = failureBackoff(failures, o.pollInterval, o.maxPollInterval);
+        interruptible = false;
+        safely(() =>
+          o.logger.error?.("consumer batch failed; retrying", {
+            consumer: this.#name,
+            consecutiveFailures: failures,
+            retryInMs: delay,
+            error: errorText(error),
+          })
+        );
+        safely(() =>
+          o.observer.batchFailed?.({
+            consumer: this.#name,
+            error,
+            consecutiveFailures: failures,
+            retryInMs: delay,
+          })
+        );
+        continue;
+      }
+      this.#failures = 0;
+      switch (result.kind) {
+        case "notOwner":
+          return { reason: "ownershipLost", owner: result.owner };
+        case "checkpointMoved":
+          delay = o.batchPause;
+          interruptible = false;
+          continue;
+        case "progressed":
+          idle = o.pollInterval;
+          delay = result.fullWindow ? o.batchPause : o.pollInterval;
+          interruptible = !result.fullWindow;
+          break;
+        case "waiting":
+          idle = o.pollInterval;
+          delay = o.batchPause;
+          interruptible = true;
+          break;
+        case "idle":
+          idle = nextPollInterval(idle, o.maxPollInterval, o.pollInterval);
+          delay = idle;
+          interruptible = true;
+          break;
+      }
+      await this.#reportGap(result.plan);
+    }
+  }
+
+  async #iterate(): Promise<IterationResult> {
+    const { coordinator, options: o, signal } = this.#c;
+    if (this.#checkpoint === null) {
+      const checkpoint = await coordinator.readCheckpoint(this.#name);
+      this.#blocking = new Set(await coordinator.blockingDeadLetters(this.#name));
+      this.#checkpoint = checkpoint;
+    }
+    const from = this.#checkpoint;
+    const controller = new AbortController();
+    const onShutdown = () => controller.abort(signal.reason);
+    signal.addEventListener("abort", onShutdown, { once: true });
+    const timer = o.clock.setTimeout(
+      () => controller.abort(new BatchTimeoutError(this.#name, o.batchTimeout)),
+      o.batchTimeout,
+    );
+    const started = o.clock.now();
+    try {
+      let plan: GapPlan | null = null;
+      if (!this.#catchUp && !this.#tracker.skipDue(o.clock.now())) {
+        const read = await coordinator.readWindow(
+          from,
+          o.batchSize,
+          this.#tracker.pendingToken,
+          controller.signal,
+        );
+        plan = await this.#tracker.plan(from, read, o.clock.now());
+        if (plan.skip === null && plan.target <= from) return this.#noProgress(plan);
+        // A maxGapWait skip is decided again inside the transaction, on a fresh read.
+        if (plan.skip !== null) plan = null;
+      }
+      const probed = plan;
+      const outcome = await coordinator.runBatch<BatchValue>({
+        consumer: this.#name,
+        workerId: o.workerId,
+        expectedCheckpoint: from,
+        signal: controller.signal,
+        read: probed === null
+          ? { limit: o.batchSize, pendingToken: this.#tracker.pendingToken }
+          : null,
+      }, async (session) => {
+        const p = probed ?? await this.#tracker.plan(from, session.read!, o.clock.now());
+        if (p.target <= from) return { plan: p, handled: 0, deadLetters: [] };
+        return await this.#apply(session, p, from, controller.signal);
+      });
+      if (outcome.kind === "notOwner") return { kind: "notOwner", owner: outcome.owner };
+      if (outcome.kind === "checkpointMoved") {
+        this.#checkpoint = outcome.checkpoint;
+        this.#catchUp = false;
+        return { kind: "checkpointMoved" };
+      }
+      const { plan: done, handled, deadLetters } = outcome.value;
+      if (done.target <= from) return this.#noProgress(done);
+      this.#committed(from, done, handled, deadLetters, o.clock.now() - started);
+      return { kind: "progressed", fullWindow: this.#catchUp, plan: done };
+    } catch (error) {
+      // A timeout surfaces as whatever the cancelled statement threw; report the cause instead.
+      if (controller.signal.aborted && !signal.aborted) throw controller.signal.reason;
+      throw error;
+    } finally {
+      o.clock.clearTimeout(timer);
+      signal.removeEventListener("abort", onShutdown);
+    }
+  }
+
+  #noProgress(plan: GapPlan): IterationResult {
+    this.#catchUp = false;
+    return plan.hole === null ? { kind: "idle", plan } : { kind: "waiting", plan };
+  }
+
+  #committed(
+    from: number,
+    plan: GapPlan,
+    handled: number,
+    deadLetters: readonly DeadLetterRecord[],
+    durationMs: number,
+  ): void {
+    const { options: o } = this.#c;
+    const to = plan.target;
+    this.#checkpoint = to;
+    this.#catchUp = plan.windowSize >= o.batchSize;
+    this.#isolate = false;
+    this.#attempts = null;
+    for (const position of [...this.#poisonSkips.keys()]) {
+      if (position <= to) this.#poisonSkips.delete(position);
+    }
+    for (const position of [...this.#blocking]) if (position <= to) this.#blocking.delete(position);
+    safely(() =>
+      o.observer.batchCommitted?.({ consumer: this.#name, from, to, handled, durationMs })
+    );
+    safely(() => o.logger.debug?.("batch committed", { consumer: this.#name, from, to, handled }));
+    for (const record of deadLetters) {
+      safely(() =>
+        o.observer.deadLettered?.({
+          consumer: this.#name,
+          event: record.event,
+          error: record.error,
+          skipped: true,
+        })
+      );
+      safely(() =>
+        o.logger.error?.("poison event skipped to the dead-letter table", {
+          consumer: this.#name,
+          globalPosition: record.event.globalPosition,
+          eventId: record.event.eventId,
+          error: record.error,
+        })
+      );
+    }
+    if (plan.skip !== null) {
+      const skip = plan.skip;
+      safely(() =>
+        o.observer.gapSkipped?.({
+          consumer: this.#name,
+          gapPosition: skip.gapPosition,
+          skipTo: to,
+          skippedPositions: skip.skippedPositions,
+          highestVisible: plan.highestVisible,
+          firstSeenAt: skip.firstSeenAt,
+        })
+      );
+      safely(() =>
+        o.logger.error?.("gap skipped after maxGapWait", {
+          consumer: this.#name,
+          skippedPositions: skip.skippedPositions,
+          skipTo: to,
+        })
+      );
+    }
+  }
+
+  async #apply(
+    session: BatchSession<Tx>,
+    plan: GapPlan,
+    from: number,
+    signal: AbortSignal,
+  ): Promise<BatchValue> {
+    const { consumer, options: o } = this.#c;
+    const aggregateTypes = consumer.aggregateTypes;
+    const eventTypes = consumer.eventTypes;
+    const selected: PersistedEvent[] = [];
+    const deadLetters: DeadLetterRecord[] = [];
+    for (const event of plan.events) {
+      const poison = this.#poisonSkips.get(event.globalPosition);
+      if (poison !== undefined) deadLetters.push(poison);
+      else if (
+        matches(aggregateTypes, event.aggregateType) && matches(eventTypes, event.eventType)
+      ) {
+        selected.push(event);
+      }
+    }
+    for (const record of deadLetters) await session.recordDeadLetter(record);
+    if (plan.skip !== null) {
+      await session.recordGapSkip({
+        consumer: this.#name,
+        workerId: o.workerId,
+        gapPosition: plan.skip.gapPosition,
+        skipTo: plan.target,
+        skippedPositions: plan.skip.skippedPositions,
+        highestVisible: plan.highestVisible,
+        firstSeenAt: plan.skip.firstSeenAt,
+      });
+    }
+    const context: HandlerContext = {
+      signal,
+      consumer: this.#name,
+      workerId: o.workerId,
+      attempt: this.#failures + 1,
+    };
+    await this.#handle(session.tx, selected, context);
+    const resolved = [...this.#blocking].filter((p) => p > from && p <= plan.target);
+    if (resolved.length > 0) await session.resolveDeadLetters(this.#name, resolved);
+    await session.saveCheckpoint(plan.target);
+    return { plan, handled: selected.length, deadLetters };
+  }
+
+  async #handle(tx: Tx, events: readonly PersistedEvent[], context: HandlerContext): Promise<void> {
+    const consumer = this.#c.consumer;
+    if (consumer.handleBatch !== undefined && !this.#isolate) {
+      if (events.length === 0) return;
+      try {
+        await consumer.handleBatch(tx, events, context);
+      } catch (error) {
+        const named = error instanceof PoisonEventError && error.event !== null
+          ? events.find((e) => e.globalPosition === error.event!.globalPosition) ?? null
+          : null;
+        throw new HandlerError(this.#name, named, error);
+      }
+      return;
+    }
+    for (const event of events) {
+      try {
+        if (consumer.handle !== undefined) await consumer.handle(tx, event, context);
+        else await consumer.handleBatch!(tx, [event], context);
+      } catch (error) {
+        throw new HandlerError(this.#name, event, error);
+      }
+    }
+  }
+
+  /** Applies the poison policy to a failure; "skip" means retry at once, skipping the event. */
+  async #onFailure(error: unknown): Promise<"skip" | "failure"> {
+    const { consumer, options: o } = this.#c;
+    if (!(error instanceof HandlerError)) return "failure";
+    const event = error.event;
+    if (event === null) {
+      if (consumer.handleBatch !== undefined) this.#isolate = true;
+      return "failure";
+    }
+    const position = event.globalPosition;
+    const count = this.#attempts?.position === position ? this.#attempts.count + 1 : 1;
+    this.#attempts = { position, count };
+    let decision: PoisonDecision;
+    try {
+      decision = (consumer.onPoison ?? o.onPoison)({
+        consumer: this.#name,
+        event,
+        error: error.cause,
+        attempts: count,
+      });
+    } catch (policyError) {
+      safely(() =>
+        o.logger.error?.("poison policy threw; treating the failure as a retry", {
+          consumer: this.#name,
+          error: errorText(policyError),
+        })
+      );
+      decision = "retry";
+    }
+    if (decision !== "skip" && decision !== "deadLetter") return "failure";
+    const record: DeadLetterRecord = {
+      consumer: this.#name,
+      workerId: o.workerId,
+      event,
+      error: errorText(error.cause),
+      attempts: count,
+      skipped: decision === "skip",
+    };
+    if (decision === "skip") {
+      this.#poisonSkips.set(position, record);
+      return "skip";
+    }
+    await this.#recordBlockingDeadLetter(record);
+    return "failure";
+  }
+
+  async #recordBlockingDeadLetter(record: DeadLetterRecord): Promise<void> {
+    const { coordinator, options: o, signal } = this.#c;
+    const controller = new AbortController();
+    const onShutdown = () => controller.abort(signal.reason);
+    signal.addEventListener("abort", onShutdown, { once: true });
+    const timer = o.clock.setTimeout(
+      () => controller.abort(new BatchTimeoutError(this.#name, o.batchTimeout)),
+      o.batchTimeout,
+    );
+    try {
+      const outcome = await coordinator.runBatch({
+        consumer: this.#name,
+        workerId: o.workerId,
+        expectedCheckpoint: this.#checkpoint!,
+        signal: controller.signal,
+        read: null,
+      }, (session) => session.recordDeadLetter(record));
+      if (outcome.kind !== "committed") return;
+      this.#blocking.add(record.event.globalPosition);
+      safely(() =>
+        o.observer.deadLettered?.({
+          consumer: this.#name,
+          event: record.event,
+          error: record.error,
+          skipped: false,
+        })
+      );
+      safely(() =>
+        o.logger.error?.(
+          "poison event recorded in the dead-letter table; the consumer stays at it",
+          {
+            consumer: this.#name,
+            globalPosition: record.event.globalPosition,
+            eventId: record.event.eventId,
+            attempts: record.attempts,
+            error: record.error,
+          },
+        )
+      );
+    } catch (error) {
+      safely(() =>
+        o.logger.error?.("could not record a dead letter", {
+          consumer: this.#name,
+          error: errorText(error),
+        })
+      );
+    } finally {
+      o.clock.clearTimeout(timer);
+      signal.removeEventListener("abort", onShutdown);
+    }
+  }
+
+  /** Reports a long gap wait (observer, log, status) every `gapReportInterval`; clears it after. */
+  async #reportGap(plan: GapPlan): Promise<void> {
+    const { coordinator, options: o } = this.#c;
+    const now = o.clock.now();
+    if (plan.hole !== null && plan.waitingSince !== null) {
+      if (now - plan.waitingSince < o.gapReportInterval) return;
+      if (this.#gapReportedAt !== null && now - this.#gapReportedAt < o.gapReportInterval) return;
+      this.#gapReportedAt = now;
+      const token = this.#tracker.pendingToken;
+      const blockers = token === null ? [] : await coordinator.gapBlockers(token).catch(() => []);
+      const wait = {
+        consumer: this.#name,
+        position: plan.hole,
+        since: plan.waitingSince,
+        waitingMs: now - plan.waitingSince,
+        blockers,
+      };
+      safely(() => o.observer.gapWaiting?.(wait));
+      safely(() =>
+        o.logger.error?.("consumer is waiting at a gap in the global log", {
+          consumer: this.#name,
+          position: wait.position,
+          waitingMs: wait.waitingMs,
+          blockers: blockers.map((b) =>
+            `pid ${b.pid} xid ${b.xid} open ${b.transactionAgeMs} ms (${b.state ?? "?"}): ${
+              b.query ?? ""
+            }`
+          ),
+        })
+      );
+      await coordinator.reportGap(this.#name, wait).catch((error) =>
+        safely(() => o.logger.error?.("could not record the gap wait", { error: errorText(error) }))
+      );
+    } else if (this.#gapReportedAt !== null) {
+      this.#gapReportedAt = null;
+      await coordinator.reportGap(this.#name, null).catch((error) =>
+        safely(() => o.logger.error?.("could not clear the gap wait", { error: errorText(error) }))
+      );
+    }
+  }
+}

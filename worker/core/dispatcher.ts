@@ -1,0 +1,165 @@
+/**
+ * Dispatchers: what wakes idle consumers early. Both watch the latest position and signal the
+ * shared {@link Wakeup} when it advances; consumers treat a wakeup as a hint only (their own
+ * polling keeps them correct without it).
+ *
+ * - poll: checks the latest position every `dispatcherInterval`;
+ * - notify: checks it on every notification from a dedicated LISTEN connection, plus every
+ *   `notifyReconcileInterval` anyway, and reconnects the listener with back-off (1 s doubling to
+ *   30 s) when it is lost.
+ *
+ * @module
+ */
+import type { Clock } from "../../internal/clock.ts";
+import type { Logger } from "../../store/logger.ts";
+import { errorText } from "../errors.ts";
+import type { Coordinator, ListenerHandle } from "./coordination.ts";
+import { pause, type Wakeup } from "./wakeup.ts";
+
+/** Inputs of the dispatchers. */
+export interface DispatcherContext {
+  readonly coordinator: Coordinator<unknown>;
+  readonly clock: Clock;
+  readonly wakeup: Wakeup;
+  readonly logger: Logger;
+  readonly signal: AbortSignal;
+}
+
+const LISTENER_BACKOFF_MIN = 1_000;
+const LISTENER_BACKOFF_MAX = 30_000;
+
+/** Watches the latest position and signals when it grows; one check at a time. */
+class PositionWatch {
+  #last: number;
+  #running: Promise<void> | null = null;
+  #again = false;
+  readonly context: DispatcherContext;
+
+  constructor(context: DispatcherContext, initial: number) {
+    this.context = context;
+    this.#last = initial;
+  }
+
+  /** Checks now (coalescing calls that arrive while a check runs into one more check). */
+  check(): Promise<void> {
+    if (this.#running !== null) {
+      this.#again = true;
+      return this.#running;
+    }
+    this.#running = (async () => {
+      do {
+        this.#again = false;
+        try {
+          const position = await this.context.coordinator.latestPosition();
+          if (position > this.#last) {
+            this.#last = position;
+            this.context.wakeup.signal();
+          }
+        } catch (error) {
+          if (!this.context.signal.aborted) {
+            this.context.logger.error?.("dispatcher could not read the latest position", {
+              error: errorText(error),
+            });
+          }
+        }
+      } while (this.#again && !this.context.signal.aborted);
+      this.#running = null;
+    })();
+    return this.#running;
+  }
+}
+
+async function initialPosition(context: DispatcherContext, kind: string): Promise<number> {
+  try {
+    return await context.coordinator.latestPosition();
+  } catch (error) {
+    throw new Error(`${kind} dispatcher could not read the initial position: ${errorText(error)}`, {
+      cause: error,
+    });
+  }
+}
+
+/**
+ * Runs the poll dispatcher until the signal aborts. Rejects only if the first read fails.
+ *
+ * @example
+ * ```ts
+ * import { runPollDispatcher, systemClock, Wakeup, type Coordinator } from "@eventsalsa/eventsalsa/worker";
+ * declare const coordinator: Coordinator<unknown>;
+ * const controller = new AbortController();
+ * const wakeup = new Wakeup();
+ * void runPollDispatcher(
+ *   { coordinator, clock: systemClock, wakeup, logger: {}, signal: controller.signal },
+ *   200,
+ * );
+ * ```
+ */
+export async function runPollDispatcher(
+  context: DispatcherContext,
+  interval: number,
+): Promise<void> {
+  const watch = new PositionWatch(context, await initialPosition(context, "poll"));
+  while (await pause(context.clock, interval, context.signal)) await watch.check();
+}
+
+/**
+ * Runs the notify dispatcher until the signal aborts. Rejects only if the first read fails;
+ * listener failures are logged and retried with back-off while the reconciliation poll goes on.
+ *
+ * @example
+ * ```ts
+ * import { runNotifyDispatcher, systemClock, Wakeup, type Coordinator } from "@eventsalsa/eventsalsa/worker";
+ * declare const coordinator: Coordinator<unknown>;
+ * const controller = new AbortController();
+ * void runNotifyDispatcher(
+ *   { coordinator, clock: systemClock, wakeup: new Wakeup(), logger: {}, signal: controller.signal },
+ *   1_000,
+ * );
+ * ```
+ */
+export async function runNotifyDispatcher(
+  context: DispatcherContext,
+  reconcileInterval: number,
+): Promise<void> {
+  const watch = new PositionWatch(context, await initialPosition(context, "notify"));
+  const reconcile = (async () => {
+    while (await pause(context.clock, reconcileInterval, context.signal)) await watch.check();
+  })();
+  await Promise.all([reconcile, listen(context, watch)]);
+}
+
+async function listen(context: DispatcherContext, watch: PositionWatch): Promise<void> {
+  const { signal, logger, clock } = context;
+  let backoff = LISTENER_BACKOFF_MIN;
+  const aborted = new Promise<null>((resolve) =>
+    signal.addEventListener("abort", () => resolve(null), { once: true })
+  );
+  while (!signal.aborted) {
+    let handle: ListenerHandle;
+    let lost!: (error: unknown) => void;
+    const closed = new Promise<unknown>((resolve) => (lost = resolve));
+    try {
+      handle = await context.coordinator.openListener(
+        () => void watch.check(),
+        (error) => lost(error),
+      );
+    } catch (error) {
+      if (signal.aborted) return;
+      logger.error?.("notify dispatcher could not listen; retrying", {
+        error: errorText(error),
+        retryInMs: backoff,
+      });
+      if (!await pause(clock, backoff, signal)) return;
+      backoff = Math.min(backoff * 2, LISTENER_BACKOFF_MAX);
+      continue;
+    }
+    backoff = LISTENER_BACKOFF_MIN;
+    logger.debug?.("notify dispatcher listening", {});
+    // Anything appended while not listening is picked up now rather than at the next reconcile.
+    void watch.check();
+    const reason = await Promise.race([closed, aborted]);
+    await handle.close().catch(() => {});
+    if (signal.aborted) return;
+    logger.error?.("notify dispatcher connection lost; reconnecting", { error: errorText(reason) });
+  }
+}

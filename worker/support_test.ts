@@ -1,0 +1,75 @@
+// Shared helpers for the worker's tests. Named `*_test.ts` so it is never published; it defines no
+// tests itself.
+import type { Clock } from "../internal/clock.ts";
+import type { Event, PersistedEvent } from "../store/types.ts";
+
+const realSetTimeout = globalThis.setTimeout;
+
+/** One real macrotask turn (lets I/O callbacks run). */
+export function tick(ms = 0): Promise<void> {
+  return new Promise((resolve) => realSetTimeout(resolve, ms));
+}
+
+/**
+ * Polls `check` until it returns true, with a bounded real-time deadline. With a fake clock, each
+ * round first advances it by `step` ms, so timers in the code under test fire.
+ */
+export async function until(
+  check: () => boolean | Promise<boolean>,
+  options: {
+    clock?: { advance(ms: number): Promise<void> };
+    step?: number;
+    timeoutMs?: number;
+    what?: string;
+  } = {},
+): Promise<void> {
+  const deadline = Date.now() + (options.timeoutMs ?? 10_000);
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${options.what ?? "a condition"}`);
+    }
+    if (options.clock) await options.clock.advance(options.step ?? 10);
+    else await tick(5);
+  }
+}
+
+/** A persisted event with only what the core looks at. */
+export function stored(
+  globalPosition: number,
+  aggregateType = "Order",
+  eventType = "OrderPlaced",
+): PersistedEvent {
+  return {
+    globalPosition,
+    aggregateType,
+    aggregateId: `${aggregateType}-${globalPosition}`,
+    aggregateVersion: 1,
+    eventId: crypto.randomUUID(),
+    eventType,
+    eventVersion: 1,
+    payload: new Uint8Array(),
+    metadata: null,
+    createdAt: new Date(0),
+    traceId: null,
+    correlationId: null,
+    causationId: null,
+  };
+}
+
+/** An event to append. */
+export function draft(
+  aggregateType = "Order",
+  aggregateId = crypto.randomUUID(),
+  eventType = "OrderPlaced",
+): Event {
+  return { aggregateType, aggregateId, eventType, payload: new TextEncoder().encode("{}") };
+}
+
+/** A clock that never fires anything (for code that must not wait). */
+export const frozenClock: Clock = {
+  now: () => 0,
+  sleep: () => new Promise<void>(() => {}),
+  setTimeout: () => 0,
+  clearTimeout: () => {},
+};
