@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { type Clock, systemClock } from "../internal/clock.ts";
+import { systemClock } from "../internal/clock.ts";
 import { InvalidInputError } from "./errors.ts";
 
 /**
@@ -28,7 +28,7 @@ export interface DekCacheOptions {
    */
   ttlMs?: number;
   /** Time source (only `now()` is used), e.g. the testing `FakeClock`; `Date.now` when omitted. */
-  clock?: Pick<Clock, "now">;
+  clock?: { now(): number };
 }
 
 interface Timed<T> {
@@ -68,7 +68,7 @@ export class DekCache {
   readonly maxEntries: number;
   /** Lifetime of an entry, in milliseconds. */
   readonly ttlMs: number;
-  readonly #clock: Pick<Clock, "now">;
+  readonly #clock: { now(): number };
   readonly #subjects = new Map<string, Subject>();
   readonly #blocked = new Map<string, number>();
   #size = 0;

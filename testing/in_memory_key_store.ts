@@ -20,7 +20,7 @@ import type {
   StoredKey,
 } from "../encryption/mod.ts";
 import { driveRewrap } from "../encryption/rewrap.ts";
-import { type Clock, systemClock } from "../internal/clock.ts";
+import { systemClock } from "../internal/clock.ts";
 
 interface Row {
   scope: string;
@@ -50,7 +50,7 @@ interface Subject {
  */
 export interface InMemoryKeyStoreOptions {
   /** Source of `createdAt`, `revokedAt` and `destroyedAt` (only `now()` is used). */
-  clock?: Pick<Clock, "now">;
+  clock?: { now(): number };
 }
 
 /**
@@ -131,7 +131,7 @@ function compareText(a: string, b: string): number {
  */
 export class InMemoryKeyStore implements KeyStore<unknown> {
   readonly #subjects = new Map<string, Subject>();
-  readonly #clock: Pick<Clock, "now">;
+  readonly #clock: { now(): number };
   /** Subjects already snapshotted per open transaction (one snapshot each: the oldest wins). */
   readonly #undone = new WeakMap<object, Set<string>>();
 
