@@ -1,0 +1,520 @@
+/**
+ * The coordination port on PostgreSQL (postgres.js). Every statement is prebuilt SQL with bound
+ * parameters and quoted, validated identifiers; it works with `prepare: true` and `false`.
+ *
+ * @module
+ */
+import postgres from "postgres";
+import { textArrayLiteral } from "../../internal/postgres_array.ts";
+import { toSafeNumber } from "../../internal/safe_number.ts";
+import type { SqlIdentifier } from "../../internal/sql_identifier.ts";
+import { storeTables } from "../../store/migration.ts";
+import type { EventStore, PersistedEvent } from "../../store/types.ts";
+import type {
+  BatchOutcome,
+  BatchRequest,
+  BatchSession,
+  Coordinator,
+  DeadLetterRecord,
+  GapSkipRecord,
+  ListenerHandle,
+} from "../core/coordination.ts";
+import type { GapToken, WindowRead } from "../core/gap_rule.ts";
+import { DeadLetterNotFoundError, WorkerIdInUseError, WorkerSetupError } from "../errors.ts";
+import type { GapBlocker, GapWait, WorkerTransaction } from "../types.ts";
+import { guardTransaction } from "./guarded_transaction.ts";
+import { affected, type Executor, run, statement } from "./query.ts";
+import type { WorkerTables } from "./tables.ts";
+
+/**
+ * What the worker needs from the event store: reads on a postgres.js executor, and the events
+ * table's name (for the sequence check and `status`). `PostgresStore` is one.
+ *
+ * @example
+ * ```ts
+ * import { PostgresStore } from "@eventsalsa/eventsalsa/store";
+ * import type { WorkerStore } from "@eventsalsa/eventsalsa/worker";
+ * const store: WorkerStore = new PostgresStore({ notifyChannel: "events" });
+ * ```
+ */
+export interface WorkerStore extends Pick<EventStore<Executor>, "readEvents" | "latestPosition"> {
+  /** The events table (optionally schema-qualified). */
+  readonly eventsTable: string;
+  /** The store's NOTIFY channel, the notify dispatcher's default. */
+  readonly notifyChannel?: string | null;
+}
+
+/** Settings of {@link PostgresCoordinator}. */
+export interface PostgresCoordinatorSettings {
+  readonly tables: WorkerTables;
+  /** The LISTEN channel (validated), or null when notifications are not used. */
+  readonly notifyChannel: SqlIdentifier | null;
+  /** Connection for LISTEN; derived from the pool when omitted. */
+  // deno-lint-ignore no-explicit-any
+  readonly notifyConnection?: string | postgres.Options<any>;
+}
+
+const CANCELLED = "57014";
+
+function toBlocker(row: unknown[]): GapBlocker {
+  return {
+    pid: row[0] === null ? null : Number(row[0]),
+    xid: row[1] as string | null,
+    transactionAgeMs: row[2] === null ? null : Number(row[2]),
+    state: row[3] as string | null,
+    applicationName: row[4] as string | null,
+    query: row[5] as string | null,
+  };
+}
+
+/** Options for a dedicated connection, derived from the pool's own. */
+// deno-lint-ignore no-explicit-any
+function dedicated(sql: postgres.Sql<any>, extra: Record<string, unknown>): postgres.Sql {
+  // The pool's parsed options (with `shared`) are taken as they are by postgres(); this is how
+  // postgres.js derives its own LISTEN connection.
+  const base = (sql as unknown as { options: Record<string, unknown> }).options;
+  return postgres(
+    {
+      ...base,
+      max: 1,
+      idle_timeout: null,
+      max_lifetime: null,
+      fetch_types: false,
+      ...extra,
+    } as never,
+  );
+}
+
+/**
+ * The PostgreSQL coordinator (see the coordination port). One instance serves one worker at a
+ * time; `close` releases the connections it opened itself (cancel and LISTEN), never the pool.
+ * Internal: the public face is `Worker`.
+ */
+export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
+  // deno-lint-ignore no-explicit-any
+  readonly #sql: postgres.Sql<any>;
+  readonly #store: WorkerStore;
+  readonly #settings: PostgresCoordinatorSettings;
+  readonly #events: SqlIdentifier;
+  readonly #sequence: SqlIdentifier;
+  #control: postgres.Sql | null = null;
+  readonly #q: Record<string, string>;
+
+  /** Prepares the SQL text once. */
+  // deno-lint-ignore no-explicit-any
+  constructor(sql: postgres.Sql<any>, store: WorkerStore, settings: PostgresCoordinatorSettings) {
+    this.#sql = sql;
+    this.#store = store;
+    this.#settings = settings;
+    const { events, sequence } = storeTables({ eventsTable: store.eventsTable });
+    this.#events = events;
+    this.#sequence = sequence;
+    const { nodes: N, assignments: A, checkpoints: C, gapSkips: G, deadLetters: D } =
+      settings.tables;
+    this.#q = {
+      register: `INSERT INTO ${N.quoted} AS n (worker_id, consumers, started_at, heartbeat_at)
+        VALUES ($1, $2::text[], now(), now())
+        ON CONFLICT (worker_id) DO UPDATE SET consumers = excluded.consumers, started_at = now(), heartbeat_at = now()
+        WHERE n.heartbeat_at < now() - $3::bigint * interval '1 millisecond'`,
+      ensureAssignments: `INSERT INTO ${A.quoted} (consumer_name) SELECT unnest($1::text[])
+        ON CONFLICT (consumer_name) DO NOTHING`,
+      ensureCheckpoints: `INSERT INTO ${C.quoted} (consumer_name) SELECT unnest($1::text[])
+        ON CONFLICT (consumer_name) DO NOTHING`,
+      heartbeat: `UPDATE ${N.quoted} SET heartbeat_at = now() WHERE worker_id = $1`,
+      unregister: `DELETE FROM ${N.quoted} WHERE worker_id = $1`,
+      claim: `UPDATE ${A.quoted} SET worker_id = $1, updated_at = now()
+        WHERE consumer_name = ANY($2::text[]) AND worker_id IS DISTINCT FROM $1`,
+      checkpoint: `SELECT last_position FROM ${C.quoted} WHERE consumer_name = $1`,
+      blocking: `SELECT global_position FROM ${D.quoted}
+        WHERE consumer_name = $1 AND NOT skipped AND resolved_at IS NULL`,
+      token: `SELECT pg_snapshot_xmax(pg_current_snapshot())::text`,
+      resolved: `SELECT pg_snapshot_xmin(pg_current_snapshot()) >= $1::text::xid8`,
+      // Running transactions whose xid is older than the token (32-bit xids compared modulo 2^32
+      // against the token's low bits: live xids are always within 2^31 of each other).
+      blockers: `SELECT pid, backend_xid::text,
+          (extract(epoch FROM clock_timestamp() - xact_start) * 1000)::bigint, state, application_name,
+          left(query, 300)
+        FROM pg_stat_activity
+        WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+          AND ((($1::text::bigint - backend_xid::text::bigint) % 4294967296) + 4294967296) % 4294967296
+            BETWEEN 1 AND 2147483647
+        ORDER BY xact_start LIMIT 20`,
+      reportGap:
+        `UPDATE ${C.quoted} SET gap_position = $2::bigint, gap_since = $3::text::timestamptz,
+        gap_blockers = $4::text::jsonb WHERE consumer_name = $1`,
+      pid: `SELECT pg_backend_pid()`,
+      fence: `SELECT a.worker_id, c.last_position FROM ${A.quoted} a
+        JOIN ${C.quoted} c ON c.consumer_name = a.consumer_name
+        WHERE a.consumer_name = $1 FOR UPDATE OF a, c`,
+      save: `UPDATE ${C.quoted} SET last_position = $2::bigint, updated_at = now()
+        WHERE consumer_name = $1 AND last_position = $3::bigint`,
+      deadLetter:
+        `INSERT INTO ${D.quoted} AS d (consumer_name, global_position, event_id, aggregate_type,
+          aggregate_id, event_type, error, attempts, skipped, worker_id)
+        VALUES ($1, $2::bigint, $3::uuid, $4, $5, $6, $7, $8::int, $9::boolean, $10)
+        ON CONFLICT (consumer_name, global_position) DO UPDATE SET error = excluded.error,
+          attempts = excluded.attempts, skipped = excluded.skipped, worker_id = excluded.worker_id,
+          updated_at = now(), resolved_at = NULL`,
+      resolve: `UPDATE ${D.quoted} SET resolved_at = now(), updated_at = now()
+        WHERE consumer_name = $1 AND global_position = ANY($2::text::bigint[]) AND NOT skipped
+          AND resolved_at IS NULL`,
+      gapSkip: `INSERT INTO ${G.quoted} (consumer_name, worker_id, gap_position, skip_to_position,
+          skipped_positions, highest_visible_position, first_seen_at)
+        VALUES ($1, $2, $3::bigint, $4::bigint, $5::text::bigint[], $6::bigint, $7::text::timestamptz)`,
+      lockAssignment: `SELECT 1 FROM ${A.quoted} WHERE consumer_name = $1 FOR UPDATE`,
+      redriveFind: `SELECT 1 FROM ${D.quoted}
+        WHERE consumer_name = $1 AND global_position = $2::bigint AND skipped AND redriven_at IS NULL
+        FOR UPDATE`,
+      redriven: `UPDATE ${D.quoted} SET redriven_at = now(), updated_at = now()
+        WHERE consumer_name = $1 AND global_position = $2::bigint`,
+      tables:
+        `SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL, to_regclass($3) IS NOT NULL,
+        to_regclass($4) IS NOT NULL, to_regclass($5) IS NOT NULL, to_regclass($6) IS NOT NULL`,
+      sequence: `SELECT s.seqcache, s.seqrelid::regclass::text FROM pg_sequence s
+        WHERE s.seqrelid = coalesce(to_regclass(pg_get_serial_sequence($1, 'global_position')), to_regclass($2))`,
+    };
+  }
+
+  /** Checks that the worker's and the store's tables exist and the position sequence has CACHE 1. */
+  async prepare(): Promise<void> {
+    const t = this.#settings.tables;
+    const names = [t.nodes, t.assignments, t.checkpoints, t.gapSkips, t.deadLetters, this.#events];
+    const [present] = await run(this.#sql, this.#q.tables, names.map((n) => n.quoted));
+    const missing = names.filter((_, i) => present[i] !== true).map((n) => n.text);
+    if (missing.length > 0) {
+      throw new WorkerSetupError(
+        `missing tables: ${missing.join(", ")}; apply the store and worker migrations first ` +
+          `(migrate() from @eventsalsa/eventsalsa/store and /worker, or "eventsalsa migrate")`,
+      );
+    }
+    const rows = await run(this.#sql, this.#q.sequence, [
+      this.#events.quoted,
+      this.#sequence.quoted,
+    ]);
+    if (rows.length === 0) {
+      throw new WorkerSetupError(
+        `cannot find the sequence behind ${this.#events.text}.global_position (expected ${this.#sequence.text})`,
+      );
+    }
+    const cache = toSafeNumber(rows[0][0], "cache_size");
+    if (cache !== 1) {
+      throw new WorkerSetupError(
+        `sequence ${
+          rows[0][1]
+        } has CACHE ${cache}; the worker's gap rule needs positions drawn in time ` +
+          `order: run ALTER SEQUENCE ${rows[0][1]} CACHE 1`,
+      );
+    }
+  }
+
+  /** Registers the worker and makes sure every consumer has assignment and checkpoint rows. */
+  async registerWorker(
+    workerId: string,
+    consumers: readonly string[],
+    heartbeatTimeoutMs: number,
+  ): Promise<void> {
+    const names = textArrayLiteral(consumers);
+    await this.#sql.begin(async (tx) => {
+      const inserted = await affected(tx, this.#q.register, [
+        workerId,
+        names,
+        Math.round(heartbeatTimeoutMs),
+      ]);
+      if (inserted === 0) throw new WorkerIdInUseError(workerId);
+      await affected(tx, this.#q.ensureAssignments, [names]);
+      await affected(tx, this.#q.ensureCheckpoints, [names]);
+    });
+  }
+
+  /** Refreshes the heartbeat; false when the row is gone. */
+  async heartbeat(workerId: string): Promise<boolean> {
+    return (await affected(this.#sql, this.#q.heartbeat, [workerId])) === 1;
+  }
+
+  /** Deletes the registration; the foreign key frees its assignments. */
+  async unregisterWorker(workerId: string): Promise<void> {
+    await affected(this.#sql, this.#q.unregister, [workerId]);
+  }
+
+  /** Assigns the consumers to this worker (single-process mode). */
+  async claimConsumers(workerId: string, consumers: readonly string[]): Promise<void> {
+    await affected(this.#sql, this.#q.claim, [workerId, textArrayLiteral(consumers)]);
+  }
+
+  /** The checkpoint, 0 when there is none. */
+  async readCheckpoint(consumer: string): Promise<number> {
+    const rows = await run(this.#sql, this.#q.checkpoint, [consumer]);
+    return rows.length === 0 ? 0 : toSafeNumber(rows[0][0], "last_position");
+  }
+
+  /** Unresolved, non-skipped dead letters. */
+  async blockingDeadLetters(consumer: string): Promise<number[]> {
+    const rows = await run(this.#sql, this.#q.blocking, [consumer]);
+    return rows.map((row) => toSafeNumber(row[0], "global_position"));
+  }
+
+  async #token(sql: Executor): Promise<GapToken> {
+    const [[token]] = await run(sql, this.#q.token);
+    return token as string;
+  }
+
+  async #resolved(sql: Executor, token: GapToken | null): Promise<boolean> {
+    if (token === null) return false;
+    const [[resolved]] = await run(sql, this.#q.resolved, [token as string]);
+    return resolved === true;
+  }
+
+  /** Resolution check first, then the read (a later statement sees every settled position). */
+  readWindow(
+    afterPosition: number,
+    limit: number,
+    pendingToken: GapToken | null,
+    signal: AbortSignal,
+  ): Promise<WindowRead> {
+    const read = (async (): Promise<WindowRead> => {
+      const pendingResolved = await this.#resolved(this.#sql, pendingToken);
+      const events = await this.#store.readEvents(this.#sql, afterPosition, limit);
+      return { events, pendingResolved, token: () => this.#token(this.#sql) };
+    })();
+    return Promise.race([read, rejectOnAbort(signal)]);
+  }
+
+  /** The highest visible position. */
+  latestPosition(): Promise<number> {
+    return this.#store.latestPosition(this.#sql);
+  }
+
+  /** Transactions from `pg_stat_activity` with an xid older than the token. */
+  async gapBlockers(token: GapToken): Promise<GapBlocker[]> {
+    return (await run(this.#sql, this.#q.blockers, [token as string])).map(toBlocker);
+  }
+
+  /** Writes (or clears) the gap columns of the checkpoint row. */
+  async reportGap(consumer: string, gap: GapWait | null): Promise<void> {
+    await affected(this.#sql, this.#q.reportGap, [
+      consumer,
+      gap?.position ?? null,
+      gap === null ? null : new Date(gap.since).toISOString(),
+      gap === null ? null : JSON.stringify(gap.blockers),
+    ]);
+  }
+
+  /** Cancels whatever runs on backend `pid`, from a connection of its own. */
+  async #cancel(pid: number): Promise<void> {
+    this.#control ??= dedicated(this.#sql, { onnotice: () => {} });
+    await run(this.#control, "SELECT pg_cancel_backend($1::int)", [pid]);
+  }
+
+  /**
+   * The batch transaction: pipelines the backend pid, the fence (`FOR UPDATE` on the assignment
+   * and checkpoint rows) and, when asked, the in-transaction window read; then runs `work`. On
+   * abort it cancels the running statement from another connection and rolls back.
+   */
+  async runBatch<T>(
+    request: BatchRequest,
+    work: (session: BatchSession<WorkerTransaction>) => Promise<T>,
+  ): Promise<BatchOutcome<T>> {
+    const { consumer, workerId, expectedCheckpoint, signal, read } = request;
+    if (signal.aborted) throw signal.reason;
+    let open = true;
+    let cleanup = () => {};
+    try {
+      return await this.#sql.begin(async (raw): Promise<BatchOutcome<T>> => {
+        const pidQuery = statement(raw, this.#q.pid, []).execute();
+        const fenceQuery = statement(raw, this.#q.fence, [consumer]).execute();
+        const resolvedQuery = read !== null && read.pendingToken !== null
+          ? statement(raw, this.#q.resolved, [read.pendingToken as string]).execute()
+          : null;
+        const eventsRead = read === null
+          ? null
+          : this.#store.readEvents(raw, expectedCheckpoint, read.limit);
+        eventsRead?.catch(() => {});
+        const [[pid]] = await pidQuery as unknown as unknown[][];
+        const cancel: { running: Promise<void> | null } = { running: null };
+        const aborted = new Promise<never>((_, reject) => {
+          const onAbort = () => {
+            const running = this.#cancel(Number(pid)).catch(() => {});
+            cancel.running = running;
+            void running.then(() => reject(signal.reason));
+          };
+          if (signal.aborted) onAbort();
+          else signal.addEventListener("abort", onAbort, { once: true });
+          cleanup = () => signal.removeEventListener("abort", onAbort);
+        });
+        aborted.catch(() => {});
+        const guarded = <V>(promise: Promise<V>): Promise<V> => Promise.race([promise, aborted]);
+
+        const fence = await guarded(fenceQuery as unknown as Promise<unknown[][]>);
+        const owner = fence.length === 0 ? null : fence[0][0] as string | null;
+        if (owner !== workerId) return { kind: "notOwner", owner };
+        const current = toSafeNumber(fence[0][1], "last_position");
+        if (current !== expectedCheckpoint) return { kind: "checkpointMoved", checkpoint: current };
+        let windowRead: WindowRead | null = null;
+        if (eventsRead !== null) {
+          const pendingResolved = resolvedQuery === null
+            ? false
+            : (await guarded(resolvedQuery as unknown as Promise<unknown[][]>))[0][0] === true;
+          const events = await guarded(eventsRead);
+          windowRead = { events, pendingResolved, token: () => this.#token(raw) };
+        }
+        const tx = guardTransaction(raw, () => open, `consumer ${consumer}`);
+        const value = await guarded(
+          work(this.#session(raw, tx, consumer, expectedCheckpoint, windowRead)),
+        );
+        if (signal.aborted) {
+          // Aborted as the work finished: do not commit a batch the worker has given up on.
+          await cancel.running;
+          throw signal.reason;
+        }
+        return { kind: "committed", value };
+      });
+    } catch (error) {
+      if (signal.aborted && (error as { code?: string })?.code === CANCELLED) throw signal.reason;
+      throw error;
+    } finally {
+      open = false;
+      cleanup();
+    }
+  }
+
+  #session(
+    raw: Executor,
+    tx: WorkerTransaction,
+    consumer: string,
+    expectedCheckpoint: number,
+    read: WindowRead | null,
+  ): BatchSession<WorkerTransaction> {
+    const q = this.#q;
+    return {
+      tx,
+      read,
+      saveCheckpoint: async (position: number) => {
+        if ((await affected(raw, q.save, [consumer, position, expectedCheckpoint])) !== 1) {
+          throw new Error(`checkpoint of ${consumer} moved under the fence`);
+        }
+      },
+      recordDeadLetter: async (record: DeadLetterRecord) => {
+        const e = record.event;
+        await affected(raw, q.deadLetter, [
+          record.consumer,
+          e.globalPosition,
+          e.eventId,
+          e.aggregateType,
+          e.aggregateId,
+          e.eventType,
+          record.error,
+          record.attempts,
+          record.skipped,
+          record.workerId,
+        ]);
+      },
+      resolveDeadLetters: async (name: string, positions: readonly number[]) => {
+        await affected(raw, q.resolve, [name, `{${positions.join(",")}}`]);
+      },
+      recordGapSkip: async (record: GapSkipRecord) => {
+        await affected(raw, q.gapSkip, [
+          record.consumer,
+          record.workerId,
+          record.gapPosition,
+          record.skipTo,
+          `{${record.skippedPositions.join(",")}}`,
+          record.highestVisible,
+          new Date(record.firstSeenAt).toISOString(),
+        ]);
+      },
+    };
+  }
+
+  /** Redrives a skipped dead letter (see the port), serialised with batches by the assignment row. */
+  async redriveDeadLetter<T>(
+    consumer: string,
+    position: number,
+    work: (tx: WorkerTransaction, event: PersistedEvent) => Promise<T>,
+  ): Promise<T> {
+    let open = true;
+    try {
+      return await this.#sql.begin(async (raw) => {
+        await run(raw, this.#q.lockAssignment, [consumer]);
+        if ((await run(raw, this.#q.redriveFind, [consumer, position])).length === 0) {
+          throw new DeadLetterNotFoundError(consumer, position);
+        }
+        const [event] = await this.#store.readEvents(raw, position - 1, 1);
+        if (event === undefined || event.globalPosition !== position) {
+          throw new DeadLetterNotFoundError(consumer, position, "the event is not in the store");
+        }
+        const result = await work(
+          guardTransaction(raw, () => open, `the redrive of ${consumer}`),
+          event,
+        );
+        await affected(raw, this.#q.redriven, [consumer, position]);
+        return result;
+      }) as T;
+    } finally {
+      open = false;
+    }
+  }
+
+  /** LISTEN on a dedicated connection; `onClose` fires once if it drops. */
+  async openListener(
+    onNotify: () => void,
+    onClose: (error: unknown) => void,
+  ): Promise<ListenerHandle> {
+    const channel = this.#settings.notifyChannel;
+    if (channel === null) {
+      throw new WorkerSetupError("no notify channel configured for the notify dispatcher");
+    }
+    let closing = false;
+    let lost = false;
+    const hooks = {
+      onnotice: () => {},
+      onnotify: (name: string) => {
+        if (name === channel.name) onNotify();
+      },
+      onclose: () => {
+        if (closing || lost) return;
+        lost = true;
+        onClose(new Error(`LISTEN connection for channel ${channel.text} closed`));
+      },
+    };
+    const connection = this.#settings.notifyConnection;
+    // One connection that never idles out or retires: a retired LISTEN connection would read as lost.
+    const single = {
+      ...hooks,
+      max: 1,
+      idle_timeout: null,
+      max_lifetime: null,
+      fetch_types: false,
+    } as never;
+    const listener = connection === undefined
+      ? dedicated(this.#sql, hooks)
+      : typeof connection === "string"
+      ? postgres(connection, single)
+      : postgres({ ...connection, ...(single as object) } as never);
+    const close = async () => {
+      closing = true;
+      await listener.end({ timeout: 1 });
+    };
+    try {
+      // Quoted exactly like the store's pg_notify(literal): same case, same channel.
+      await listener.unsafe(`LISTEN ${channel.quoted}`);
+    } catch (error) {
+      await close().catch(() => {});
+      throw error;
+    }
+    return { close };
+  }
+
+  /** Ends the connections this coordinator opened for itself. */
+  async close(): Promise<void> {
+    const control = this.#control;
+    this.#control = null;
+    await control?.end({ timeout: 1 });
+  }
+}
+
+function rejectOnAbort(signal: AbortSignal): Promise<never> {
+  return new Promise<never>((_, reject) => {
+    if (signal.aborted) reject(signal.reason);
+    else signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+  });
+}

@@ -1,0 +1,112 @@
+import type postgres from "postgres";
+import { toSafeNumber } from "../../internal/safe_number.ts";
+import { storeTables } from "../../store/migration.ts";
+import { WorkerConfigError } from "../errors.ts";
+import { WORKER_DEFAULTS, type WorkerTableOptions } from "../options.ts";
+import type { ConsumerStatus, GapBlocker, WorkerNodeStatus, WorkerStatus } from "../types.ts";
+import { run } from "./query.ts";
+import { workerTables } from "./tables.ts";
+
+/**
+ * Options for {@link status}: the table names used by the workers and the store.
+ *
+ * @example
+ * ```ts
+ * import type { StatusOptions } from "@eventsalsa/eventsalsa/worker";
+ * const options: StatusOptions = { eventsTable: "app.events", heartbeatTimeout: 30_000 };
+ * ```
+ */
+export interface StatusOptions extends WorkerTableOptions {
+  /** The store's events table; `events` when omitted. */
+  eventsTable?: string;
+  /** A worker whose heartbeat is older counts as not live; 30000 when omitted. */
+  heartbeatTimeout?: number;
+}
+
+const date = (value: unknown): Date => value instanceof Date ? value : new Date(String(value));
+
+/**
+ * A consistent snapshot (one repeatable-read, read-only transaction) of the workers, assignments,
+ * checkpoints, lag (latest position − checkpoint) per consumer, current gap waits and dead-letter
+ * counts. The CLI's `status` prints it.
+ *
+ * @example
+ * ```ts
+ * import postgres from "postgres";
+ * import { status } from "@eventsalsa/eventsalsa/worker";
+ * const report = await status(postgres(Deno.env.get("DATABASE_URL")!));
+ * for (const c of report.consumers) console.log(c.name, c.workerId, c.checkpoint, c.lag);
+ * ```
+ */
+export async function status(
+  sql: postgres.Sql,
+  options: StatusOptions = {},
+): Promise<WorkerStatus> {
+  const t = workerTables(options);
+  const { events } = storeTables({ eventsTable: options.eventsTable });
+  const timeout = options.heartbeatTimeout ?? WORKER_DEFAULTS.heartbeatTimeout;
+  if (!Number.isFinite(timeout) || timeout <= 0) {
+    throw new WorkerConfigError(
+      `heartbeatTimeout must be a positive number of milliseconds, got ${timeout}`,
+    );
+  }
+  return await sql.begin("isolation level repeatable read read only", async (tx) => {
+    const latestRows = await run(
+      tx,
+      `SELECT global_position FROM ${events.quoted} ORDER BY global_position DESC LIMIT 1`,
+    );
+    const latest = latestRows.length === 0 ? 0 : toSafeNumber(latestRows[0][0], "global_position");
+    const workerRows = await run(
+      tx,
+      `SELECT worker_id, started_at, heartbeat_at, consumers,
+        heartbeat_at >= now() - $1::bigint * interval '1 millisecond'
+      FROM ${t.nodes.quoted} ORDER BY worker_id COLLATE "C"`,
+      [Math.round(timeout)],
+    );
+    const consumerRows = await run(
+      tx,
+      `SELECT n.consumer_name, a.worker_id, coalesce(c.last_position, 0), c.updated_at, c.gap_position,
+        c.gap_since, c.gap_blockers::text,
+        (extract(epoch FROM now() - c.gap_since) * 1000)::bigint,
+        (SELECT count(*) FROM ${t.deadLetters.quoted} d
+          WHERE d.consumer_name = n.consumer_name AND d.skipped AND d.redriven_at IS NULL),
+        (SELECT count(*) FROM ${t.deadLetters.quoted} d
+          WHERE d.consumer_name = n.consumer_name AND NOT d.skipped AND d.resolved_at IS NULL),
+        (SELECT count(*) FROM ${t.gapSkips.quoted} g WHERE g.consumer_name = n.consumer_name)
+      FROM (SELECT consumer_name FROM ${t.checkpoints.quoted}
+            UNION SELECT consumer_name FROM ${t.assignments.quoted}) n
+      LEFT JOIN ${t.assignments.quoted} a ON a.consumer_name = n.consumer_name
+      LEFT JOIN ${t.checkpoints.quoted} c ON c.consumer_name = n.consumer_name
+      ORDER BY n.consumer_name COLLATE "C"`,
+    );
+    const workers = workerRows.map((row): WorkerNodeStatus => ({
+      workerId: row[0] as string,
+      startedAt: date(row[1]),
+      heartbeatAt: date(row[2]),
+      consumers: row[3] as string[],
+      live: row[4] === true,
+    }));
+    const consumers = consumerRows.map((row): ConsumerStatus => {
+      const checkpoint = toSafeNumber(row[2], "last_position");
+      return {
+        name: row[0] as string,
+        workerId: row[1] as string | null,
+        checkpoint,
+        lag: Math.max(0, latest - checkpoint),
+        updatedAt: row[3] === null ? null : date(row[3]),
+        gap: row[4] === null ? null : {
+          position: toSafeNumber(row[4], "gap_position"),
+          since: date(row[5]),
+          waitingMs: Math.max(0, toSafeNumber(row[7] ?? 0, "gap wait")),
+          blockers: row[6] === null ? [] : JSON.parse(row[6] as string) as GapBlocker[],
+        },
+        deadLetters: {
+          skipped: toSafeNumber(row[8], "dead letters"),
+          blocking: toSafeNumber(row[9], "dead letters"),
+        },
+        gapSkips: toSafeNumber(row[10], "gap skips"),
+      };
+    });
+    return { latestPosition: latest, workers, consumers };
+  }) as WorkerStatus;
+}

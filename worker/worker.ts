@@ -1,0 +1,111 @@
+import type postgres from "postgres";
+import { WorkerRuntime } from "./core/runtime.ts";
+import { WorkerConfigError } from "./errors.ts";
+import type { WorkerOptions } from "./options.ts";
+import { PostgresCoordinator, type WorkerStore } from "./postgres/coordinator.ts";
+import { identifier, TABLE_OPTION_KEYS, workerTables } from "./postgres/tables.ts";
+import type { Consumer, WorkerTransaction } from "./types.ts";
+
+const PG_KEYS = [...TABLE_OPTION_KEYS, "notifyChannel", "notifyConnection"];
+
+// deno-lint-ignore no-explicit-any
+function checkPool(sql: unknown): postgres.Sql<any> {
+  const candidate = sql as { begin?: unknown; unsafe?: unknown };
+  if (
+    typeof sql !== "function" || typeof candidate.begin !== "function" ||
+    typeof candidate.unsafe !== "function"
+  ) {
+    throw new WorkerConfigError(
+      "sql must be a postgres.js pool (postgres(url)), not a transaction",
+    );
+  }
+  // deno-lint-ignore no-explicit-any
+  return sql as postgres.Sql<any>;
+}
+
+function checkStore(store: unknown): WorkerStore {
+  const s = store as Partial<WorkerStore> | null;
+  if (
+    typeof s !== "object" || s === null || typeof s.readEvents !== "function" ||
+    typeof s.latestPosition !== "function" || typeof s.eventsTable !== "string"
+  ) {
+    throw new WorkerConfigError(
+      "store must be a PostgresStore (readEvents, latestPosition, eventsTable)",
+    );
+  }
+  return s as WorkerStore;
+}
+
+/**
+ * The PostgreSQL worker: runs `consumers` over `store`'s log, with checkpoints and assignments in
+ * the worker tables (see `migrate`). One process owns every consumer it is given (registration,
+ * leadership and rebalancing across processes come with the next release; the fence already makes
+ * a second process harmless).
+ *
+ * Every option is validated here: a bad one throws `WorkerConfigError` before anything touches the
+ * database. `start` checks the schema (tables present, position sequence at `CACHE 1`).
+ *
+ * @example
+ * ```ts
+ * import postgres from "postgres";
+ * import { PostgresStore } from "@eventsalsa/eventsalsa/store";
+ * import { migrate, Worker } from "@eventsalsa/eventsalsa/worker";
+ *
+ * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+ * await migrate(sql);
+ * const worker = new Worker(sql, new PostgresStore(), [{
+ *   name: "order_count",
+ *   aggregateTypes: ["Order"],
+ *   async handle(tx) {
+ *     await tx`update stats set orders = orders + 1`;
+ *   },
+ * }], { pollInterval: 500 });
+ * const controller = new AbortController();
+ * Deno.addSignalListener("SIGTERM", () => controller.abort());
+ * await worker.start(controller.signal);
+ * ```
+ */
+export class Worker extends WorkerRuntime<WorkerTransaction> {
+  /** Validates everything and prepares the PostgreSQL adapter; nothing runs until `start`. */
+  constructor(
+    sql: postgres.Sql,
+    store: WorkerStore,
+    consumers: readonly Consumer[],
+    options: WorkerOptions = {},
+  ) {
+    const pool = checkPool(sql);
+    const checkedStore = checkStore(store);
+    if (typeof options !== "object" || options === null) {
+      throw new WorkerConfigError("worker options must be an object");
+    }
+    const tables = workerTables(options);
+    const notify = options.dispatcher === "notify";
+    const channelName = options.notifyChannel ?? checkedStore.notifyChannel ?? null;
+    if (notify && channelName === null) {
+      throw new WorkerConfigError(
+        'dispatcher "notify" needs a channel: set notifyChannel, or the store\'s notifyChannel',
+      );
+    }
+    const notifyConnection = options.notifyConnection;
+    if (
+      notifyConnection !== undefined && typeof notifyConnection !== "string" &&
+      (typeof notifyConnection !== "object" || notifyConnection === null)
+    ) {
+      throw new WorkerConfigError(
+        "notifyConnection must be a connection URL or postgres.js options",
+      );
+    }
+    super(
+      new PostgresCoordinator(pool, checkedStore, {
+        tables,
+        notifyChannel: channelName === null
+          ? null
+          : identifier(channelName, "notifyChannel", { allowSchema: false }),
+        notifyConnection,
+      }),
+      consumers,
+      options,
+      PG_KEYS,
+    );
+  }
+}
