@@ -98,6 +98,31 @@ export class AesGcmCipher implements Cipher {
 
   /** Encrypts under `key` with a fresh nonce; `associatedData` is authenticated, not encrypted. */
   encrypt(key: Uint8Array, plaintext: Uint8Array, associatedData?: Uint8Array): Uint8Array {
+    const { nonce, sealed } = this.encryptDetached(key, plaintext, associatedData);
+    const out = new Uint8Array(GCM_NONCE_SIZE + sealed.length);
+    out.set(nonce, 0);
+    out.set(sealed, GCM_NONCE_SIZE);
+    return out;
+  }
+
+  /**
+   * Like {@link AesGcmCipher.encrypt}, but returns the nonce and `ciphertext ‖ tag` apart, saving
+   * a copy for callers that serialise them separately. `nonce ‖ sealed` is what `encrypt` returns.
+   *
+   * @example
+   * ```ts
+   * import { AesGcmCipher } from "@eventsalsa/eventsalsa/encryption";
+   * const cipher = new AesGcmCipher();
+   * const key = crypto.getRandomValues(new Uint8Array(32));
+   * const { nonce, sealed } = cipher.encryptDetached(key, new TextEncoder().encode("hi"));
+   * console.log(nonce.length, sealed.length); // 12 18
+   * ```
+   */
+  encryptDetached(
+    key: Uint8Array,
+    plaintext: Uint8Array,
+    associatedData?: Uint8Array,
+  ): { nonce: Uint8Array; sealed: Uint8Array } {
     this.#checkKey(key);
     let nonce: Uint8Array;
     try {
@@ -108,16 +133,14 @@ export class AesGcmCipher implements Cipher {
     if (!(nonce instanceof Uint8Array) || nonce.length !== GCM_NONCE_SIZE) {
       throw new EncryptionError("random source returned a nonce of the wrong size");
     }
-    let sealed: Uint8Array;
     try {
-      sealed = gcm(key, nonce, emptyToUndefined(associatedData)).encrypt(plaintext);
+      return {
+        nonce,
+        sealed: gcm(key, nonce, emptyToUndefined(associatedData)).encrypt(plaintext),
+      };
     } catch (error) {
       throw new EncryptionError("AES-GCM encryption failed", undefined, { cause: error });
     }
-    const out = new Uint8Array(GCM_NONCE_SIZE + sealed.length);
-    out.set(nonce, 0);
-    out.set(sealed, GCM_NONCE_SIZE);
-    return out;
   }
 
   /** Decrypts `nonce ‖ ciphertext ‖ tag`; any failure is a {@link DecryptionError}. */

@@ -159,6 +159,20 @@ export class DekCache {
     this.#evict(key);
   }
 
+  /**
+   * The subject's cached active version and its key, in one lookup, or `undefined`. The key is the
+   * cache's own: use it synchronously, do not keep or modify it.
+   */
+  getActive(scope: string, scopeId: string): { keyVersion: number; dek: Uint8Array } | undefined {
+    const now = this.#clock.now();
+    const subject = this.#subject(subjectKey(scope, scopeId), now);
+    const active = subject?.active;
+    if (active == null) return undefined;
+    const entry = subject!.deks.get(active.value);
+    if (entry === undefined || entry.expiresAt <= now) return undefined;
+    return { keyVersion: active.value, dek: entry.value };
+  }
+
   /** The subject's cached active version, or `undefined`. */
   getActiveVersion(scope: string, scopeId: string): number | undefined {
     const subject = this.#subject(subjectKey(scope, scopeId), this.#clock.now());

@@ -43,21 +43,50 @@ function encode(bytes: Uint8Array, alphabet: string, pairs: string[], pad: boole
   return out;
 }
 
+type NativeBase64 = (options?: { alphabet?: string; omitPadding?: boolean }) => string;
+// The platform encoder (`Uint8Array.prototype.toBase64`, TC39 stage 4) where it exists: same
+// output, several times faster. Decoding stays hand-written for Go's exact acceptance rules.
+const nativeToBase64 = (Uint8Array.prototype as { toBase64?: NativeBase64 }).toBase64;
+
 /** Standard base64 (RFC 4648 §4) with `=` padding, as Go's `base64.StdEncoding` writes it. */
 export function encodeBase64Std(bytes: Uint8Array): string {
+  if (nativeToBase64 !== undefined) return nativeToBase64.call(bytes);
   return encode(bytes, STD, STD_PAIRS, true);
 }
 
 /** Unpadded base64url (RFC 4648 §5). */
 export function encodeBase64Url(bytes: Uint8Array): string {
+  if (nativeToBase64 !== undefined) {
+    return nativeToBase64.call(bytes, { alphabet: "base64url", omitPadding: true });
+  }
   return encode(bytes, URL, URL_PAIRS, false);
 }
 
-function decodeQuads(text: string, table: Int16Array, length: number): Uint8Array | null {
+/** The portable encoders, for tests that compare them with the platform's. */
+export const portableBase64 = {
+  std: (bytes: Uint8Array): string => encode(bytes, STD, STD_PAIRS, true),
+  url: (bytes: Uint8Array): string => encode(bytes, URL, URL_PAIRS, false),
+};
+
+/** Decoded size of `length` base64 characters (no padding), or -1 when impossible. */
+function decodedSize(length: number): number {
+  const rest = length % 4;
+  return rest === 1 ? -1 : Math.floor(length / 4) * 3 + (rest === 0 ? 0 : rest - 1);
+}
+
+function decodeQuads(
+  text: string,
+  table: Int16Array,
+  length: number,
+  into?: Uint8Array,
+): Uint8Array | null {
   // `text` holds only alphabet characters; `length` is its usable length (no padding).
   const rest = length % 4;
-  if (rest === 1) return null;
-  const out = new Uint8Array(Math.floor(length / 4) * 3 + (rest === 0 ? 0 : rest - 1));
+  const size = decodedSize(length);
+  if (size < 0) return null;
+  const out = into === undefined || into.length < size
+    ? new Uint8Array(size)
+    : into.subarray(0, size);
   let o = 0;
   let i = 0;
   const full = length - rest;
@@ -102,9 +131,12 @@ export function decodeBase64Std(text: string): Uint8Array | null {
   return decodeQuads(clean, STD_DECODE, length);
 }
 
-/** Decodes unpadded base64url; `null` for padding, other characters or an impossible length. */
-export function decodeBase64Url(text: string): Uint8Array | null {
-  return decodeQuads(text, URL_DECODE, text.length);
+/**
+ * Decodes unpadded base64url; `null` for padding, other characters or an impossible length. With
+ * `into`, decodes into (a view of) that buffer when it is large enough, without allocating.
+ */
+export function decodeBase64Url(text: string, into?: Uint8Array): Uint8Array | null {
+  return decodeQuads(text, URL_DECODE, text.length, into);
 }
 
 const HEX: string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));

@@ -8,6 +8,7 @@ import {
   encodeBase64Std,
   encodeBase64Url,
   fromHex,
+  portableBase64,
   toHex,
   utf8DecodeStrict,
   utf8Encode,
@@ -57,6 +58,25 @@ describe("base64 (standard, Go decoding rules)", () => {
 
   it("accepts non-zero trailing bits, as Go's StdEncoding does", () => {
     assert.deepEqual(decodeBase64Std("Zh=="), decodeBase64Std("Zg=="));
+  });
+
+  it("the platform encoder, when present, writes exactly what the portable one writes", () => {
+    for (let length = 0; length < 40; length++) {
+      const data = crypto.getRandomValues(new Uint8Array(length));
+      assert.equal(encodeBase64Std(data), portableBase64.std(data));
+      assert.equal(encodeBase64Url(data), portableBase64.url(data));
+    }
+  });
+
+  it("decodes into a caller's buffer when it is large enough", () => {
+    const into = new Uint8Array(8).fill(9);
+    const out = decodeBase64Url("Zm9v", into)!;
+    assert.equal(out.buffer, into.buffer);
+    assert.deepEqual(out, utf8Encode("foo"));
+    const small = new Uint8Array(1);
+    const fresh = decodeBase64Url("Zm9vYmFy", small)!;
+    assert.notEqual(fresh.buffer, small.buffer);
+    assert.deepEqual(fresh, utf8Encode("foobar"));
   });
 
   it("base64url has no padding and its own alphabet", () => {

@@ -13,6 +13,7 @@ import {
   type EnvelopeFormat,
   es2AssociatedData,
   formatEs2,
+  formatEs2Detached,
   parseCiphertext,
 } from "./envelope_format.ts";
 import {
@@ -109,6 +110,10 @@ export interface VersionedCiphertext {
   readonly format: EnvelopeFormat;
 }
 
+const encoder = new TextEncoder();
+/** Scratch space for UTF-8 plaintext of strings up to 4 KiB characters; zeroed after each use. */
+const SCRATCH = new Uint8Array(12 * 1024);
+
 function lookupError(lookup: KeyLookup, scope: string, scopeId: string, keyVersion: number | null) {
   const context = { scope, scopeId, keyVersion };
   return lookup.status === "destroyed"
@@ -181,14 +186,14 @@ export class Envelope<Tx> {
    * const email = await envelope.encrypt(null, "user-pii", "u-1", "alice@example.com", { context: "email" });
    * ```
    */
-  async encrypt(
+  encrypt(
     tx: Tx,
     scope: string,
     scopeId: string,
     plaintext: string,
     options?: EncryptOptions,
   ): Promise<string> {
-    return (await this.encryptVersioned(tx, scope, scopeId, plaintext, options)).ciphertext;
+    return this.#ciphertextOnly(tx, scope, scopeId, plaintext, options);
   }
 
   /**
@@ -204,14 +209,31 @@ export class Envelope<Tx> {
    * secret.fill(0);
    * ```
    */
-  async encryptBytes(
+  encryptBytes(
     tx: Tx,
     scope: string,
     scopeId: string,
     plaintext: Uint8Array,
     options?: EncryptOptions,
   ): Promise<string> {
-    return (await this.encryptVersioned(tx, scope, scopeId, plaintext, options)).ciphertext;
+    return this.#ciphertextOnly(tx, scope, scopeId, plaintext, options);
+  }
+
+  #ciphertextOnly(
+    tx: Tx,
+    scope: string,
+    scopeId: string,
+    plaintext: string | Uint8Array,
+    options: EncryptOptions | undefined,
+  ): Promise<string> {
+    try {
+      const result = this.#encrypt(tx, scope, scopeId, plaintext, options);
+      return result instanceof Promise
+        ? result.then((r) => r.ciphertext)
+        : Promise.resolve(result.ciphertext);
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /**
@@ -233,27 +255,35 @@ export class Envelope<Tx> {
     options?: EncryptOptions,
   ): Promise<VersionedCiphertext> {
     try {
-      checkSubject(scope, scopeId);
-      if (typeof plaintext !== "string" && !(plaintext instanceof Uint8Array)) {
-        throw new InvalidInputError("plaintext must be a string or a Uint8Array");
-      }
-      const context = checkContext(options?.context);
-      if (context !== undefined && this.writeFormat === "go") {
-        throw new InvalidInputError("a context label cannot be bound in the Go format");
-      }
-      // Fast path, fully synchronous: a cached key cannot be zeroed while it is in use.
-      const cache = this.#cache;
-      if (cache !== null) {
-        const version = cache.getActiveVersion(scope, scopeId);
-        const dek = version === undefined ? undefined : cache.getDek(scope, scopeId, version);
-        if (version !== undefined && dek !== undefined) {
-          return Promise.resolve(this.#seal(dek, scope, scopeId, version, plaintext, context));
-        }
-      }
-      return this.#encryptSlow(tx, scope, scopeId, plaintext, context);
+      const result = this.#encrypt(tx, scope, scopeId, plaintext, options);
+      return result instanceof Promise ? result : Promise.resolve(result);
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  /** Validates, then encrypts synchronously from the cache or asynchronously via the store. */
+  #encrypt(
+    tx: Tx,
+    scope: string,
+    scopeId: string,
+    plaintext: string | Uint8Array,
+    options: EncryptOptions | undefined,
+  ): VersionedCiphertext | Promise<VersionedCiphertext> {
+    checkSubject(scope, scopeId);
+    if (typeof plaintext !== "string" && !(plaintext instanceof Uint8Array)) {
+      throw new InvalidInputError("plaintext must be a string or a Uint8Array");
+    }
+    const context = checkContext(options?.context);
+    if (context !== undefined && this.writeFormat === "go") {
+      throw new InvalidInputError("a context label cannot be bound in the Go format");
+    }
+    // Fast path, fully synchronous: a cached key cannot be zeroed while it is in use.
+    const hit = this.#cache?.getActive(scope, scopeId);
+    if (hit !== undefined) {
+      return this.#seal(hit.dek, scope, scopeId, hit.keyVersion, plaintext, context);
+    }
+    return this.#encryptSlow(tx, scope, scopeId, plaintext, context);
   }
 
   async #encryptSlow(
@@ -290,7 +320,16 @@ export class Envelope<Tx> {
     plaintext: string | Uint8Array,
     context: string | undefined,
   ): VersionedCiphertext {
-    const bytes = typeof plaintext === "string" ? utf8Encode(plaintext) : plaintext;
+    let bytes: Uint8Array;
+    if (typeof plaintext !== "string") {
+      bytes = plaintext;
+    } else if (plaintext.length * 3 <= SCRATCH.length) {
+      // Encode into a reused buffer (wiped below): a fresh allocation per call costs more than
+      // the rest of the bookkeeping together. Safe: sealing is synchronous.
+      bytes = SCRATCH.subarray(0, encoder.encodeInto(plaintext, SCRATCH).written);
+    } else {
+      bytes = utf8Encode(plaintext);
+    }
     try {
       if (this.writeFormat === "go") {
         return {
@@ -300,11 +339,15 @@ export class Envelope<Tx> {
         };
       }
       const aad = es2AssociatedData(scope, scopeId, keyVersion, context);
-      return {
-        ciphertext: formatEs2(keyVersion, this.#cipher.encrypt(dek, bytes, aad)),
-        keyVersion,
-        format: "es2",
-      };
+      const cipher = this.#cipher;
+      let ciphertext: string;
+      if (cipher instanceof AesGcmCipher) {
+        const { nonce, sealed } = cipher.encryptDetached(dek, bytes, aad);
+        ciphertext = formatEs2Detached(keyVersion, nonce, sealed);
+      } else {
+        ciphertext = formatEs2(keyVersion, cipher.encrypt(dek, bytes, aad));
+      }
+      return { ciphertext, keyVersion, format: "es2" };
     } finally {
       if (bytes !== plaintext) zeroBytes(bytes);
     }
@@ -322,23 +365,30 @@ export class Envelope<Tx> {
    * const email = await envelope.decrypt(null, "user-pii", "u-1", stored, { context: "email" });
    * ```
    */
-  async decrypt(
+  decrypt(
     tx: Tx,
     scope: string,
     scopeId: string,
     ciphertext: string,
     options?: DecryptOptions,
   ): Promise<string> {
-    const bytes = await this.decryptBytes(tx, scope, scopeId, ciphertext, options);
-    const text = utf8DecodeStrict(bytes);
-    zeroBytes(bytes);
-    if (text === null) {
-      throw new DecryptionError("plaintext is not valid UTF-8 (use decryptBytes)", {
-        scope,
-        scopeId,
-      });
+    const toText = (bytes: Uint8Array): string => {
+      const text = utf8DecodeStrict(bytes);
+      zeroBytes(bytes);
+      if (text === null) {
+        throw new DecryptionError("plaintext is not valid UTF-8 (use decryptBytes)", {
+          scope,
+          scopeId,
+        });
+      }
+      return text;
+    };
+    try {
+      const result = this.#decrypt(tx, scope, scopeId, ciphertext, options);
+      return result instanceof Promise ? result.then(toText) : Promise.resolve(toText(result));
+    } catch (error) {
+      return Promise.reject(error);
     }
-    return text;
   }
 
   /**
@@ -365,46 +415,60 @@ export class Envelope<Tx> {
     options?: DecryptOptions,
   ): Promise<Uint8Array> {
     try {
-      checkSubject(scope, scopeId);
-      if (typeof ciphertext !== "string") {
-        throw new InvalidInputError("ciphertext must be a string");
-      }
-      const context = checkContext(options?.context);
-      const given = options?.keyVersion === undefined
-        ? undefined
-        : checkKeyVersion(options.keyVersion, "options.keyVersion");
-      const parsed = parseCiphertext(ciphertext);
-      if (typeof parsed === "string") {
-        throw new DecryptionError(parsed, { scope, scopeId, keyVersion: given ?? null });
-      }
-      let keyVersion: number;
-      if (parsed.format === "es2") {
-        if (given !== undefined && given !== parsed.keyVersion) {
-          throw new DecryptionError(
-            `value is under key version ${parsed.keyVersion}, not ${given}`,
-            { scope, scopeId, keyVersion: given },
-          );
-        }
-        keyVersion = parsed.keyVersion;
-      } else {
-        if (given === undefined) {
-          throw new InvalidInputError(
-            "a Go-format value does not carry its key version: pass options.keyVersion",
-          );
-        }
-        keyVersion = given;
-      }
-      const aad = parsed.format === "es2"
-        ? es2AssociatedData(scope, scopeId, keyVersion, context)
-        : undefined;
-      const cached = this.#cache?.getDek(scope, scopeId, keyVersion);
-      if (cached !== undefined) {
-        return Promise.resolve(this.#open(cached, parsed.sealed, aad, scope, scopeId, keyVersion));
-      }
-      return this.#decryptSlow(tx, scope, scopeId, keyVersion, parsed.sealed, aad);
+      const result = this.#decrypt(tx, scope, scopeId, ciphertext, options);
+      return result instanceof Promise ? result : Promise.resolve(result);
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  /** Validates and parses, then decrypts synchronously from the cache or via the store. */
+  #decrypt(
+    tx: Tx,
+    scope: string,
+    scopeId: string,
+    ciphertext: string,
+    options: DecryptOptions | undefined,
+  ): Uint8Array | Promise<Uint8Array> {
+    checkSubject(scope, scopeId);
+    if (typeof ciphertext !== "string") {
+      throw new InvalidInputError("ciphertext must be a string");
+    }
+    const context = checkContext(options?.context);
+    const given = options?.keyVersion === undefined
+      ? undefined
+      : checkKeyVersion(options.keyVersion, "options.keyVersion");
+    const parsed = parseCiphertext(ciphertext);
+    if (typeof parsed === "string") {
+      throw new DecryptionError(parsed, { scope, scopeId, keyVersion: given ?? null });
+    }
+    let keyVersion: number;
+    if (parsed.format === "es2") {
+      if (given !== undefined && given !== parsed.keyVersion) {
+        throw new DecryptionError(
+          `value is under key version ${parsed.keyVersion}, not ${given}`,
+          { scope, scopeId, keyVersion: given },
+        );
+      }
+      keyVersion = parsed.keyVersion;
+    } else {
+      if (given === undefined) {
+        throw new InvalidInputError(
+          "a Go-format value does not carry its key version: pass options.keyVersion",
+        );
+      }
+      keyVersion = given;
+    }
+    const aad = parsed.format === "es2"
+      ? es2AssociatedData(scope, scopeId, keyVersion, context)
+      : undefined;
+    // Fast path, fully synchronous: a cached key cannot be zeroed while it is in use.
+    const cached = this.#cache?.getDek(scope, scopeId, keyVersion);
+    if (cached !== undefined) {
+      return this.#open(cached, parsed.sealed, aad, scope, scopeId, keyVersion);
+    }
+    // `sealed` may live in a scratch buffer: copy it before waiting for the store.
+    return this.#decryptSlow(tx, scope, scopeId, keyVersion, parsed.sealed.slice(), aad);
   }
 
   async #decryptSlow(

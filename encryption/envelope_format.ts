@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { sha256 } from "@noble/hashes/sha2.js";
 import { GCM_NONCE_SIZE, GCM_TAG_SIZE } from "./cipher.ts";
 import { decodeBase64Std, decodeBase64Url, encodeBase64Url, utf8Encode } from "./encoding.ts";
 import { MAX_KEY_VERSION } from "./validation.ts";
@@ -21,18 +22,35 @@ export const ES2_PREFIX = "es2:";
 /** Formats an envelope can be in. */
 export type EnvelopeFormat = "es2" | "go";
 
-/** A parsed value: its format, its key version when embedded, and the sealed bytes. */
+/**
+ * A parsed value: its format, its key version when embedded, and the sealed bytes. Those may be a
+ * view of a scratch buffer that the next parse overwrites: use them synchronously, or copy them.
+ */
 export type ParsedCiphertext =
   | { readonly format: "es2"; readonly keyVersion: number; readonly sealed: Uint8Array }
   | { readonly format: "go"; readonly keyVersion: null; readonly sealed: Uint8Array };
 
 const MIN_SEALED = GCM_NONCE_SIZE + GCM_TAG_SIZE;
+/** Decoding space for values up to 8 KiB: ciphertext is not secret, so it is not wiped. */
+const SCRATCH = new Uint8Array(8 * 1024);
 const VERSION = /^[1-9][0-9]{0,9}$/;
 const GO_CHARS = /^[A-Za-z0-9+/=\r\n]+$/;
 
-/** Writes an es2 value. */
+/** Writes an es2 value from `nonce ‖ ciphertext ‖ tag`. */
 export function formatEs2(keyVersion: number, sealed: Uint8Array): string {
   return `${ES2_PREFIX}${keyVersion}:${encodeBase64Url(sealed)}`;
+}
+
+/**
+ * Writes an es2 value from a 12-byte nonce and `ciphertext ‖ tag` kept apart: 12 bytes are exactly
+ * 16 base64 characters, so the text equals that of the concatenation.
+ */
+export function formatEs2Detached(
+  keyVersion: number,
+  nonce: Uint8Array,
+  sealed: Uint8Array,
+): string {
+  return `${ES2_PREFIX}${keyVersion}:${encodeBase64Url(nonce)}${encodeBase64Url(sealed)}`;
 }
 
 /**
@@ -47,7 +65,7 @@ export function parseCiphertext(text: string): ParsedCiphertext | string {
     if (!VERSION.test(versionText) || Number(versionText) > MAX_KEY_VERSION) {
       return "malformed es2 value (bad key version)";
     }
-    const sealed = decodeBase64Url(text.slice(colon + 1));
+    const sealed = decodeBase64Url(text.slice(colon + 1), SCRATCH);
     if (sealed === null) return "malformed es2 value (not base64url)";
     if (sealed.length < MIN_SEALED) return "ciphertext too short";
     return { format: "es2", keyVersion: Number(versionText), sealed };
@@ -75,11 +93,23 @@ export function keyVersionOf(ciphertext: string): number | null {
   return typeof parsed === "string" ? null : parsed.keyVersion;
 }
 
-const AAD_LABEL = utf8Encode("eventsalsa/encryption/es2");
+const AAD_LABEL = utf8Encode("es2");
+
+function isAscii(text: string): boolean {
+  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) > 0x7f) return false;
+  return true;
+}
+
+const AAD_CACHE_LIMIT = 4096;
+const aadCache = new Map<string, Uint8Array>();
+const aadContextCache = new Map<string, Uint8Array>();
 
 /**
- * Associated data of an es2 value: a label, then length-prefixed scope, scope id and context, and
- * the key version, so no two distinct tuples encode alike.
+ * Associated data of an es2 value: the first 16 bytes of SHA-256 over a canonical encoding of the
+ * binding (the format tag and a NUL, then length-prefixed (u32, big endian) scope, scope id, key
+ * version, and a presence byte plus length-prefixed context, so no two distinct tuples encode
+ * alike). Moving a value to another subject needs a second preimage of that digest (2^128 work).
+ * The result is memoised (it is derived from public labels only) and must not be modified.
  */
 export function es2AssociatedData(
   scope: string,
@@ -87,31 +117,63 @@ export function es2AssociatedData(
   keyVersion: number,
   context: string | undefined,
 ): Uint8Array {
-  const s = utf8Encode(scope);
-  const i = utf8Encode(scopeId);
-  const c = context === undefined ? null : utf8Encode(context);
-  const out = new Uint8Array(
-    AAD_LABEL.length + 1 + 4 + s.length + 4 + i.length + 4 + 1 + (c === null ? 0 : 4 + c.length),
+  // Scopes and scope ids never contain NUL and the version is digits, so the key is unambiguous;
+  // the context, which may contain anything, comes last and uses a map of its own.
+  const cache = context === undefined ? aadCache : aadContextCache;
+  const cacheKey = context === undefined
+    ? scope + "\u0000" + scopeId + "\u0000" + keyVersion
+    : scope + "\u0000" + scopeId + "\u0000" + keyVersion + "\u0000" + context;
+  let aad = cache.get(cacheKey);
+  if (aad === undefined) {
+    // 16 bytes: one GHASH block per value, whatever the length of the labels.
+    aad = sha256(buildAssociatedData(scope, scopeId, keyVersion, context)).subarray(0, 16);
+    if (cache.size >= AAD_CACHE_LIMIT) cache.clear();
+    cache.set(cacheKey, aad);
+  }
+  return aad;
+}
+
+/** The canonical encoding that {@link es2AssociatedData} digests. */
+export function buildAssociatedData(
+  scope: string,
+  scopeId: string,
+  keyVersion: number,
+  context: string | undefined,
+): Uint8Array {
+  const parts = [scope, scopeId, context ?? ""].map((text) =>
+    isAscii(text) ? text : utf8Encode(text)
   );
-  const view = new DataView(out.buffer);
+  const size = (part: string | Uint8Array) => part.length;
+  const out = new Uint8Array(
+    AAD_LABEL.length + 1 + 4 + size(parts[0]) + 4 + size(parts[1]) + 4 + 1 +
+      (context === undefined ? 0 : 4 + size(parts[2])),
+  );
   let o = 0;
+  const u32 = (n: number) => {
+    out[o++] = n >>> 24;
+    out[o++] = (n >>> 16) & 255;
+    out[o++] = (n >>> 8) & 255;
+    out[o++] = n & 255;
+  };
+  const put = (part: string | Uint8Array) => {
+    u32(part.length);
+    if (typeof part === "string") {
+      for (let i = 0; i < part.length; i++) out[o++] = part.charCodeAt(i);
+    } else {
+      out.set(part, o);
+      o += part.length;
+    }
+  };
   out.set(AAD_LABEL, o);
-  o += AAD_LABEL.length;
-  out[o++] = 0;
-  view.setUint32(o, s.length);
-  out.set(s, o + 4);
-  o += 4 + s.length;
-  view.setUint32(o, i.length);
-  out.set(i, o + 4);
-  o += 4 + i.length;
-  view.setUint32(o, keyVersion);
-  o += 4;
-  if (c === null) {
+  o += AAD_LABEL.length + 1; // the NUL separator is already 0
+  put(parts[0]);
+  put(parts[1]);
+  u32(keyVersion);
+  if (context === undefined) {
     out[o] = 0;
   } else {
     out[o++] = 1;
-    view.setUint32(o, c.length);
-    out.set(c, o + 4);
+    put(parts[2]);
   }
   return out;
 }
