@@ -8,6 +8,7 @@ import {
   derivedIdentifier,
   IdentifierError,
   parseIdentifier,
+  quotePart,
   type SqlIdentifier,
 } from "../../internal/sql_identifier.ts";
 import { WorkerConfigError } from "../errors.ts";
@@ -71,7 +72,8 @@ export function workerTables(options: WorkerTableOptions = {}): WorkerTables {
 /** An index name next to `table`: `idx_<table>_<suffix>`, checked like a user-given name. */
 export function indexName(table: SqlIdentifier, suffix: string): string {
   try {
-    return derivedIdentifier(table, `idx_${table.name}_${suffix}`, "index name").quoted;
+    // CREATE INDEX takes an unqualified name: the index lives in its table's schema.
+    return quotePart(derivedIdentifier(table, `idx_${table.name}_${suffix}`, "index name").name);
   } catch (error) {
     if (error instanceof IdentifierError) throw new WorkerConfigError(error.message);
     throw error;

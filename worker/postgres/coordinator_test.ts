@@ -1,0 +1,158 @@
+// The PostgreSQL adapter's building blocks on real transactions: the gap token of DESIGN §4, the
+// blockers it names, and the fence of the batch transaction.
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import type { WindowRead } from "../core/gap_rule.ts";
+import { PostgresCoordinator } from "./coordinator.ts";
+import { type PgHarness, pgHarness } from "./harness_test.ts";
+import { workerTables } from "./tables.ts";
+
+const T = { timeout: 30_000 };
+const signal = new AbortController().signal;
+
+async function withCoordinator(
+  t: { skip(message?: string): void },
+  body: (h: PgHarness, c: PostgresCoordinator) => Promise<void>,
+): Promise<void> {
+  const h = await pgHarness();
+  try {
+    if (!h.db.supportsConcurrency) return t.skip(h.db.concurrencySkipReason!);
+    await body(
+      h,
+      new PostgresCoordinator(h.sql, h.store, { tables: workerTables(), notifyChannel: null }),
+    );
+  } finally {
+    await h.close();
+  }
+}
+
+const positions = (read: WindowRead) => read.events.map((e) => e.globalPosition);
+
+describe("PostgresCoordinator: the gap token (DESIGN §4)", () => {
+  it(
+    "stays unresolved while the append is open; after commit the late position is visible",
+    T,
+    async (t) => {
+      await withCoordinator(t, async (h, c) => {
+        await h.append(); // 1
+        const held = await h.hold(); // 2
+        await h.append(); // 3
+        const first = await c.readWindow(0, 10, null, signal);
+        assert.deepEqual(positions(first), [1, 3]);
+        const token = await first.token();
+        assert.equal((await c.readWindow(0, 10, token, signal)).pendingResolved, false);
+        const blockers = await c.gapBlockers(token);
+        assert.ok(blockers.some((b) => b.pid === held.pid), JSON.stringify(blockers));
+        await held.commit();
+        const after = await c.readWindow(0, 10, token, signal);
+        assert.equal(after.pendingResolved, true);
+        assert.deepEqual(positions(after), [1, 2, 3]);
+        assert.deepEqual(await c.gapBlockers(token), []);
+      });
+    },
+  );
+
+  it("after a rollback it resolves and the position never appears", T, async (t) => {
+    await withCoordinator(t, async (h, c) => {
+      const held = await h.hold(); // 1
+      await h.append(); // 2
+      const token = await (await c.readWindow(0, 10, null, signal)).token();
+      await held.rollback();
+      const after = await c.readWindow(0, 10, token, signal);
+      assert.equal(after.pendingResolved, true);
+      assert.deepEqual(positions(after), [2]);
+    });
+  });
+
+  it(
+    "a token taken before the hole was seen can resolve while the hole is still open (why it must come after)",
+    T,
+    async (t) => {
+      await withCoordinator(t, async (h, c) => {
+        const early = await (await c.readWindow(0, 10, null, signal)).token();
+        const held = await h.hold(); // 1, its xid is newer than the early token
+        await h.append(); // 2
+        const read = await c.readWindow(0, 10, early, signal);
+        assert.deepEqual(positions(read), [2]);
+        assert.equal(
+          read.pendingResolved,
+          true,
+          "the early token says nothing about the held append",
+        );
+        const late = await read.token();
+        assert.equal((await c.readWindow(0, 10, late, signal)).pendingResolved, false);
+        await held.rollback();
+      });
+    },
+  );
+});
+
+describe("PostgresCoordinator: the batch fence", () => {
+  it("refuses a worker that does not own the consumer, and a stale checkpoint", T, async (t) => {
+    await withCoordinator(t, async (_h, c) => {
+      await c.registerWorker("w-1", ["p"], 30_000);
+      await c.claimConsumers("w-1", ["p"]);
+      const request = { consumer: "p", expectedCheckpoint: 0, signal, read: null };
+      const work = () => Promise.resolve("ran");
+      assert.deepEqual(await c.runBatch({ ...request, workerId: "w-2" }, work), {
+        kind: "notOwner",
+        owner: "w-1",
+      });
+      assert.deepEqual(
+        await c.runBatch({ ...request, workerId: "w-1", expectedCheckpoint: 4 }, work),
+        {
+          kind: "checkpointMoved",
+          checkpoint: 0,
+        },
+      );
+      assert.deepEqual(await c.runBatch({ ...request, workerId: "w-1" }, work), {
+        kind: "committed",
+        value: "ran",
+      });
+      await c.unregisterWorker("w-1");
+      assert.deepEqual(await c.runBatch({ ...request, workerId: "w-1" }, work), {
+        kind: "notOwner",
+        owner: null,
+      });
+    });
+  });
+
+  it(
+    "serialises two batches of one consumer; the second sees the moved checkpoint and commits nothing",
+    T,
+    async (t) => {
+      await withCoordinator(t, async (h, c) => {
+        await h.append();
+        await c.registerWorker("w-1", ["p"], 30_000);
+        await c.claimConsumers("w-1", ["p"]);
+        const request = {
+          consumer: "p",
+          workerId: "w-1",
+          expectedCheckpoint: 0,
+          signal,
+          read: null,
+        };
+        let release!: () => void;
+        const gate = new Promise<void>((resolve) => (release = resolve));
+        let entered!: () => void;
+        const inside = new Promise<void>((resolve) => (entered = resolve));
+        const first = c.runBatch(request, async (session) => {
+          entered();
+          await gate;
+          await session.saveCheckpoint(1);
+        });
+        await inside;
+        let secondRan = false;
+        const second = c.runBatch(request, async (session) => {
+          secondRan = true;
+          await session.saveCheckpoint(1);
+        });
+        release();
+        assert.equal((await first).kind, "committed");
+        assert.deepEqual(await second, { kind: "checkpointMoved", checkpoint: 1 });
+        assert.equal(secondRan, false);
+        assert.equal(await c.readCheckpoint("p"), 1);
+      });
+    },
+  );
+});
