@@ -84,6 +84,24 @@ export interface BlindIndexOptions {
   normalize?: Record<string, readonly Normalizer[]>;
 }
 
+type Mac = ReturnType<typeof hmac.create>;
+
+const encoder = new TextEncoder();
+/** Scratch space for the UTF-8 of values up to 1,024 characters; wiped after each use. */
+const SCRATCH = new Uint8Array(3 * 1024);
+
+/** Lower-case hex of HMAC(keyed state, UTF-8 of `text`), from a clone of the keyed state. */
+function macHex(keyed: Mac, text: string): string {
+  const bytes = text.length * 3 <= SCRATCH.length
+    ? SCRATCH.subarray(0, encoder.encodeInto(text, SCRATCH).written)
+    : utf8Encode(text);
+  try {
+    return toHex(keyed.clone().update(bytes).digest());
+  } finally {
+    bytes.fill(0);
+  }
+}
+
 function checkIndexName(index: unknown): string {
   if (typeof index !== "string" || index.length === 0 || index.length > 128) {
     throw new InvalidInputError("index name must be a non-empty string of at most 128 characters");
@@ -148,7 +166,8 @@ export class BlindIndex {
   readonly keyIds: readonly string[];
   readonly #keys: Map<string, Uint8Array>;
   readonly #normalize: Map<string, readonly Normalizer[]>;
-  readonly #indexKeys = new Map<string, Uint8Array>();
+  /** Keyed HMAC states per (key id, index): cloning one skips re-hashing the key pads. */
+  readonly #indexMacs = new Map<string, Mac>();
 
   /** Validates the keys (typed errors, at construction) and copies them. */
   constructor(options: BlindIndexOptions) {
@@ -200,29 +219,26 @@ export class BlindIndex {
     ]);
   }
 
-  #indexKey(keyId: string, index: string): Uint8Array {
+  #indexMac(keyId: string, index: string): Mac {
     const cacheKey = `${keyId}\u0000${index}`;
-    let key = this.#indexKeys.get(cacheKey);
-    if (key === undefined) {
+    let mac = this.#indexMacs.get(cacheKey);
+    if (mac === undefined) {
       const name = utf8Encode(index);
       const label = new Uint8Array(DOMAIN.length + 1 + name.length);
       label.set(DOMAIN, 0);
       label.set(name, DOMAIN.length + 1);
-      key = hmac(sha256, this.#keys.get(keyId)!, label);
-      this.#indexKeys.set(cacheKey, key);
+      const indexKey = hmac(sha256, this.#keys.get(keyId)!, label);
+      mac = hmac.create(sha256, indexKey);
+      indexKey.fill(0);
+      this.#indexMacs.set(cacheKey, mac);
     }
-    return key;
+    return mac;
   }
 
   #digest(keyId: string, index: string, value: string): string {
     let text = value;
     for (const step of this.#normalize.get(index) ?? []) text = step(text);
-    const bytes = utf8Encode(text);
-    try {
-      return `${keyId}:${toHex(hmac(sha256, this.#indexKey(keyId, index), bytes))}`;
-    } finally {
-      bytes.fill(0);
-    }
+    return `${keyId}:${macHex(this.#indexMac(keyId, index), text)}`;
   }
 
   /**
@@ -324,7 +340,7 @@ export class BlindIndex {
  * ```
  */
 export class GoCompatibleHasher {
-  readonly #key: Uint8Array;
+  readonly #mac: Mac;
 
   /** Copies a non-empty key. */
   constructor(key: Uint8Array) {
@@ -335,7 +351,7 @@ export class GoCompatibleHasher {
         "at least 1",
       );
     }
-    this.#key = key.slice();
+    this.#mac = hmac.create(sha256, key);
   }
 
   /**
@@ -349,11 +365,6 @@ export class GoCompatibleHasher {
    * ```
    */
   hash(value: string): string {
-    const bytes = utf8Encode(checkValue(value));
-    try {
-      return toHex(hmac(sha256, this.#key, bytes));
-    } finally {
-      bytes.fill(0);
-    }
+    return macHex(this.#mac, checkValue(value));
   }
 }

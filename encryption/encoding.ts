@@ -141,8 +141,11 @@ export function decodeBase64Url(text: string, into?: Uint8Array): Uint8Array | n
 
 const HEX: string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 
+const nativeToHex = (Uint8Array.prototype as { toHex?: () => string }).toHex;
+
 /** Lower-case hex. */
 export function toHex(bytes: Uint8Array): string {
+  if (nativeToHex !== undefined) return nativeToHex.call(bytes);
   let out = "";
   for (let i = 0; i < bytes.length; i++) out += HEX[bytes[i]];
   return out;
