@@ -107,7 +107,11 @@ export interface BatchSession<Tx> {
   readonly tx: Tx;
   /** The in-transaction window read, when the request asked for one. */
   readonly read: WindowRead | null;
-  /** Moves the checkpoint (the fence holds the row, so it cannot have moved meanwhile). */
+  /**
+   * Moves the checkpoint; the batch's last write (the fence holds the row, so it cannot have
+   * moved meanwhile). An adapter may send it together with the commit and report its failure from
+   * `runBatch` instead.
+   */
   saveCheckpoint(position: number): Promise<void>;
   /** Inserts or updates a dead letter. */
   recordDeadLetter(record: DeadLetterRecord): Promise<void>;

@@ -23,7 +23,7 @@ import type { GapToken, WindowRead } from "../core/gap_rule.ts";
 import { DeadLetterNotFoundError, WorkerIdInUseError, WorkerSetupError } from "../errors.ts";
 import type { GapBlocker, GapWait, WorkerTransaction } from "../types.ts";
 import { guardTransaction } from "./guarded_transaction.ts";
-import { affected, type Executor, run, statement } from "./query.ts";
+import { affected, type Executor, prepares, run, statement } from "./query.ts";
 import type { WorkerTables } from "./tables.ts";
 
 /**
@@ -142,7 +142,6 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
       reportGap:
         `UPDATE ${C.quoted} SET gap_position = $2::bigint, gap_since = $3::text::timestamptz,
         gap_blockers = $4::text::jsonb WHERE consumer_name = $1`,
-      pid: `SELECT pg_backend_pid()`,
       fence: `SELECT a.worker_id, c.last_position FROM ${A.quoted} a
         JOIN ${C.quoted} c ON c.consumer_name = a.consumer_name
         WHERE a.consumer_name = $1 FOR UPDATE OF a, c`,
@@ -306,9 +305,10 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
   }
 
   /**
-   * The batch transaction: pipelines the backend pid, the fence (`FOR UPDATE` on the assignment
-   * and checkpoint rows) and, when asked, the in-transaction window read; then runs `work`. On
-   * abort it cancels the running statement from another connection and rolls back.
+   * The batch transaction. Round trips: BEGIN; the fence (`FOR UPDATE` on the assignment and
+   * checkpoint rows) pipelined with the in-transaction window read when asked for; the handlers'
+   * statements; the checkpoint update pipelined with COMMIT. On abort it cancels the statement
+   * running on the transaction's backend (from a connection of its own) and rolls back.
    */
   async runBatch<T>(
     request: BatchRequest,
@@ -318,9 +318,9 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
     if (signal.aborted) throw signal.reason;
     let open = true;
     let cleanup = () => {};
+    const save: { pending: Promise<{ count: number }> | null } = { pending: null };
     try {
-      return await this.#sql.begin(async (raw): Promise<BatchOutcome<T>> => {
-        const pidQuery = statement(raw, this.#q.pid, []).execute();
+      const outcome = await this.#sql.begin(async (raw): Promise<BatchOutcome<T>> => {
         const fenceQuery = statement(raw, this.#q.fence, [consumer]).execute();
         const resolvedQuery = read !== null && read.pendingToken !== null
           ? statement(raw, this.#q.resolved, [read.pendingToken as string]).execute()
@@ -329,11 +329,15 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
           ? null
           : this.#store.readEvents(raw, expectedCheckpoint, read.limit);
         eventsRead?.catch(() => {});
-        const [[pid]] = await pidQuery as unknown as unknown[][];
         const cancel: { running: Promise<void> | null } = { running: null };
         const aborted = new Promise<never>((_, reject) => {
           const onAbort = () => {
-            const running = this.#cancel(Number(pid)).catch(() => {});
+            // Every query sent on the transaction's connection carries its backend key; the
+            // fence was the first, so its pid is the transaction's backend.
+            const pid = (fenceQuery as unknown as { state?: { pid?: number } | null }).state?.pid;
+            const running = pid === undefined
+              ? Promise.resolve()
+              : this.#cancel(pid).catch(() => {});
             cancel.running = running;
             void running.then(() => reject(signal.reason));
           };
@@ -358,9 +362,8 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
           windowRead = { events, pendingResolved, token: () => this.#token(raw) };
         }
         const tx = guardTransaction(raw, () => open, `consumer ${consumer}`);
-        const value = await guarded(
-          work(this.#session(raw, tx, consumer, expectedCheckpoint, windowRead)),
-        );
+        const session = this.#session(raw, tx, consumer, expectedCheckpoint, windowRead, save);
+        const value = await guarded(work(session));
         if (signal.aborted) {
           // Aborted as the work finished: do not commit a batch the worker has given up on.
           await cancel.running;
@@ -368,6 +371,13 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
         }
         return { kind: "committed", value };
       });
+      if (outcome.kind === "committed" && save.pending !== null) {
+        // The update went out pipelined with COMMIT. Had it failed, PostgreSQL turned the COMMIT
+        // into a rollback (postgres.js still resolves it): its own promise tells.
+        const { count } = await save.pending;
+        if (count !== 1) throw new Error(`checkpoint of ${consumer} moved under the fence`);
+      }
+      return outcome;
     } catch (error) {
       if (signal.aborted && (error as { code?: string })?.code === CANCELLED) throw signal.reason;
       throw error;
@@ -383,15 +393,21 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
     consumer: string,
     expectedCheckpoint: number,
     read: WindowRead | null,
+    save: { pending: Promise<{ count: number }> | null },
   ): BatchSession<WorkerTransaction> {
     const q = this.#q;
     return {
       tx,
       read,
-      saveCheckpoint: async (position: number) => {
-        if ((await affected(raw, q.save, [consumer, position, expectedCheckpoint])) !== 1) {
-          throw new Error(`checkpoint of ${consumer} moved under the fence`);
-        }
+      saveCheckpoint: (position: number) => {
+        // Sent now, awaited by runBatch after COMMIT: the batch's last statement shares COMMIT's
+        // round trip. The fence holds the row, so the update cannot miss.
+        const pending = raw.unsafe(q.save, [consumer, position, expectedCheckpoint], {
+          prepare: prepares(raw),
+        }).execute() as unknown as Promise<{ count: number }>;
+        pending.catch(() => {});
+        save.pending = pending;
+        return Promise.resolve();
       },
       recordDeadLetter: async (record: DeadLetterRecord) => {
         const e = record.event;

@@ -1,0 +1,150 @@
+/**
+ * Worker benchmarks: `deno run -A bench/worker.ts [--events 100000]` (or `bun bench/worker.ts`).
+ * Needs DATABASE_URL (a real PostgreSQL); without it, says so and exits 0. Runs in its own schema.
+ *
+ * Catch-up of N events from position 0 by a fresh consumer, as events/s:
+ * - a no-op consumer, against a hand-written postgres.js loop that reads a batch of 100 and writes
+ *   the checkpoint in one transaction (BEGIN, SELECT, UPDATE, COMMIT);
+ * - a one-upsert-per-event SQL projection, against the same loop plus the same upsert per event.
+ *
+ * The worker does more per batch than the baseline (the fence locks the assignment and checkpoint
+ * rows and checks ownership; the gap rule checks the window), so the ratio is the price of those
+ * guarantees. DESIGN §8 target: ≥ 0.8×. Rounds alternate baseline and worker; medians count.
+ */
+import postgres from "postgres";
+import { readEnv } from "../internal/env.ts";
+import { migrate as migrateStore } from "../store/migration.ts";
+import { PostgresStore } from "../store/postgres_store.ts";
+import { type Consumer, migrate, Worker, type WorkerTransaction } from "../worker/mod.ts";
+import { type BenchResult, compare, printTable } from "./runner.ts";
+
+const BATCH = 100;
+
+function argument(name: string, fallback: number): number {
+  // deno-lint-ignore no-explicit-any
+  const args: string[] = (globalThis as any).Deno?.args ?? (globalThis as any).process?.argv ?? [];
+  const at = args.indexOf(`--${name}`);
+  const value = at >= 0 ? Number(args[at + 1]) : fallback;
+  if (!Number.isSafeInteger(value) || value < BATCH) {
+    throw new Error(`--${name} must be an integer >= ${BATCH}`);
+  }
+  return value;
+}
+
+const COLUMNS =
+  "global_position, aggregate_type, aggregate_id, aggregate_version, event_id, event_type, " +
+  "event_version, payload, metadata, created_at, trace_id, correlation_id, causation_id";
+
+/** Runs both worker benchmarks on `url` with `events` events; returns the results. */
+export async function workerBenchmarks(url: string, events: number): Promise<BenchResult[]> {
+  const schema = `eventsalsa_bench_worker_${Date.now()}`;
+  const admin = postgres(url, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`CREATE SCHEMA ${schema}`);
+  const sql = postgres(url, { max: 8, onnotice: () => {}, connection: { search_path: schema } });
+  const results: BenchResult[] = [];
+  try {
+    await migrateStore(sql);
+    await migrate(sql);
+    await sql.unsafe(`CREATE TABLE projection (consumer TEXT, id TEXT, n INT NOT NULL,
+      PRIMARY KEY (consumer, id))`);
+    // Setup only: N events over 1,000 aggregates, written in bulk (the store's own speed is
+    // bench/store.ts's business).
+    await sql.unsafe(`INSERT INTO events (aggregate_type, aggregate_id, aggregate_version, event_id,
+        event_type, payload, metadata)
+      SELECT 'Order', 'order-' || (g % 1000), g / 1000 + 1, gen_random_uuid(), 'OrderPlaced',
+        convert_to('{"total":' || g || '}', 'UTF8'), '{"source":"bench"}'::jsonb
+      FROM generate_series(1, ${events}) g`);
+    await sql.unsafe(`VACUUM ANALYZE events`);
+    const store = new PostgresStore();
+    let run = 0;
+
+    /** The worker catches a fresh consumer up to `events`; resolves when the checkpoint gets there. */
+    const catchUp = async (handle: (name: string) => Consumer["handle"]) => {
+      const name = `worker_${++run}`;
+      let done!: () => void;
+      const caughtUp = new Promise<void>((resolve) => (done = resolve));
+      const worker = new Worker(sql, store, [{ name, handle: handle(name) }], {
+        workerId: `bench-${run}`,
+        batchSize: BATCH,
+        batchPause: 0,
+        pollInterval: 50,
+        observer: { batchCommitted: (b) => b.to >= events && done() },
+      });
+      const running = worker.start();
+      await caughtUp;
+      await worker.stop();
+      await running;
+    };
+
+    /** The raw loop: read a batch, (optionally) upsert per event, write the checkpoint; one tx. */
+    const baseline = async (upsert: boolean) => {
+      const name = `baseline_${++run}`;
+      await sql`INSERT INTO consumer_checkpoints (consumer_name) VALUES (${name})`;
+      let checkpoint = 0;
+      while (checkpoint < events) {
+        checkpoint = await sql.begin(async (tx) => {
+          const rows = await tx.unsafe(
+            `SELECT ${COLUMNS} FROM events WHERE global_position > $1 ORDER BY global_position LIMIT $2`,
+            [checkpoint, BATCH],
+            { prepare: true },
+          ).values();
+          if (upsert) {
+            for (const row of rows) {
+              await tx`INSERT INTO projection (consumer, id, n) VALUES (${name}, ${row[
+                2
+              ] as string}, 1)
+                ON CONFLICT (consumer, id) DO UPDATE SET n = projection.n + 1`;
+            }
+          }
+          const last = Number(rows[rows.length - 1][0]);
+          await tx`UPDATE consumer_checkpoints SET last_position = ${last} WHERE consumer_name = ${name}`;
+          return last;
+        });
+      }
+    };
+
+    const noop = (): Consumer["handle"] => () => {};
+    const upsert = (name: string): Consumer["handle"] => async (tx: WorkerTransaction, event) => {
+      await tx`INSERT INTO projection (consumer, id, n) VALUES (${name}, ${event.aggregateId}, 1)
+        ON CONFLICT (consumer, id) DO UPDATE SET n = projection.n + 1`;
+    };
+
+    results.push(
+      await compare({
+        name: `worker catch-up, no-op consumer (${events} events, batch ${BATCH})`,
+        ops: events,
+        run: () => catchUp(noop),
+        baseline: () => baseline(false),
+        rounds: 3,
+      }),
+    );
+    results.push(
+      await compare({
+        name: `worker catch-up, one upsert per event (${events} events, batch ${BATCH})`,
+        ops: events,
+        run: () => catchUp(upsert),
+        baseline: () => baseline(true),
+        rounds: 3,
+      }),
+    );
+  } finally {
+    await sql.end();
+    await admin.unsafe(`DROP SCHEMA ${schema} CASCADE`);
+    await admin.end();
+  }
+  return results;
+}
+
+if (import.meta.main) {
+  const url = readEnv("DATABASE_URL");
+  if (!url) {
+    console.log(
+      "bench/worker.ts needs DATABASE_URL pointing at PostgreSQL, " +
+        "e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/test; skipping.",
+    );
+  } else {
+    const events = argument("events", 20_000);
+    console.log(`Worker benchmarks on DATABASE_URL, ${events} events, ${new Date().toISOString()}`);
+    printTable(await workerBenchmarks(url, events));
+  }
+}
