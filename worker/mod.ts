@@ -1,30 +1,118 @@
 /**
- * The eventsalsa worker: asynchronous consumers (projections, process managers, relays) over the
- * event store, with checkpoints, the no-timeout gap rule, back-off and dead letters.
+ * The eventsalsa worker: asynchronous consumers (projections, process managers, outbox relays)
+ * over the event store, on PostgreSQL.
+ *
+ * - **Checkpoints that never skip a committed event.** Positions come from a sequence, so
+ *   transactions commit out of order and rollbacks leave holes. A consumer waits at a hole until
+ *   PostgreSQL's transaction snapshot proves it final (committed: handled in order; rolled back:
+ *   passed at once) — no timeout. While it waits, the blocking transaction (pid, xid, age) is
+ *   reported. `maxGapWait` is an opt-in escape hatch that skips with an audit row.
+ * - **Effectively once** for writes made through the handler's `tx`: they commit atomically with
+ *   the checkpoint, in a transaction that first locks the consumer's assignment row and checks
+ *   ownership. Everything else is at least once.
+ * - **Failures**: batch timeout (cancelled and rolled back), retries with back-off,
+ *   `maxConsecutiveFailures` stops the worker with a typed error, poison events go to a
+ *   dead-letter table (skipped only when the policy says so) and can be redriven.
+ * - **Wakeups**: idle consumers back off from `pollInterval` to `maxPollInterval`; a `poll` or
+ *   `notify` (LISTEN) dispatcher wakes them when the log grows.
+ *
+ * The core (consumer loop, frontier, gap rule, back-off) talks only to the {@link Coordinator}
+ * port and the {@link Clock}; {@link Worker} is the core on the PostgreSQL adapter, and
+ * `InMemoryWorker` in `@eventsalsa/eventsalsa/testing` the same core in memory.
+ *
+ * @example
+ * ```ts
+ * import postgres from "postgres";
+ * import { migrate as migrateStore, noStream, PostgresStore } from "@eventsalsa/eventsalsa/store";
+ * import { migrate, status, Worker } from "@eventsalsa/eventsalsa/worker";
+ *
+ * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+ * await migrateStore(sql);
+ * await migrate(sql);
+ * await sql`CREATE TABLE IF NOT EXISTS user_names (id text PRIMARY KEY, name text NOT NULL)`;
+ *
+ * const store = new PostgresStore();
+ * await sql.begin((tx) =>
+ *   store.append(tx, noStream(), [{
+ *     aggregateType: "User",
+ *     aggregateId: crypto.randomUUID(),
+ *     eventType: "UserRegistered",
+ *     payload: new TextEncoder().encode(JSON.stringify({ name: "Ada" })),
+ *   }])
+ * );
+ *
+ * const worker = new Worker(sql, store, [{
+ *   name: "user_names",
+ *   aggregateTypes: ["User"],
+ *   async handle(tx, event) {
+ *     const { name } = JSON.parse(new TextDecoder().decode(event.payload));
+ *     await tx`INSERT INTO user_names (id, name) VALUES (${event.aggregateId}, ${name})
+ *       ON CONFLICT (id) DO UPDATE SET name = excluded.name`;
+ *   },
+ * }], { pollInterval: 200 });
+ *
+ * const controller = new AbortController();
+ * const running = worker.start(controller.signal);
+ * while ((await status(sql)).consumers.find((c) => c.name === "user_names")?.lag !== 0) {
+ *   await new Promise((resolve) => setTimeout(resolve, 100));
+ * }
+ * controller.abort();
+ * await running;
+ * console.log(await sql`SELECT * FROM user_names`);
+ * await sql.end();
+ * ```
  *
  * @module
  */
 export { type Clock, systemClock } from "../internal/clock.ts";
-export * from "./errors.ts";
-export type * from "./types.ts";
-export * from "./options.ts";
+export {
+  BatchTimeoutError,
+  ConsecutiveFailuresError,
+  DeadLetterNotFoundError,
+  HandlerError,
+  PoisonEventError,
+  WorkerAlreadyStartedError,
+  WorkerConfigError,
+  WorkerIdInUseError,
+  WorkerSetupError,
+} from "./errors.ts";
+export type {
+  Consumer,
+  ConsumerStatus,
+  GapBlocker,
+  GapSkip,
+  GapWait,
+  HandlerContext,
+  HandlerFailure,
+  PoisonDecision,
+  PoisonPolicy,
+  WorkerNodeStatus,
+  WorkerObserver,
+  WorkerStatus,
+  WorkerTransaction,
+} from "./types.ts";
+export {
+  type DispatcherStrategy,
+  type LeaderStrategy,
+  type ResolvedRuntimeOptions,
+  WORKER_DEFAULTS,
+  type WorkerOptions,
+  type WorkerRuntimeOptions,
+  type WorkerTableOptions,
+} from "./options.ts";
 export { defaultPoisonPolicy, skipPoisonEvents } from "./core/poison.ts";
 export { failureBackoff, nextPollInterval } from "./core/backoff.ts";
 export { computeFrontier, type Frontier } from "./core/frontier.ts";
 export { type GapPlan, type GapToken, GapTracker, type WindowRead } from "./core/gap_rule.ts";
-export { pause, Wakeup } from "./core/wakeup.ts";
-export type * from "./core/coordination.ts";
-export {
-  type DispatcherContext,
-  runNotifyDispatcher,
-  runPollDispatcher,
-} from "./core/dispatcher.ts";
-export {
-  ConsumerLoop,
-  type ConsumerLoopContext,
-  type ConsumerLoopExit,
-} from "./core/consumer_loop.ts";
-export { redriveWith } from "./core/redrive.ts";
+export type {
+  BatchOutcome,
+  BatchRequest,
+  BatchSession,
+  Coordinator,
+  DeadLetterRecord,
+  GapSkipRecord,
+  ListenerHandle,
+} from "./core/coordination.ts";
 export { WorkerRuntime } from "./core/runtime.ts";
 export { Worker } from "./worker.ts";
 export type { WorkerStore } from "./postgres/coordinator.ts";

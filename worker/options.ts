@@ -306,13 +306,6 @@ function checkObject<T>(value: unknown, what: string): T {
 /**
  * Applies defaults and validates every core option. Throws `WorkerConfigError` on the first bad
  * one; `extraKeys` are options an adapter handles itself.
- *
- * @example
- * ```ts
- * import { resolveRuntimeOptions } from "@eventsalsa/eventsalsa/worker";
- * const resolved = resolveRuntimeOptions({ pollInterval: 100, maxPollInterval: 1_000 });
- * console.log(resolved.batchSize); // 100
- * ```
  */
 export function resolveRuntimeOptions(
   options: WorkerRuntimeOptions = {},
@@ -416,12 +409,6 @@ function checkTypeList(value: unknown, what: string): void {
 /**
  * Checks the consumer list: an array of objects with a unique non-empty name, `handle` or
  * `handleBatch`, and well-formed filters. Returns a copy.
- *
- * @example
- * ```ts
- * import { checkConsumers } from "@eventsalsa/eventsalsa/worker";
- * checkConsumers([{ name: "audit", handle() {} }]);
- * ```
  */
 export function checkConsumers<Tx>(consumers: unknown): Consumer<Tx>[] {
   if (!Array.isArray(consumers)) {

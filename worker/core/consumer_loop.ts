@@ -69,20 +69,6 @@ function matches(list: readonly string[] | undefined, value: string): boolean {
 
 /**
  * Runs one consumer until shutdown, loss of ownership, or `maxConsecutiveFailures`.
- *
- * @example
- * ```ts
- * import { ConsumerLoop, resolveRuntimeOptions, Wakeup, type Coordinator } from "@eventsalsa/eventsalsa/worker";
- * declare const coordinator: Coordinator<unknown>;
- * const loop = new ConsumerLoop({
- *   consumer: { name: "audit", handle() {} },
- *   coordinator,
- *   options: resolveRuntimeOptions(),
- *   wakeup: new Wakeup(),
- *   signal: new AbortController().signal,
- * });
- * const exit = await loop.run();
- * ```
  */
 export class ConsumerLoop<Tx> {
   readonly #c: ConsumerLoopContext<Tx>;

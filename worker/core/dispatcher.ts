@@ -81,18 +81,6 @@ async function initialPosition(context: DispatcherContext, kind: string): Promis
 
 /**
  * Runs the poll dispatcher until the signal aborts. Rejects only if the first read fails.
- *
- * @example
- * ```ts
- * import { runPollDispatcher, systemClock, Wakeup, type Coordinator } from "@eventsalsa/eventsalsa/worker";
- * declare const coordinator: Coordinator<unknown>;
- * const controller = new AbortController();
- * const wakeup = new Wakeup();
- * void runPollDispatcher(
- *   { coordinator, clock: systemClock, wakeup, logger: {}, signal: controller.signal },
- *   200,
- * );
- * ```
  */
 export async function runPollDispatcher(
   context: DispatcherContext,
@@ -105,17 +93,6 @@ export async function runPollDispatcher(
 /**
  * Runs the notify dispatcher until the signal aborts. Rejects only if the first read fails;
  * listener failures are logged and retried with back-off while the reconciliation poll goes on.
- *
- * @example
- * ```ts
- * import { runNotifyDispatcher, systemClock, Wakeup, type Coordinator } from "@eventsalsa/eventsalsa/worker";
- * declare const coordinator: Coordinator<unknown>;
- * const controller = new AbortController();
- * void runNotifyDispatcher(
- *   { coordinator, clock: systemClock, wakeup: new Wakeup(), logger: {}, signal: controller.signal },
- *   1_000,
- * );
- * ```
  */
 export async function runNotifyDispatcher(
   context: DispatcherContext,

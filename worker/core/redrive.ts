@@ -12,14 +12,6 @@ import type { Coordinator } from "./coordination.ts";
  * Handles the skipped dead letter of `consumer` at `position` now (out of order: later events
  * were handled already) in one transaction with marking it redriven. The handler's error is
  * rethrown as `HandlerError` and the dead letter stays.
- *
- * @example
- * ```ts
- * import { redriveWith, type Consumer, type Coordinator } from "@eventsalsa/eventsalsa/worker";
- * declare const coordinator: Coordinator<unknown>;
- * declare const consumer: Consumer<unknown>;
- * const event = await redriveWith(coordinator, consumer, 42, "operator");
- * ```
  */
 export function redriveWith<Tx>(
   coordinator: Coordinator<Tx>,

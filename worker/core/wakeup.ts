@@ -9,15 +9,6 @@ import type { Clock } from "../../internal/clock.ts";
 
 /**
  * A generation counter with waiters.
- *
- * @example
- * ```ts
- * import { systemClock, Wakeup } from "@eventsalsa/eventsalsa/worker";
- * const wakeup = new Wakeup();
- * const seen = wakeup.generation;
- * setTimeout(() => wakeup.signal(), 10);
- * console.log(await wakeup.wait(seen, 60_000, systemClock)); // "woken"
- * ```
  */
 export class Wakeup {
   #generation = 0;
@@ -66,12 +57,6 @@ export class Wakeup {
 
 /**
  * Sleeps `ms` on `clock`; resolves false instead of rejecting when `signal` aborts first.
- *
- * @example
- * ```ts
- * import { pause, systemClock } from "@eventsalsa/eventsalsa/worker";
- * const completed = await pause(systemClock, 5, AbortSignal.timeout(1_000));
- * ```
  */
 export async function pause(clock: Clock, ms: number, signal: AbortSignal): Promise<boolean> {
   try {
