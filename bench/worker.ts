@@ -143,7 +143,7 @@ if (import.meta.main) {
         "e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/test; skipping.",
     );
   } else {
-    const events = argument("events", 20_000);
+    const events = argument("events", 40_000);
     console.log(`Worker benchmarks on DATABASE_URL, ${events} events, ${new Date().toISOString()}`);
     printTable(await workerBenchmarks(url, events));
   }
