@@ -58,7 +58,7 @@ export async function status(
     const latest = latestRows.length === 0 ? 0 : toSafeNumber(latestRows[0][0], "global_position");
     const workerRows = await run(
       tx,
-      `SELECT worker_id, started_at, heartbeat_at, consumers,
+      `SELECT worker_id, started_at, heartbeat_at, array_to_json(consumers)::text,
         heartbeat_at >= now() - $1::bigint * interval '1 millisecond'
       FROM ${t.nodes.quoted} ORDER BY worker_id COLLATE "C"`,
       [Math.round(timeout)],
@@ -83,7 +83,7 @@ export async function status(
       workerId: row[0] as string,
       startedAt: date(row[1]),
       heartbeatAt: date(row[2]),
-      consumers: row[3] as string[],
+      consumers: JSON.parse(row[3] as string) as string[],
       live: row[4] === true,
     }));
     const consumers = consumerRows.map((row): ConsumerStatus => {
