@@ -4,19 +4,19 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import type { WindowRead } from "../core/gap_rule.ts";
 import { PostgresCoordinator } from "./coordinator.ts";
-import { type PgHarness, pgHarness } from "./harness_test.ts";
+import { type PgHarness, pgHarness, skipWithoutConcurrency } from "./harness_test.ts";
 import { workerTables } from "./tables.ts";
 
 const T = { timeout: 30_000 };
 const signal = new AbortController().signal;
 
 async function withCoordinator(
-  t: { skip(message?: string): void },
+  t: { name?: string; skip(message?: string): void },
   body: (h: PgHarness, c: PostgresCoordinator) => Promise<void>,
 ): Promise<void> {
   const h = await pgHarness();
   try {
-    if (!h.db.supportsConcurrency) return t.skip(h.db.concurrencySkipReason!);
+    if (skipWithoutConcurrency(t, h.db)) return;
     await body(
       h,
       new PostgresCoordinator(h.sql, h.store, { tables: workerTables(), notifyChannel: null }),

@@ -11,7 +11,7 @@ import postgres from "postgres";
 import { PostgresStore } from "../../store/postgres_store.ts";
 import { until } from "../support_test.ts";
 import { Worker } from "../worker.ts";
-import { pgHarness } from "./harness_test.ts";
+import { pgHarness, skipWithoutConcurrency } from "./harness_test.ts";
 
 const CHILD_ENV = "EVENTSALSA_WORKER_CRASH_CHILD";
 const CRASH_EXIT = 77;
@@ -69,7 +69,7 @@ if (childPlan !== undefined) {
       async (t) => {
         const h = await pgHarness();
         try {
-          if (!h.db.supportsConcurrency) return t.skip(h.db.concurrencySkipReason!);
+          if (skipWithoutConcurrency(t, h.db)) return;
           for (let i = 0; i < 20; i++) await h.append();
           for (const [index, crashAt] of [7, 14].entries()) {
             const code = await runChild({

@@ -131,3 +131,14 @@ export async function pgHarness(options: PgHarnessOptions = {}): Promise<PgHarne
     },
   };
 }
+
+/** Skips a test that needs several connections, printing why (the embedded PGlite has one session). */
+export function skipWithoutConcurrency(
+  t: { name?: string; skip(message?: string): void },
+  db: TestDatabase,
+): boolean {
+  if (db.supportsConcurrency) return false;
+  console.log(`skipped "${t.name ?? "test"}": ${db.concurrencySkipReason}`);
+  t.skip(db.concurrencySkipReason!);
+  return true;
+}

@@ -7,22 +7,20 @@ import assert from "node:assert/strict";
 import { BatchTimeoutError, ConsecutiveFailuresError } from "../errors.ts";
 import { until } from "../support_test.ts";
 import type { GapWait } from "../types.ts";
-import { type PgHarness, pgHarness } from "./harness_test.ts";
+import { type PgHarness, pgHarness, skipWithoutConcurrency } from "./harness_test.ts";
 import { status } from "./status.ts";
 
 const T = { timeout: 60_000 };
 
 /** Runs `body` on a fresh harness; skips with the printed reason when the test needs several connections. */
 async function withHarness(
-  t: { skip(message?: string): void },
+  t: { name?: string; skip(message?: string): void },
   options: { prepare?: boolean; notifyChannel?: string; needsConcurrency?: boolean },
   body: (h: PgHarness) => Promise<void>,
 ): Promise<void> {
   const h = await pgHarness(options);
   try {
-    if ((options.needsConcurrency ?? true) && !h.db.supportsConcurrency) {
-      return t.skip(h.db.concurrencySkipReason!);
-    }
+    if ((options.needsConcurrency ?? true) && skipWithoutConcurrency(t, h.db)) return;
     await body(h);
   } finally {
     await h.close();

@@ -6,7 +6,7 @@ import { skipPoisonEvents } from "../core/poison.ts";
 import { PoisonEventError } from "../errors.ts";
 import { until } from "../support_test.ts";
 import { retryDeadLetter } from "./dead_letters.ts";
-import { pgHarness } from "./harness_test.ts";
+import { pgHarness, skipWithoutConcurrency } from "./harness_test.ts";
 import { status } from "./status.ts";
 
 describe("status and dead letters on PostgreSQL", () => {
@@ -18,7 +18,7 @@ describe("status and dead letters on PostgreSQL", () => {
     async (t) => {
       const h = await pgHarness();
       try {
-        if (!h.db.supportsConcurrency) return t.skip(h.db.concurrencySkipReason!);
+        if (skipWithoutConcurrency(t, h.db)) return;
         for (let i = 0; i < 4; i++) await h.append();
         let poisoned = true;
         const lenientProjection = h.projection("lenient");
@@ -117,7 +117,7 @@ describe("status and dead letters on PostgreSQL", () => {
     async (t) => {
       const h = await pgHarness();
       try {
-        if (!h.db.supportsConcurrency) return t.skip(h.db.concurrencySkipReason!);
+        if (skipWithoutConcurrency(t, h.db)) return;
         await h.append();
         const consumer = h.projection("stubborn", {
           onPoison: skipPoisonEvents(),
