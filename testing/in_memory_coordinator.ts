@@ -21,6 +21,7 @@ import type {
 } from "../worker/core/coordination.ts";
 import type { GapToken, WindowRead } from "../worker/core/gap_rule.ts";
 import { redriveWith } from "../worker/core/redrive.ts";
+import { rejectOnAbort } from "../worker/core/wakeup.ts";
 import { WorkerRuntime } from "../worker/core/runtime.ts";
 import { DeadLetterNotFoundError, WorkerIdInUseError } from "../worker/errors.ts";
 import type { WorkerRuntimeOptions } from "../worker/options.ts";
@@ -105,13 +106,6 @@ class ConsumerLock {
 
 interface InMemoryToken {
   readonly inFlight: readonly number[];
-}
-
-function abortRejection(signal: AbortSignal): Promise<never> {
-  return new Promise<never>((_, reject) => {
-    if (signal.aborted) reject(signal.reason);
-    else signal.addEventListener("abort", () => reject(signal.reason), { once: true });
-  });
 }
 
 /**
@@ -291,7 +285,7 @@ export class InMemoryCoordinator implements Coordinator<InMemoryTransaction> {
           ? null
           : await this.#read(tx, expectedCheckpoint, request.read.limit, request.read.pendingToken);
         const session = this.#session(tx, consumer, read);
-        const value = await Promise.race([work(session), abortRejection(signal)]);
+        const value = await Promise.race([work(session), rejectOnAbort(signal)]);
         if (signal.aborted) throw signal.reason;
         return { kind: "committed", value };
       });

@@ -149,23 +149,9 @@ export interface ResolvedRuntimeOptions {
  * console.log(WORKER_DEFAULTS.batchSize); // 100
  * ```
  */
-export const WORKER_DEFAULTS: {
-  readonly batchSize: number;
-  readonly pollInterval: number;
-  readonly maxPollInterval: number;
-  readonly batchPause: number;
-  readonly batchTimeout: number;
-  readonly maxConsecutiveFailures: number;
-  readonly maxGapWait: number | null;
-  readonly gapReportInterval: number;
-  readonly dispatcher: DispatcherStrategy;
-  readonly dispatcherInterval: number;
-  readonly notifyReconcileInterval: number;
-  readonly heartbeatInterval: number;
-  readonly heartbeatTimeout: number;
-  readonly rebalanceInterval: number;
-  readonly leaderStrategy: LeaderStrategy;
-} = Object.freeze({
+export const WORKER_DEFAULTS: Readonly<
+  Omit<ResolvedRuntimeOptions, "workerId" | "onPoison" | "clock" | "logger" | "observer">
+> = Object.freeze({
   batchSize: 100,
   pollInterval: 1_000,
   maxPollInterval: 30_000,

@@ -202,13 +202,7 @@ export class ConsumerLoop<Tx> {
       this.#checkpoint = checkpoint;
     }
     const from = this.#checkpoint;
-    const controller = new AbortController();
-    const onShutdown = () => controller.abort(signal.reason);
-    signal.addEventListener("abort", onShutdown, { once: true });
-    const timer = o.clock.setTimeout(
-      () => controller.abort(new BatchTimeoutError(this.#name, o.batchTimeout)),
-      o.batchTimeout,
-    );
+    const batch = this.#batchSignal();
     const started = o.clock.now();
     try {
       let plan: GapPlan | null = null;
@@ -217,7 +211,7 @@ export class ConsumerLoop<Tx> {
           from,
           o.batchSize,
           this.#tracker.pendingToken,
-          controller.signal,
+          batch.signal,
         );
         plan = await this.#tracker.plan(from, read, o.clock.now());
         if (plan.skip === null && plan.target <= from) return this.#noProgress(plan);
@@ -229,14 +223,14 @@ export class ConsumerLoop<Tx> {
         consumer: this.#name,
         workerId: o.workerId,
         expectedCheckpoint: from,
-        signal: controller.signal,
+        signal: batch.signal,
         read: probed === null
           ? { limit: o.batchSize, pendingToken: this.#tracker.pendingToken }
           : null,
       }, async (session) => {
         const p = probed ?? await this.#tracker.plan(from, session.read!, o.clock.now());
         if (p.target <= from) return { plan: p, handled: 0, deadLetters: [] };
-        return await this.#apply(session, p, from, controller.signal);
+        return await this.#apply(session, p, from, batch.signal);
       });
       if (outcome.kind === "notOwner") return { kind: "notOwner", owner: outcome.owner };
       if (outcome.kind === "checkpointMoved") {
@@ -250,12 +244,31 @@ export class ConsumerLoop<Tx> {
       return { kind: "progressed", fullWindow: this.#catchUp, plan: done };
     } catch (error) {
       // A timeout surfaces as whatever the cancelled statement threw; report the cause instead.
-      if (controller.signal.aborted && !signal.aborted) throw controller.signal.reason;
+      if (batch.signal.aborted && !signal.aborted) throw batch.signal.reason;
       throw error;
     } finally {
-      o.clock.clearTimeout(timer);
-      signal.removeEventListener("abort", onShutdown);
+      batch.dispose();
     }
+  }
+
+  /** The signal of one batch: aborts on shutdown, or with `BatchTimeoutError` after `batchTimeout`. */
+  #batchSignal(): { signal: AbortSignal; dispose(): void } {
+    const { options: o, signal } = this.#c;
+    const controller = new AbortController();
+    const onShutdown = () => controller.abort(signal.reason);
+    if (signal.aborted) onShutdown();
+    else signal.addEventListener("abort", onShutdown, { once: true });
+    const timer = o.clock.setTimeout(
+      () => controller.abort(new BatchTimeoutError(this.#name, o.batchTimeout)),
+      o.batchTimeout,
+    );
+    return {
+      signal: controller.signal,
+      dispose: () => {
+        o.clock.clearTimeout(timer);
+        signal.removeEventListener("abort", onShutdown);
+      },
+    };
   }
 
   #noProgress(plan: GapPlan): IterationResult {
@@ -440,20 +453,14 @@ export class ConsumerLoop<Tx> {
   }
 
   async #recordBlockingDeadLetter(record: DeadLetterRecord): Promise<void> {
-    const { coordinator, options: o, signal } = this.#c;
-    const controller = new AbortController();
-    const onShutdown = () => controller.abort(signal.reason);
-    signal.addEventListener("abort", onShutdown, { once: true });
-    const timer = o.clock.setTimeout(
-      () => controller.abort(new BatchTimeoutError(this.#name, o.batchTimeout)),
-      o.batchTimeout,
-    );
+    const { coordinator, options: o } = this.#c;
+    const batch = this.#batchSignal();
     try {
       const outcome = await coordinator.runBatch({
         consumer: this.#name,
         workerId: o.workerId,
         expectedCheckpoint: this.#checkpoint!,
-        signal: controller.signal,
+        signal: batch.signal,
         read: null,
       }, (session) => session.recordDeadLetter(record));
       if (outcome.kind !== "committed") return;
@@ -486,8 +493,7 @@ export class ConsumerLoop<Tx> {
         })
       );
     } finally {
-      o.clock.clearTimeout(timer);
-      signal.removeEventListener("abort", onShutdown);
+      batch.dispose();
     }
   }
 

@@ -67,3 +67,13 @@ export async function pause(clock: Clock, ms: number, signal: AbortSignal): Prom
     throw error;
   }
 }
+
+/** A promise that rejects with the signal's reason when it aborts (at once if it already has). */
+export function rejectOnAbort(signal: AbortSignal): Promise<never> {
+  const rejection = new Promise<never>((_, reject) => {
+    if (signal.aborted) reject(signal.reason);
+    else signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+  });
+  rejection.catch(() => {});
+  return rejection;
+}

@@ -20,6 +20,7 @@ import type {
   ListenerHandle,
 } from "../core/coordination.ts";
 import type { GapToken, WindowRead } from "../core/gap_rule.ts";
+import { rejectOnAbort } from "../core/wakeup.ts";
 import { DeadLetterNotFoundError, WorkerIdInUseError, WorkerSetupError } from "../errors.ts";
 import type { GapBlocker, GapWait, WorkerTransaction } from "../types.ts";
 import { guardTransaction } from "./guarded_transaction.ts";
@@ -526,11 +527,4 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
     this.#control = null;
     await control?.end({ timeout: 1 });
   }
-}
-
-function rejectOnAbort(signal: AbortSignal): Promise<never> {
-  return new Promise<never>((_, reject) => {
-    if (signal.aborted) reject(signal.reason);
-    else signal.addEventListener("abort", () => reject(signal.reason), { once: true });
-  });
 }
