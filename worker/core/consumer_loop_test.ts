@@ -235,7 +235,7 @@ describe("consumer loop on the in-memory coordinator", () => {
     await running;
   });
 
-  it("a held append: the consumer waits at the hole however long, then handles the late event in order", async () => {
+  it("scenario 8: a held append: the consumer waits at the hole however long, then handles the late event in order", async () => {
     const h = harness();
     const seen = recorder("ordered");
     await h.append(); // 1

@@ -62,7 +62,7 @@ for (const prepare of [true, false]) {
     );
 
     it(
-      "a held append longer than any threshold: the consumer waits, names the blocker, then handles it in order",
+      "scenario 8: a held append longer than any threshold: the consumer waits, names the blocker, then handles it in order",
       T,
       async (t) => {
         await withHarness(t, { prepare }, async (h) => {
