@@ -100,6 +100,18 @@ export class ConsumerLoop<Tx> {
 
   /** Runs until shutdown, loss of ownership, or too many consecutive failures. */
   async run(): Promise<ConsumerLoopExit> {
+    try {
+      return await this.#run();
+    } finally {
+      // A gap wait reported to status must not outlive the loop that reported it.
+      if (this.#gapReportedAt !== null) {
+        this.#gapReportedAt = null;
+        await this.#c.coordinator.reportGap(this.#name, null).catch(() => {});
+      }
+    }
+  }
+
+  async #run(): Promise<ConsumerLoopExit> {
     const { options: o, signal, wakeup } = this.#c;
     let idle = o.pollInterval;
     let delay = 0;
