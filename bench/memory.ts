@@ -6,6 +6,7 @@
 import postgres from "postgres";
 import { any, migrate, PostgresStore } from "../store/mod.ts";
 import { readEnv } from "../internal/env.ts";
+import { numberArgument } from "./runner.ts";
 
 const rssMiB = (): number => {
   // deno-lint-ignore no-explicit-any
@@ -67,10 +68,7 @@ export async function replayMemory(url: string, total: number): Promise<Record<s
 
 if (import.meta.main) {
   const url = readEnv("DATABASE_URL");
-  // deno-lint-ignore no-explicit-any
-  const args: string[] = (globalThis as any).Deno?.args ?? [];
-  const at = args.indexOf("--events");
-  const total = at >= 0 ? Number(args[at + 1]) : 1_000_000;
+  const total = numberArgument("events", 1_000_000);
   if (!url) {
     console.log("bench/memory.ts needs DATABASE_URL (a real PostgreSQL); skipping.");
   } else {

@@ -91,3 +91,16 @@ export function printTable(results: BenchResult[]): void {
   console.log(widths.map((w) => "-".repeat(w)).join("  "));
   for (const row of rows) console.log(line(row));
 }
+
+/** A numeric `--name value` command-line flag, or `fallback`. */
+export function numberArgument(name: string, fallback: number): number {
+  // deno-lint-ignore no-explicit-any
+  const runtime = globalThis as any;
+  const args: string[] = runtime.Deno?.args ?? runtime.process?.argv ?? [];
+  const at = args.indexOf(`--${name}`);
+  const value = at >= 0 ? Number(args[at + 1]) : fallback;
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new Error(`--${name} must be a positive integer`);
+  }
+  return value;
+}

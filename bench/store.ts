@@ -5,20 +5,13 @@
 import postgres from "postgres";
 import { any, exact, migrate, migrationSql, PostgresStore } from "../store/mod.ts";
 import { ConcurrencyError } from "../store/errors.ts";
-import { type BenchResult, compare, printTable } from "./runner.ts";
+import { type BenchResult, compare, numberArgument, printTable } from "./runner.ts";
 import { readEnv } from "../internal/env.ts";
 
 const payload = new TextEncoder().encode(
   JSON.stringify({ sku: "espresso", quantity: 2, price: 3.2 }),
 );
 const metadata = { source: "bench" };
-
-function argument(name: string, fallback: number): number {
-  // deno-lint-ignore no-explicit-any
-  const args: string[] = (globalThis as any).Deno?.args ?? (globalThis as any).process?.argv ?? [];
-  const at = args.indexOf(`--${name}`);
-  return at >= 0 ? Number(args[at + 1]) : fallback;
-}
 
 /** Runs every store benchmark on `url` in a fresh schema; returns the results. */
 export async function storeBenchmarks(url: string, totalEvents: number): Promise<BenchResult[]> {
@@ -224,6 +217,6 @@ if (import.meta.main) {
   if (!url) {
     console.log("bench/store.ts needs DATABASE_URL (a real PostgreSQL); skipping.");
   } else {
-    printTable(await storeBenchmarks(url, argument("events", 100_000)));
+    printTable(await storeBenchmarks(url, numberArgument("events", 100_000)));
   }
 }

@@ -16,20 +16,9 @@ import { readEnv } from "../internal/env.ts";
 import { migrate as migrateStore } from "../store/migration.ts";
 import { PostgresStore } from "../store/postgres_store.ts";
 import { type Consumer, migrate, Worker, type WorkerTransaction } from "../worker/mod.ts";
-import { type BenchResult, compare, printTable } from "./runner.ts";
+import { type BenchResult, compare, numberArgument, printTable } from "./runner.ts";
 
 const BATCH = 100;
-
-function argument(name: string, fallback: number): number {
-  // deno-lint-ignore no-explicit-any
-  const args: string[] = (globalThis as any).Deno?.args ?? (globalThis as any).process?.argv ?? [];
-  const at = args.indexOf(`--${name}`);
-  const value = at >= 0 ? Number(args[at + 1]) : fallback;
-  if (!Number.isSafeInteger(value) || value < BATCH) {
-    throw new Error(`--${name} must be an integer >= ${BATCH}`);
-  }
-  return value;
-}
 
 const COLUMNS =
   "global_position, aggregate_type, aggregate_id, aggregate_version, event_id, event_type, " +
@@ -143,7 +132,7 @@ if (import.meta.main) {
         "e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/test; skipping.",
     );
   } else {
-    const events = argument("events", 40_000);
+    const events = numberArgument("events", 40_000);
     console.log(`Worker benchmarks on DATABASE_URL, ${events} events, ${new Date().toISOString()}`);
     printTable(await workerBenchmarks(url, events));
   }

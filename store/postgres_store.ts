@@ -1,8 +1,8 @@
-import type postgres from "postgres";
 import { IdentifierError, literal, parseIdentifier } from "../internal/sql_identifier.ts";
 import { toSafeNumber } from "../internal/safe_number.ts";
 import { textArrayLiteral, toHex } from "../internal/postgres_array.ts";
 import { inTransaction, type SqlExecutor } from "../internal/postgres_client.ts";
+import { run } from "../internal/postgres_query.ts";
 import { ConcurrencyError, DuplicateEventIdError, ValidationError } from "./errors.ts";
 import { describeExpectedVersion, type ExpectedVersion } from "./expected_version.ts";
 import { iteratePages } from "./iterate.ts";
@@ -220,10 +220,7 @@ export class PostgresStore implements EventStore<SqlExecutor> {
   }
 
   #query(sql: SqlExecutor, text: string, params: unknown[]): Promise<Row[]> {
-    // unsafe() defaults to unnamed statements; follow the connection's own `prepare` setting so
-    // `prepare: false` (PgBouncer transaction mode) stays unprepared and the default stays fast.
-    const prepare = (sql as { options?: { prepare?: boolean } }).options?.prepare ?? true;
-    return sql.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare }).values();
+    return run(sql, text, params);
   }
 
   /**

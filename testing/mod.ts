@@ -52,3 +52,9 @@ export {
   type TestDatabaseKind,
   type TestDatabaseOptions,
 } from "./test_database.ts";
+export {
+  InMemoryCoordinator,
+  type InMemoryCoordinatorOptions,
+  type InMemoryDeadLetter,
+  InMemoryWorker,
+} from "./in_memory_coordinator.ts";

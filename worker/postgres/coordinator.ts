@@ -24,7 +24,13 @@ import { rejectOnAbort } from "../core/wakeup.ts";
 import { DeadLetterNotFoundError, WorkerIdInUseError, WorkerSetupError } from "../errors.ts";
 import type { GapBlocker, GapWait, WorkerTransaction } from "../types.ts";
 import { guardTransaction } from "./guarded_transaction.ts";
-import { affected, type Executor, prepares, run, statement } from "./query.ts";
+import {
+  affected,
+  type Executor,
+  prepares,
+  run,
+  statement,
+} from "../../internal/postgres_query.ts";
 import type { WorkerTables } from "./tables.ts";
 
 /**

@@ -4,7 +4,7 @@ import { storeTables } from "../../store/migration.ts";
 import { WorkerConfigError } from "../errors.ts";
 import { WORKER_DEFAULTS, type WorkerTableOptions } from "../options.ts";
 import type { ConsumerStatus, GapBlocker, WorkerNodeStatus, WorkerStatus } from "../types.ts";
-import { run } from "./query.ts";
+import { run } from "../../internal/postgres_query.ts";
 import { workerTables } from "./tables.ts";
 
 /**
