@@ -3,6 +3,8 @@
  *
  * ```
  * eventsalsa migrate [--apply] [--only store,worker,encryption] [--events-table name] ...
+ * eventsalsa status [--json] [--watch]
+ * eventsalsa dead-letters list|retry ...
  * ```
  *
  * Reads `DATABASE_URL`. A user mistake prints one line and exits with status 2; a failure of the
@@ -18,6 +20,8 @@
  */
 import { type CliIo, CliUsageError } from "./cli/io.ts";
 import { migrateCommand, migrateUsage } from "./cli/migrate.ts";
+import { statusCommand, statusUsage } from "./cli/status.ts";
+import { deadLettersCommand, deadLettersUsage } from "./cli/dead_letters.ts";
 import { readEnv } from "./internal/env.ts";
 
 export type { CliIo };
@@ -27,7 +31,18 @@ const commands: Record<
   { usage: string; run: (args: string[], io: CliIo) => Promise<number> }
 > = {
   migrate: { usage: migrateUsage, run: migrateCommand },
+  status: { usage: statusUsage, run: statusCommand },
+  "dead-letters": { usage: deadLettersUsage, run: deadLettersCommand },
 };
+
+/** Errors that mean the user's input was wrong (exit 2) rather than that something failed. */
+const USER_ERRORS = new Set([
+  "ValidationError",
+  "WorkerConfigError",
+  "InvalidInputError",
+  "KeyringError",
+  "DeadLetterNotFoundError",
+]);
 
 const consoleIo: CliIo = {
   out: (line) => console.log(line),
@@ -73,7 +88,7 @@ export async function runCli(args: readonly string[], io: CliIo = consoleIo): Pr
   try {
     return await command.run(rest, io);
   } catch (error) {
-    if (error instanceof CliUsageError || (error as Error)?.name === "ValidationError") {
+    if (error instanceof CliUsageError || USER_ERRORS.has((error as Error)?.name)) {
       io.err(`eventsalsa ${name}: ${(error as Error).message}`);
       return 2;
     }
@@ -87,7 +102,10 @@ if (import.meta.main) {
   // deno-lint-ignore no-explicit-any
   const runtime = globalThis as any;
   const args: string[] = runtime.Deno?.args ?? runtime.process.argv.slice(2);
-  const status = await runCli(args);
+  const controller = new AbortController();
+  if (runtime.Deno) runtime.Deno.addSignalListener("SIGINT", () => controller.abort());
+  else runtime.process.on("SIGINT", () => controller.abort());
+  const status = await runCli(args, { ...consoleIo, signal: controller.signal });
   if (runtime.Deno) runtime.Deno.exit(status);
   else runtime.process.exit(status);
 }

@@ -2,9 +2,14 @@
 
 /** Output sinks, injectable so tests run the CLI in-process. */
 export interface CliIo {
+  /** A line of normal output. */
   out(line: string): void;
+  /** A line of error output. */
   err(line: string): void;
+  /** An environment variable. */
   env(name: string): string | undefined;
+  /** Aborts long-running commands (`status --watch`); Ctrl-C in the real CLI. */
+  signal?: AbortSignal;
 }
 
 /** A user mistake (bad flag, missing DATABASE_URL): printed as one line, exit code 2. */

@@ -1,74 +1,63 @@
-import { parseArgs } from "node:util";
 import { applyMigration, migrationSql as storeMigrationSql } from "../store/migration.ts";
+import { migrationSql as workerMigrationSql } from "../worker/postgres/migration.ts";
+import { TABLE_OPTION_KEYS as WORKER_TABLES } from "../worker/postgres/tables.ts";
 import { connectFromEnvironment } from "./database.ts";
+import { integerFlag, parseFlags, pickOptions, tableFlags } from "./flags.ts";
 import { type CliIo, CliUsageError } from "./io.ts";
 
-/** One component's schema: the flags it reads and the DDL they produce. */
+/** One component's schema: the table options it reads and the DDL they produce. */
 export interface SchemaComponent {
   readonly name: string;
-  readonly flags: Record<string, { type: "string"; description: string }>;
-  ddl(flags: Record<string, string | undefined>): string;
+  /** Library option names; each is also a kebab-case flag (`eventsTable` → `--events-table`). */
+  readonly tableOptions: readonly string[];
+  ddl(values: Record<string, string | boolean | undefined>): string;
 }
+
+const STORE_TABLES = ["eventsTable", "headsTable"];
 
 const store: SchemaComponent = {
   name: "store",
-  flags: {
-    "events-table": { type: "string", description: "events table (default events)" },
-    "heads-table": {
-      type: "string",
-      description: "aggregate heads table (default aggregate_heads)",
-    },
-    "partition-size": { type: "string", description: "native range partitions of N positions" },
-    "initial-partitions": { type: "string", description: "partitions created now (default 4)" },
-  },
-  ddl(flags) {
-    const size = flags["partition-size"];
-    const initial = flags["initial-partitions"];
+  tableOptions: STORE_TABLES,
+  ddl(values) {
+    const size = integerFlag(values["partition-size"], "partition-size");
+    const initial = integerFlag(values["initial-partitions"], "initial-partitions");
     if (initial !== undefined && size === undefined) {
       throw new CliUsageError("--initial-partitions needs --partition-size");
     }
-    const number = (value: string, flag: string) => {
-      const n = Number(value);
-      if (!Number.isSafeInteger(n) || n < 1) {
-        throw new CliUsageError(`--${flag} must be a positive integer, got ${value}`);
-      }
-      return n;
-    };
     return storeMigrationSql({
-      eventsTable: flags["events-table"],
-      headsTable: flags["heads-table"],
-      partitioning: size === undefined ? null : {
-        strategy: "native",
-        partitionSize: number(size, "partition-size"),
-        initialPartitions: initial === undefined
-          ? undefined
-          : number(initial, "initial-partitions"),
-      },
+      ...pickOptions(values, STORE_TABLES),
+      partitioning: size === undefined
+        ? null
+        : { strategy: "native", partitionSize: size, initialPartitions: initial },
     });
   },
 };
 
-/** The components `migrate` knows, in the order their DDL is applied. */
-export const schemaComponents: SchemaComponent[] = [store];
+const worker: SchemaComponent = {
+  name: "worker",
+  tableOptions: WORKER_TABLES,
+  ddl: (values) => workerMigrationSql(pickOptions(values, WORKER_TABLES)),
+};
 
-export const migrateUsage =
-  `eventsalsa migrate [--apply] [--only store,worker,encryption] [table flags]
-  Prints the schema DDL (idempotent), or applies it to DATABASE_URL with --apply.`;
+/** The components `migrate` knows, in the order their DDL is applied. */
+export const schemaComponents: SchemaComponent[] = [store, worker];
+
+/** The usage line of `migrate`. */
+export const migrateUsage: string =
+  `eventsalsa migrate [--apply] [--only store,worker,encryption] [--events-table name ...]
+  Prints the schema DDL (idempotent), or applies it to DATABASE_URL with --apply. Table flags are
+  the library's table options in kebab case; --partition-size N [--initial-partitions N] partitions
+  the events table.`;
 
 /** `eventsalsa migrate`. */
 export async function migrateCommand(args: string[], io: CliIo): Promise<number> {
-  const options: Record<string, { type: "string" | "boolean" }> = {
+  const { values } = parseFlags(args, {
     apply: { type: "boolean" },
     only: { type: "string" },
-  };
-  for (const component of schemaComponents) Object.assign(options, component.flags);
-  let parsed;
-  try {
-    parsed = parseArgs({ args, options, allowPositionals: false, strict: true });
-  } catch (error) {
-    throw new CliUsageError((error as Error).message);
-  }
-  const values = parsed.values as Record<string, string | boolean | undefined>;
+    "partition-size": { type: "string" },
+    "initial-partitions": { type: "string" },
+    ...tableFlags(schemaComponents.flatMap((c) => c.tableOptions)),
+  });
   const known = schemaComponents.map((c) => c.name);
   const only = typeof values.only === "string"
     ? values.only.split(",").map((s) => s.trim())
@@ -80,9 +69,8 @@ export async function migrateCommand(args: string[], io: CliIo): Promise<number>
       );
     }
   }
-  const flags = values as Record<string, string | undefined>;
   const ddl = schemaComponents.filter((c) => only.includes(c.name))
-    .map((c) => `-- ${c.name}\n${c.ddl(flags)}`).join("\n");
+    .map((c) => `-- ${c.name}\n${c.ddl(values)}`).join("\n");
   if (!values.apply) {
     io.out(ddl);
     return 0;

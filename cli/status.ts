@@ -1,0 +1,111 @@
+import type postgres from "postgres";
+import { status as workerStatus } from "../worker/postgres/status.ts";
+import { TABLE_OPTION_KEYS as WORKER_TABLES } from "../worker/postgres/tables.ts";
+import type { WorkerStatus } from "../worker/types.ts";
+import { connectFromEnvironment } from "./database.ts";
+import { integerFlag, parseFlags, pickOptions, tableFlags } from "./flags.ts";
+import type { CliIo } from "./io.ts";
+import { formatDuration, formatTable } from "./table.ts";
+
+/** The usage line of `status`. */
+export const statusUsage: string =
+  `eventsalsa status [--json] [--watch] [--interval seconds] [--events-table name ...]
+  Workers, leader, assignments, per-consumer checkpoint and lag, gap waits with the blocking
+  backend, dead letters. --watch refreshes every --interval seconds (2) until interrupted.`;
+
+/** Renders a status snapshot for people. */
+export function renderStatus(report: WorkerStatus, now: Date = new Date()): string[] {
+  const leader = (report as { leader?: { workerId: string | null } | null }).leader;
+  const lines = [
+    `latest position ${report.latestPosition}; ${report.workers.length} worker(s), ` +
+    `${report.consumers.length} consumer(s)` +
+    (leader === undefined ? "" : `; leader ${leader?.workerId ?? "none"}`),
+    "",
+    "WORKERS",
+    ...formatTable(
+      ["worker", "live", "last heartbeat", "consumers"],
+      report.workers.map((w) => [
+        w.workerId,
+        w.live ? "yes" : "NO",
+        `${formatDuration(Math.max(0, now.getTime() - w.heartbeatAt.getTime()))} ago`,
+        w.consumers.join(",") || "-",
+      ]),
+    ).map((l) => `  ${l}`),
+    "",
+    "CONSUMERS",
+    ...formatTable(
+      ["consumer", "worker", "checkpoint", "lag", "dead letters", "gap skips", "waiting on gap"],
+      report.consumers.map((c) => [
+        c.name,
+        c.workerId ?? "(unassigned)",
+        String(c.checkpoint),
+        String(c.lag),
+        c.deadLetters.blocking + c.deadLetters.skipped === 0
+          ? "-"
+          : `${c.deadLetters.blocking} blocking, ${c.deadLetters.skipped} skipped`,
+        String(c.gapSkips),
+        c.gap === null ? "-" : `at ${c.gap.position} for ${formatDuration(c.gap.waitingMs)}`,
+      ]),
+    ).map((l) => `  ${l}`),
+  ];
+  const gaps = report.consumers.filter((c) => c.gap !== null);
+  if (gaps.length > 0) {
+    lines.push("", "GAP WAITS (transactions that may still commit the missing positions)");
+    for (const c of gaps) {
+      lines.push(`  ${c.name} waits at position ${c.gap!.position}:`);
+      if (c.gap!.blockers.length === 0) lines.push("    (no blocking backend seen; resolving)");
+      for (const b of c.gap!.blockers) {
+        lines.push(
+          `    pid ${b.pid ?? "?"} xid ${b.xid ?? "?"}` +
+            (b.transactionAgeMs === null
+              ? ""
+              : `, transaction ${formatDuration(b.transactionAgeMs)} old`) +
+            (b.state ? `, ${b.state}` : "") +
+            (b.applicationName ? `, application ${JSON.stringify(b.applicationName)}` : "") +
+            (b.query ? `: ${b.query.replace(/\s+/g, " ").slice(0, 100)}` : ""),
+        );
+      }
+    }
+  }
+  return lines;
+}
+
+function jsonReplacer(_key: string, value: unknown): unknown {
+  return value instanceof Date ? value.toISOString() : value;
+}
+
+/** `eventsalsa status`. */
+export async function statusCommand(args: string[], io: CliIo): Promise<number> {
+  const { values } = parseFlags(args, {
+    json: { type: "boolean" },
+    watch: { type: "boolean" },
+    interval: { type: "string" },
+    "heartbeat-timeout": { type: "string" },
+    ...tableFlags(["eventsTable", ...WORKER_TABLES]),
+  });
+  const interval = integerFlag(values.interval, "interval", 2)!;
+  const options = {
+    ...pickOptions(values, ["eventsTable", ...WORKER_TABLES]),
+    heartbeatTimeout: integerFlag(values["heartbeat-timeout"], "heartbeat-timeout"),
+  };
+  const sql: postgres.Sql = connectFromEnvironment(io);
+  try {
+    for (;;) {
+      const report = await workerStatus(sql, options);
+      const text = values.json ? [JSON.stringify(report, jsonReplacer)] : renderStatus(report);
+      if (values.watch && !values.json) io.out("\x1b[2J\x1b[H" + new Date().toISOString());
+      for (const line of text) io.out(line);
+      if (!values.watch || io.signal?.aborted) return 0;
+      const stopped = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), interval * 1000);
+        io.signal?.addEventListener("abort", () => {
+          clearTimeout(timer);
+          resolve(true);
+        }, { once: true });
+      });
+      if (stopped) return 0;
+    }
+  } finally {
+    await sql.end();
+  }
+}
