@@ -93,7 +93,10 @@ export async function runCli(args: readonly string[], io: CliIo = consoleIo): Pr
       return 2;
     }
     const message = error instanceof Error ? error.message : String(error);
-    io.err(`eventsalsa ${name}: ${message}`);
+    const hint = (error as { code?: string })?.code === "42P01"
+      ? " (are the tables migrated? eventsalsa migrate --apply)"
+      : "";
+    io.err(`eventsalsa ${name}: ${message}${hint}`);
     return 1;
   }
 }
