@@ -114,7 +114,12 @@ const encoder = new TextEncoder();
 /** Scratch space for UTF-8 plaintext of strings up to 4 KiB characters; zeroed after each use. */
 const SCRATCH = new Uint8Array(12 * 1024);
 
-function lookupError(lookup: KeyLookup, scope: string, scopeId: string, keyVersion: number | null) {
+function lookupError(
+  lookup: KeyLookup,
+  scope: string,
+  scopeId: string,
+  keyVersion: number | null,
+): KeyDestroyedError | KeyNotFoundError {
   const context = { scope, scopeId, keyVersion };
   return lookup.status === "destroyed"
     ? new KeyDestroyedError(context, lookup.tombstone.destroyedAt)
@@ -341,7 +346,7 @@ export class Envelope<Tx> {
       const aad = es2AssociatedData(scope, scopeId, keyVersion, context);
       const cipher = this.#cipher;
       let ciphertext: string;
-      if (cipher instanceof AesGcmCipher) {
+      if (cipher instanceof AesGcmCipher && cipher.constructor === AesGcmCipher) {
         const { nonce, sealed } = cipher.encryptDetached(dek, bytes, aad);
         ciphertext = formatEs2Detached(keyVersion, nonce, sealed);
       } else {
