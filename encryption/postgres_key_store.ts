@@ -4,9 +4,9 @@
  *
  * @module
  */
-import type postgres from "postgres";
 import { textArrayLiteral } from "../internal/postgres_array.ts";
 import { inTransaction, isPool, type SqlExecutor } from "../internal/postgres_client.ts";
+import { run } from "../internal/postgres_query.ts";
 import { copyBytes, toHex } from "./encoding.ts";
 import { KeyExistsError } from "./errors.ts";
 import type {
@@ -176,9 +176,8 @@ export class PostgresKeyStore implements KeyStore<SqlExecutor> {
   }
 
   #query(sql: SqlExecutor, text: string, params: unknown[]): Promise<Row[]> {
-    // Follow the connection's own `prepare` setting, as the event store does.
-    const prepare = (sql as { options?: { prepare?: boolean } }).options?.prepare ?? true;
-    return sql.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare }).values();
+    // Follows the connection's own `prepare` setting, as the event store and the worker do.
+    return run(sql, text, params);
   }
 
   #lookup(
