@@ -58,3 +58,13 @@ export {
   type InMemoryDeadLetter,
   InMemoryWorker,
 } from "./in_memory_coordinator.ts";
+export {
+  InMemoryKeyStore,
+  type InMemoryKeyStoreOptions,
+  type KeyRow,
+} from "./in_memory_key_store.ts";
+export {
+  keyStoreContract,
+  type KeyStoreHarness,
+  type KeyStoreHarnessFactory,
+} from "../encryption/key_store_contract.ts";
