@@ -5,6 +5,7 @@
  * eventsalsa migrate [--apply] [--only store,worker,encryption] [--events-table name] ...
  * eventsalsa status [--json] [--watch]
  * eventsalsa dead-letters list|retry ...
+ * eventsalsa keys rewrap --from id --to id --key-file id=path ...
  * ```
  *
  * Reads `DATABASE_URL`. A user mistake prints one line and exits with status 2; a failure of the
@@ -22,6 +23,7 @@ import { type CliIo, CliUsageError } from "./cli/io.ts";
 import { migrateCommand, migrateUsage } from "./cli/migrate.ts";
 import { statusCommand, statusUsage } from "./cli/status.ts";
 import { deadLettersCommand, deadLettersUsage } from "./cli/dead_letters.ts";
+import { keysCommand, keysUsage } from "./cli/keys.ts";
 import { readEnv } from "./internal/env.ts";
 
 export type { CliIo };
@@ -33,6 +35,7 @@ const commands: Record<
   migrate: { usage: migrateUsage, run: migrateCommand },
   status: { usage: statusUsage, run: statusCommand },
   "dead-letters": { usage: deadLettersUsage, run: deadLettersCommand },
+  keys: { usage: keysUsage, run: keysCommand },
 };
 
 /** Errors that mean the user's input was wrong (exit 2) rather than that something failed. */
@@ -41,6 +44,8 @@ const USER_ERRORS = new Set([
   "WorkerConfigError",
   "InvalidInputError",
   "KeyringError",
+  "InvalidKeySizeError",
+  "SystemKeyNotFoundError",
   "DeadLetterNotFoundError",
 ]);
 

@@ -26,18 +26,21 @@ export function pickOptions(
   return picked;
 }
 
-type FlagSpec = Record<string, { type: "string" | "boolean"; short?: string }>;
+/** Parsed flag values. */
+export type FlagValues = Record<string, string | boolean | string[] | undefined>;
+
+type FlagSpec = Record<string, { type: "string" | "boolean"; short?: string; multiple?: boolean }>;
 
 /** Strict flag parsing; a bad flag is a usage error (one line, exit 2). */
 export function parseFlags(
   args: string[],
   options: FlagSpec,
   positionals = false,
-): { values: Record<string, string | boolean | undefined>; positionals: string[] } {
+): { values: FlagValues; positionals: string[] } {
   try {
     const parsed = parseArgs({ args, options, allowPositionals: positionals, strict: true });
     return {
-      values: parsed.values as Record<string, string | boolean | undefined>,
+      values: parsed.values as FlagValues,
       positionals: parsed.positionals,
     };
   } catch (error) {

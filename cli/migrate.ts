@@ -1,8 +1,9 @@
 import { applyMigration, migrationSql as storeMigrationSql } from "../store/migration.ts";
 import { migrationSql as workerMigrationSql } from "../worker/postgres/migration.ts";
 import { TABLE_OPTION_KEYS as WORKER_TABLES } from "../worker/postgres/tables.ts";
+import { migrationSql as encryptionMigrationSql } from "../encryption/migration.ts";
 import { connectFromEnvironment } from "./database.ts";
-import { integerFlag, parseFlags, pickOptions, tableFlags } from "./flags.ts";
+import { type FlagValues, integerFlag, parseFlags, pickOptions, tableFlags } from "./flags.ts";
 import { type CliIo, CliUsageError } from "./io.ts";
 
 /** One component's schema: the table options it reads and the DDL they produce. */
@@ -10,7 +11,7 @@ export interface SchemaComponent {
   readonly name: string;
   /** Library option names; each is also a kebab-case flag (`eventsTable` → `--events-table`). */
   readonly tableOptions: readonly string[];
-  ddl(values: Record<string, string | boolean | undefined>): string;
+  ddl(values: FlagValues): string;
 }
 
 const STORE_TABLES = ["eventsTable", "headsTable"];
@@ -39,8 +40,21 @@ const worker: SchemaComponent = {
   ddl: (values) => workerMigrationSql(pickOptions(values, WORKER_TABLES)),
 };
 
+const encryption: SchemaComponent = {
+  name: "encryption",
+  // Flags --keys-table / --keys-tombstone-table map to the key store's `table` / `tombstoneTable`.
+  tableOptions: ["keysTable", "keysTombstoneTable"],
+  ddl: (values) => {
+    const picked = pickOptions(values, ["keysTable", "keysTombstoneTable"]);
+    return encryptionMigrationSql({
+      table: picked.keysTable,
+      tombstoneTable: picked.keysTombstoneTable,
+    });
+  },
+};
+
 /** The components `migrate` knows, in the order their DDL is applied. */
-export const schemaComponents: SchemaComponent[] = [store, worker];
+export const schemaComponents: SchemaComponent[] = [store, worker, encryption];
 
 /** The usage line of `migrate`. */
 export const migrateUsage: string =
