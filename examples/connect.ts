@@ -13,11 +13,20 @@ export interface ExampleDatabase {
   close(): Promise<void>;
 }
 
-/** Connects the example to DATABASE_URL or to a fresh embedded database. */
-export async function connect(): Promise<ExampleDatabase> {
+/**
+ * Connects the example to DATABASE_URL (in its own schema, so the example neither sees nor
+ * disturbs other data in that database) or to a fresh embedded database.
+ */
+export async function connect(schema = "eventsalsa_examples"): Promise<ExampleDatabase> {
   const url = readEnv("DATABASE_URL");
   if (url) {
-    const sql = postgres(url, { max: 4, onnotice: () => {} });
+    const admin = postgres(url, { max: 1, onnotice: () => {} });
+    try {
+      await admin.unsafe(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+    } finally {
+      await admin.end();
+    }
+    const sql = postgres(url, { max: 4, onnotice: () => {}, connection: { search_path: schema } });
     return { sql, embedded: false, close: () => sql.end() };
   }
   const embedded = await startEmbeddedDatabase();
