@@ -21,6 +21,15 @@ describe("examples", () => {
       ["demo.ts", /PII is unreadable \(KeyDestroyedError\)\ndone in/],
       ["register_user.ts", /refused duplicate: EmailReservation\//],
       ["inline_projection.ts", /balance 125 at version 2; stream head 2/],
+      ["account_projection.ts", /account-\w+: 3 deposits, balance 425/],
+      [
+        "pii_shredding.ts",
+        /after a key rotation: ada@example\.com\nafter deletion: KeyDestroyedError; the events remain: UserRegistered, UserDeleted/,
+      ],
+      [
+        "secret_rotation.ts",
+        /first token under key v1, second under v2\nboth readable: sk_live_first, sk_live_second\nactive version: 2\nafter revoke and destroy: KeyDestroyedError/,
+      ],
     ] as const
   ) {
     it(`${example} runs and prints what it promises`, () => {

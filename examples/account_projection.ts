@@ -1,0 +1,67 @@
+/**
+ * The seed's `worker.go` in TypeScript: an asynchronous projection of `Account` events, run by a
+ * worker with batch size 100 and a 500 ms poll interval. Its writes go through the batch's `tx`,
+ * so they commit together with the checkpoint: effectively once.
+ *
+ *   deno run -A examples/account_projection.ts
+ */
+import { any, migrate as migrateStore, PostgresStore } from "../store/mod.ts";
+import { type Consumer, migrate as migrateWorker, status, Worker } from "../worker/mod.ts";
+import { connect } from "./connect.ts";
+
+const db = await connect();
+try {
+  await migrateStore(db.sql);
+  await migrateWorker(db.sql);
+  await db.sql`CREATE TABLE IF NOT EXISTS account_summaries (
+    account_id text PRIMARY KEY, deposits int NOT NULL, balance numeric NOT NULL)`;
+
+  // A consumer is a plain object: no base class, no framework types in your domain model.
+  const accountProjection: Consumer = {
+    name: "account_projection",
+    aggregateTypes: ["Account"],
+    async handle(tx, event) {
+      const { amount } = JSON.parse(new TextDecoder().decode(event.payload));
+      await tx`INSERT INTO account_summaries (account_id, deposits, balance)
+        VALUES (${event.aggregateId}, 1, ${amount})
+        ON CONFLICT (account_id) DO UPDATE SET deposits = account_summaries.deposits + 1,
+          balance = account_summaries.balance + excluded.balance`;
+    },
+  };
+
+  const store = new PostgresStore();
+  const accountId = `account-${crypto.randomUUID().slice(0, 8)}`;
+  for (const amount of [100, 250, 75]) {
+    await store.append(db.sql, any(), [{
+      aggregateType: "Account",
+      aggregateId: accountId,
+      eventType: "MoneyDeposited",
+      payload: new TextEncoder().encode(JSON.stringify({ amount })),
+    }]);
+  }
+
+  const worker = new Worker(db.sql, store, [accountProjection], {
+    batchSize: 100,
+    pollInterval: 500,
+    leaderStrategy: "lease",
+  });
+  const controller = new AbortController();
+  const running = worker.start(controller.signal);
+  const target = await store.latestPosition(db.sql);
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const consumer = (await status(db.sql)).consumers.find((c) =>
+      c.name === accountProjection.name
+    );
+    if (consumer && consumer.checkpoint >= target) break;
+    if (Date.now() > deadline) throw new Error("the projection did not catch up");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  controller.abort();
+  await running;
+  const [row] = await db.sql`SELECT deposits, balance::float8 AS balance FROM account_summaries
+    WHERE account_id = ${accountId}`;
+  console.log(`${accountId}: ${row.deposits} deposits, balance ${row.balance}`);
+} finally {
+  await db.close();
+}
