@@ -4,19 +4,31 @@
  * one of its transactions, so a handler's writes (joined through `tx.onCommit`) commit atomically
  * with the checkpoint. The gap rule uses {@link InMemoryEventStore.inFlightPositions} in place of
  * PostgreSQL's transaction snapshot. One coordinator serves any number of workers, which is what
- * the multi-worker simulation drives.
+ * the multi-worker simulation drives: registrations with heartbeats, both leader strategies
+ * (`advisory`: a lock held by the leader's session, which dies with it; `lease`: an expiry in the
+ * coordinator's clock), the leader's rebalance (which, like PostgreSQL's row locks, waits for a
+ * running batch of each consumer it moves), change notifications, and a server-side bound on a
+ * silent batch transaction (PostgreSQL's `idle_in_transaction_session_timeout`).
  *
  * @module
  */
 import { type Clock, systemClock } from "../internal/clock.ts";
 import type { PersistedEvent } from "../store/types.ts";
 import type {
+  AssignmentChange,
+  AssignmentSnapshot,
+  WorkerMembership,
+} from "../worker/core/assignment.ts";
+import type {
   BatchOutcome,
   BatchRequest,
   BatchSession,
+  CoordinationChange,
   Coordinator,
   DeadLetterRecord,
   GapSkipRecord,
+  LeaderElection,
+  LeaderElectionSettings,
   ListenerHandle,
 } from "../worker/core/coordination.ts";
 import type { GapToken, WindowRead } from "../worker/core/gap_rule.ts";
@@ -25,7 +37,7 @@ import { rejectOnAbort } from "../worker/core/wakeup.ts";
 import { WorkerRuntime } from "../worker/core/runtime.ts";
 import { DeadLetterNotFoundError, WorkerIdInUseError } from "../worker/errors.ts";
 import type { WorkerRuntimeOptions } from "../worker/options.ts";
-import type { Consumer, GapBlocker, GapWait, WorkerStatus } from "../worker/types.ts";
+import type { Consumer, GapBlocker, GapWait, LeaderStatus, WorkerStatus } from "../worker/types.ts";
 import type { InMemoryEventStore, InMemoryTransaction } from "./in_memory_store.ts";
 
 /**
@@ -65,10 +77,43 @@ export interface InMemoryCoordinatorOptions {
   clock?: Clock;
 }
 
+/**
+ * One rebalance the leader applied, as the in-memory coordinator records it (for the simulation's
+ * checks: the input the leader planned from, and what it changed).
+ *
+ * @example
+ * ```ts
+ * import type { InMemoryRebalance } from "@eventsalsa/eventsalsa/testing";
+ * const moved = (r: InMemoryRebalance) => r.changes.filter((c) => c.from !== null).length;
+ * ```
+ */
+export interface InMemoryRebalance {
+  /** Coordinator clock time of the write. */
+  readonly at: number;
+  /** The leader that wrote it. */
+  readonly leader: string;
+  /** What the leader planned from. */
+  readonly snapshot: AssignmentSnapshot;
+  /** The rows it changed. */
+  readonly changes: readonly AssignmentChange[];
+}
+
 interface Node {
   startedAt: number;
   heartbeatAt: number;
   consumers: string[];
+}
+
+interface Lease {
+  leaderId: string | null;
+  expiresAt: number;
+  since: number;
+}
+
+interface AdvisoryHolder {
+  workerId: string;
+  session: object;
+  since: number;
 }
 
 interface CheckpointRow {
@@ -104,6 +149,14 @@ class ConsumerLock {
   }
 }
 
+class InMemoryOwnershipChange extends Error {
+  readonly owner: string | null;
+  constructor(owner: string | null) {
+    super("the consumer's owner changed during the batch");
+    this.owner = owner;
+  }
+}
+
 interface InMemoryToken {
   readonly inFlight: readonly number[];
 }
@@ -133,6 +186,13 @@ export class InMemoryCoordinator implements Coordinator<InMemoryTransaction> {
   readonly #gapSkips: GapSkipRecord[] = [];
   readonly #locks = new Map<string, ConsumerLock>();
   readonly #listeners = new Set<(error: unknown) => void>();
+  readonly #changeListeners = new Map<
+    (error: unknown) => void,
+    (change: CoordinationChange) => void
+  >();
+  #lease: Lease | null = null;
+  #advisory: AdvisoryHolder | null = null;
+  readonly #rebalances: InMemoryRebalance[] = [];
 
   /** Creates a coordinator over `store`. */
   constructor(store: InMemoryEventStore, options: InMemoryCoordinatorOptions = {}) {
@@ -149,6 +209,23 @@ export class InMemoryCoordinator implements Coordinator<InMemoryTransaction> {
   /** Nothing to check in memory. */
   prepare(): Promise<void> {
     return Promise.resolve();
+  }
+
+  #notifyChange(change: CoordinationChange): void {
+    // Delivered after the "commit", like a NOTIFY.
+    const targets = [...this.#changeListeners.values()];
+    queueMicrotask(() => {
+      for (const onChange of targets) onChange(change);
+    });
+  }
+
+  /** Removes registrations silent for longer than `olderThanMs` (crashed workers). */
+  cleanupStaleWorkers(olderThanMs: number): Promise<number> {
+    const now = this.#clock.now();
+    const stale = [...this.#nodes].filter(([, node]) => now - node.heartbeatAt > olderThanMs);
+    for (const [id] of stale) this.#remove(id);
+    if (stale.length > 0) this.#notifyChange("membership");
+    return Promise.resolve(stale.length);
   }
 
   /** Registers (or takes over a silent registration of) `workerId`. */
@@ -169,6 +246,7 @@ export class InMemoryCoordinator implements Coordinator<InMemoryTransaction> {
         this.#checkpoints.set(name, { position: 0, updatedAt: now, gap: null });
       }
     }
+    this.#notifyChange("membership");
     return Promise.resolve();
   }
 
@@ -179,19 +257,150 @@ export class InMemoryCoordinator implements Coordinator<InMemoryTransaction> {
     return Promise.resolve(node !== undefined);
   }
 
-  /** Removes the registration; its assignments become free (like `ON DELETE SET NULL`). */
-  unregisterWorker(workerId: string): Promise<void> {
-    this.#nodes.delete(workerId);
+  /** Deletes a registration: its assignments become free, its lease goes (the foreign keys). */
+  #remove(workerId: string): boolean {
+    if (!this.#nodes.delete(workerId)) return false;
     for (const [name, owner] of this.#assignments) {
       if (owner === workerId) this.#assignments.set(name, null);
     }
+    if (this.#lease?.leaderId === workerId) this.#lease = null;
+    return true;
+  }
+
+  /** Removes the registration; its assignments become free (like `ON DELETE SET NULL`). */
+  unregisterWorker(workerId: string): Promise<void> {
+    if (this.#remove(workerId)) this.#notifyChange("membership");
     return Promise.resolve();
   }
 
-  /** Assigns the consumers to `workerId`. */
-  claimConsumers(workerId: string, consumers: readonly string[]): Promise<void> {
-    for (const name of consumers) this.#assignments.set(name, workerId);
-    return Promise.resolve();
+  /** The consumers assigned to `workerId`, by name. */
+  assignedConsumers(workerId: string): Promise<string[]> {
+    return Promise.resolve(
+      [...this.#assignments].filter(([, owner]) => owner === workerId).map(([name]) => name)
+        .sort(),
+    );
+  }
+
+  /** Live workers: heartbeat within `timeoutMs`. */
+  #live(timeoutMs: number): WorkerMembership[] {
+    const now = this.#clock.now();
+    return [...this.#nodes]
+      .filter(([, node]) => now - node.heartbeatAt <= timeoutMs)
+      .map(([workerId, node]) => ({ workerId, consumers: [...node.consumers] }));
+  }
+
+  /** The leader election of `workerId` (see the module doc for the two strategies). */
+  leaderElection(workerId: string, settings: LeaderElectionSettings): LeaderElection {
+    let session: object | null = null;
+    const strategy = settings.strategy;
+    const leads = (): boolean => {
+      if (strategy === "advisory") return session !== null && this.#advisory?.session === session;
+      const lease = this.#lease;
+      return lease !== null && lease.leaderId === workerId &&
+        lease.expiresAt > this.#clock.now();
+    };
+    const acquire = (): Promise<boolean> => {
+      const now = this.#clock.now();
+      if (strategy === "advisory") {
+        if (session !== null) {
+          if (this.#advisory?.session === session) return Promise.resolve(true);
+          session = null; // the session died: a new one is opened next time
+          return Promise.resolve(false);
+        }
+        if (this.#advisory !== null) return Promise.resolve(false);
+        session = {};
+        this.#advisory = { workerId, session, since: now };
+        return Promise.resolve(true);
+      }
+      const lease = this.#lease;
+      if (
+        lease !== null && lease.leaderId !== null && lease.leaderId !== workerId &&
+        lease.expiresAt > now
+      ) {
+        return Promise.resolve(false);
+      }
+      // The lease row references the registration (a renewal without one fails, as the FK does).
+      if (!this.#nodes.has(workerId)) return Promise.resolve(false);
+      this.#lease = {
+        leaderId: workerId,
+        expiresAt: now + settings.leaseMs,
+        since: lease?.leaderId === workerId ? lease.since : now,
+      };
+      return Promise.resolve(true);
+    };
+    const rebalance = async (
+      plan: (snapshot: AssignmentSnapshot) => readonly AssignmentChange[],
+      signal: AbortSignal,
+    ): Promise<readonly AssignmentChange[] | null> => {
+      for (let attempt = 0; attempt < 3; attempt++) {
+        if (!leads()) return null;
+        const snapshot: AssignmentSnapshot = {
+          workers: this.#live(settings.heartbeatTimeoutMs),
+          assignments: new Map(this.#assignments),
+        };
+        const changes = plan(snapshot);
+        if (changes.length === 0) return [];
+        // Like the UPDATEs on PostgreSQL: wait for each moved consumer's running batch, in name
+        // order, up to the lock timeout.
+        const releases: Array<() => void> = [];
+        const timeout = new AbortController();
+        const timer = this.#clock.setTimeout(
+          () => timeout.abort(new Error("rebalance lock timeout")),
+          settings.rebalanceLockTimeoutMs,
+        );
+        try {
+          const waits = AbortSignal.any([signal, timeout.signal]);
+          for (const change of changes) {
+            releases.push(await this.#lock(change.consumer).acquire(waits));
+          }
+          if (!leads()) return null;
+          if (changes.some((c) => (this.#assignments.get(c.consumer) ?? null) !== c.from)) {
+            continue; // changed meanwhile: plan again
+          }
+          for (const change of changes) {
+            if (change.to !== null && !this.#nodes.has(change.to)) {
+              throw new Error(`worker ${change.to} is gone (foreign key)`);
+            }
+          }
+          for (const change of changes) this.#assignments.set(change.consumer, change.to);
+          this.#rebalances.push({ at: this.#clock.now(), leader: workerId, snapshot, changes });
+          this.#notifyChange("assignments");
+          return changes;
+        } finally {
+          this.#clock.clearTimeout(timer);
+          for (const release of releases) release();
+        }
+      }
+      return [];
+    };
+    const release = (): Promise<void> => {
+      if (strategy === "advisory") {
+        if (session !== null && this.#advisory?.session === session) this.#advisory = null;
+        session = null;
+      } else if (this.#lease?.leaderId === workerId) {
+        this.#lease = { ...this.#lease, leaderId: null, expiresAt: this.#clock.now() - 60_000 };
+      }
+      return Promise.resolve();
+    };
+    return { acquire, rebalance, release };
+  }
+
+  /** Subscribes to coordination changes (membership, assignments). */
+  openChangeListener(
+    onChange: (change: CoordinationChange) => void,
+    onClose: (error: unknown) => void,
+  ): Promise<ListenerHandle | null> {
+    const lost = (error: unknown) => {
+      this.#changeListeners.delete(lost);
+      onClose(error);
+    };
+    this.#changeListeners.set(lost, onChange);
+    return Promise.resolve({
+      close: () => {
+        this.#changeListeners.delete(lost);
+        return Promise.resolve();
+      },
+    });
   }
 
   /** The consumer's checkpoint (0 when none). */
@@ -275,21 +484,47 @@ export class InMemoryCoordinator implements Coordinator<InMemoryTransaction> {
   ): Promise<BatchOutcome<T>> {
     const { consumer, workerId, expectedCheckpoint, signal } = request;
     const release = await this.#lock(consumer).acquire(signal);
+    // The server's side of a silent transaction: ended after idleTimeout, rows freed.
+    const server = new AbortController();
+    const timer = request.idleTimeout === undefined ? null : this.#clock.setTimeout(
+      () =>
+        server.abort(
+          new Error(`batch transaction of ${consumer} ended by the server: silent too long`),
+        ),
+      request.idleTimeout,
+    );
+    const owns = () =>
+      (this.#assignments.get(consumer) ?? null) === workerId && this.#nodes.has(workerId);
     try {
       return await this.store.transaction(async (tx): Promise<BatchOutcome<T>> => {
-        const owner = this.#assignments.get(consumer) ?? null;
-        if (owner !== workerId || !this.#nodes.has(workerId)) return { kind: "notOwner", owner };
+        if (!owns()) return { kind: "notOwner", owner: this.#assignments.get(consumer) ?? null };
         const current = this.#checkpoints.get(consumer)?.position ?? 0;
         if (current !== expectedCheckpoint) return { kind: "checkpointMoved", checkpoint: current };
         const read = request.read === null
           ? null
           : await this.#read(tx, expectedCheckpoint, request.read.limit, request.read.pendingToken);
         const session = this.#session(tx, consumer, read);
-        const value = await Promise.race([work(session), rejectOnAbort(signal)]);
+        const value = await Promise.race([
+          work(session),
+          rejectOnAbort(signal),
+          rejectOnAbort(server.signal),
+        ]);
         if (signal.aborted) throw signal.reason;
+        if (server.signal.aborted) throw server.signal.reason;
+        // PostgreSQL's row lock keeps the owner from changing under a batch; here a registration
+        // deleted or an assignment set by hand meanwhile rolls the batch back instead.
+        if (!owns()) {
+          throw new InMemoryOwnershipChange(this.#assignments.get(consumer) ?? null);
+        }
         return { kind: "committed", value };
+      }).catch((error) => {
+        if (error instanceof InMemoryOwnershipChange) {
+          return { kind: "notOwner", owner: error.owner } as BatchOutcome<T>;
+        }
+        throw error;
       });
     } finally {
+      if (timer !== null) this.#clock.clearTimeout(timer);
       release();
     }
   }
@@ -405,24 +640,89 @@ export class InMemoryCoordinator implements Coordinator<InMemoryTransaction> {
 
   // --- test controls and inspection -------------------------------------------------------------
 
-  /** Simulates losing every listener connection (the notify dispatchers reconnect). */
+  /** Simulates losing every listener connection (dispatchers and change listeners reconnect). */
   dropListeners(error: unknown = new Error("listener connection lost")): void {
     for (const lost of [...this.#listeners]) lost(error);
+    for (const lost of [...this.#changeListeners.keys()]) lost(error);
   }
 
-  /** How many listeners are connected. */
+  /** How many append listeners (notify dispatchers) are connected. */
   get listenerCount(): number {
     return this.#listeners.size;
   }
 
-  /** Reassigns a consumer by hand (e.g. to another worker, or null). */
+  /** How many change listeners (one per running worker) are connected. */
+  get changeListenerCount(): number {
+    return this.#changeListeners.size;
+  }
+
+  /** Reassigns a consumer by hand (e.g. to another worker, or null), without a notification. */
   setAssignment(consumer: string, workerId: string | null): void {
     this.#assignments.set(consumer, workerId);
   }
 
-  /** Deletes a worker's registration as a crash-cleanup would. */
+  /** Deletes a worker's registration (as another worker's cleanup or an operator would). */
   deleteWorker(workerId: string): void {
     void this.unregisterWorker(workerId);
+  }
+
+  /**
+   * Ends the advisory leader's session (like `pg_terminate_backend` on it, or its process dying):
+   * the lock is free; that leader finds out at its next check. With `workerId`, only if that
+   * worker holds it. Returns whether a session was ended.
+   */
+  terminateLeaderSession(workerId?: string): boolean {
+    if (this.#advisory === null) return false;
+    if (workerId !== undefined && this.#advisory.workerId !== workerId) return false;
+    this.#advisory = null;
+    return true;
+  }
+
+  /** Makes the current lease run out now (a leader that could not renew in time). */
+  expireLease(): void {
+    if (this.#lease !== null) this.#lease = { ...this.#lease, expiresAt: this.#clock.now() };
+  }
+
+  /** The current leader (advisory lock holder, or unexpired lease), or null. */
+  leader(): LeaderStatus | null {
+    if (this.#advisory !== null) {
+      return {
+        workerId: this.#advisory.workerId,
+        strategy: "advisory",
+        since: new Date(this.#advisory.since),
+        expiresAt: null,
+      };
+    }
+    const lease = this.#lease;
+    if (lease !== null && lease.leaderId !== null && lease.expiresAt > this.#clock.now()) {
+      return {
+        workerId: lease.leaderId,
+        strategy: "lease",
+        since: new Date(lease.since),
+        expiresAt: new Date(lease.expiresAt),
+      };
+    }
+    return null;
+  }
+
+  /** Registered workers (live or not) with the consumers each registered. */
+  registrations(): Map<string, { heartbeatAt: number; consumers: string[] }> {
+    return new Map(
+      [...this.#nodes].map(([id, node]) => [id, {
+        heartbeatAt: node.heartbeatAt,
+        consumers: [...node.consumers],
+      }]),
+    );
+  }
+
+  /** Every assignment row. */
+  assignments(): Map<string, string | null> {
+    return new Map(this.#assignments);
+  }
+
+  /** Every rebalance a leader applied, oldest first. */
+  rebalances(): readonly InMemoryRebalance[] {
+    return this.#rebalances;
   }
 
   /** The consumer's checkpoint (0 when none). */
@@ -461,8 +761,9 @@ export class InMemoryCoordinator implements Coordinator<InMemoryTransaction> {
         startedAt: new Date(node.startedAt),
         heartbeatAt: new Date(node.heartbeatAt),
         consumers: [...node.consumers],
-        live: now - node.heartbeatAt < heartbeatTimeoutMs,
+        live: now - node.heartbeatAt <= heartbeatTimeoutMs,
       })),
+      leader: this.leader(),
       consumers: names.map((name) => {
         const row = this.#checkpoints.get(name);
         const letters = this.deadLetters(name);

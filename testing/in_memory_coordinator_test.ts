@@ -32,7 +32,8 @@ describe("InMemoryCoordinator", () => {
     });
     await clock.advance(30_000);
     await coordinator.registerWorker("w-1", ["a"], 30_000);
-    await coordinator.claimConsumers("w-1", ["a", "b"]);
+    coordinator.setAssignment("a", "w-1");
+    coordinator.setAssignment("b", "w-1");
     assert.equal(coordinator.assignment("a"), "w-1");
     assert.equal(await coordinator.heartbeat("w-1"), true);
     await coordinator.unregisterWorker("w-1");
@@ -44,7 +45,7 @@ describe("InMemoryCoordinator", () => {
   it("fences batches: not the owner, a moved checkpoint, and one batch at a time per consumer", async () => {
     const { coordinator } = setup();
     await coordinator.registerWorker("w-1", ["p"], 30_000);
-    await coordinator.claimConsumers("w-1", ["p"]);
+    coordinator.setAssignment("p", "w-1");
     const request = { consumer: "p", workerId: "w-1", expectedCheckpoint: 0, signal, read: null };
     assert.deepEqual(
       await coordinator.runBatch({ ...request, workerId: "w-2" }, () => Promise.resolve(1)),
@@ -74,7 +75,7 @@ describe("InMemoryCoordinator", () => {
     await store.append(store, any(), [event("o-1")]);
     const [persisted] = await store.readEvents(store, 0, 1);
     await coordinator.registerWorker("w-1", ["p"], 30_000);
-    await coordinator.claimConsumers("w-1", ["p"]);
+    coordinator.setAssignment("p", "w-1");
     const request = { consumer: "p", workerId: "w-1", expectedCheckpoint: 0, signal, read: null };
     await assert.rejects(
       coordinator.runBatch(request, async (session) => {

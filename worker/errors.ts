@@ -80,6 +80,33 @@ export class WorkerIdInUseError extends Error {
 }
 
 /**
+ * This worker's registration row disappeared (deleted by hand, or by another worker's start-up
+ * cleanup after this one was silent for twice the heartbeat timeout) and stayed gone at two
+ * heartbeats in a row. The worker stops rather than run invisibly: `start` rejects with it. The
+ * fence had already kept it from committing for consumers it no longer owned.
+ *
+ * @example
+ * ```ts
+ * import { WorkerRegistrationLostError } from "@eventsalsa/eventsalsa/worker";
+ * console.log(new WorkerRegistrationLostError("w-1").message);
+ * ```
+ */
+export class WorkerRegistrationLostError extends Error {
+  /** Stable error name. */
+  override readonly name: string = "WorkerRegistrationLostError";
+  /** The worker whose row is gone. */
+  readonly workerId: string;
+  /** Creates the error for `workerId`. */
+  constructor(workerId: string) {
+    super(
+      `the registration of worker ${workerId} is gone (missing at two heartbeats in a row); ` +
+        `stopping (restart the worker to register again)`,
+    );
+    this.workerId = workerId;
+  }
+}
+
+/**
  * A handler (or `handleBatch`) threw. Wraps the original error as `cause` and names the event
  * when the failure can be attributed to one.
  *

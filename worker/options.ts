@@ -14,7 +14,12 @@ import { defaultPoisonPolicy } from "./core/poison.ts";
 /** How consumers learn about new events besides their own polling. */
 export type DispatcherStrategy = "poll" | "notify";
 
-/** How workers elect the leader that rebalances (used from issue 4 on; validated today). */
+/**
+ * How workers elect the leader that rebalances: `advisory` (a PostgreSQL session advisory lock,
+ * held on a reserved connection; released the moment the leader's session ends) or `lease` (a
+ * row with an expiry in database time, renewed every `rebalanceInterval`; safe behind PgBouncer
+ * transaction pooling). Every worker of one fleet must use the same strategy.
+ */
 export type LeaderStrategy = "advisory" | "lease";
 
 /**
@@ -59,9 +64,18 @@ export interface WorkerRuntimeOptions {
   heartbeatInterval?: number;
   /** A worker silent this long counts as dead. Default 30000; must exceed `heartbeatInterval`. */
   heartbeatTimeout?: number;
-  /** Leader cycle (issue 4). Default 5000. */
+  /**
+   * Leader cycle: how often the leader checks membership and rebalances, and non-leaders try to
+   * take over. Joins and graceful leaves are acted on at once (notification). Default 5000; with
+   * `lease` it must be below `heartbeatTimeout` (the lease length).
+   */
   rebalanceInterval?: number;
-  /** Leader election strategy (issue 4). Default `advisory`. */
+  /**
+   * How often a worker re-reads its assignments anyway; notifications usually tell it sooner.
+   * Default 1000.
+   */
+  assignmentPollInterval?: number;
+  /** Leader election strategy: `advisory` (default) or `lease`. */
   leaderStrategy?: LeaderStrategy;
   /** The default poison policy of every consumer. Default: `PoisonEventError` → dead letter. */
   onPoison?: PoisonPolicy;
@@ -93,6 +107,8 @@ export interface WorkerTableOptions {
   consumerGapSkipsTable?: string;
   /** Default `consumer_dead_letters`. */
   consumerDeadLettersTable?: string;
+  /** Default `worker_leader_election`. */
+  leaderElectionTable?: string;
 }
 
 /**
@@ -109,11 +125,19 @@ export interface WorkerOptions extends WorkerRuntimeOptions, WorkerTableOptions 
   /** LISTEN channel for `dispatcher: "notify"`; the store's `notifyChannel` when omitted. */
   notifyChannel?: string;
   /**
-   * The dedicated LISTEN connection (URL or postgres.js options); derived from the pool's own
-   * options when omitted.
+   * The dedicated LISTEN connections (URL or postgres.js options): the notify dispatcher's and the
+   * coordination listener's. Derived from the pool's own options when omitted; behind PgBouncer in
+   * transaction mode, point it at PostgreSQL directly (LISTEN needs a session).
    */
   // deno-lint-ignore no-explicit-any
   notifyConnection?: string | postgres.Options<any>;
+  /**
+   * Channel on which workers announce joins and leaves and the leader announces assignment
+   * changes (an identifier without schema). Default `eventsalsa_worker`. `null`: no notifications;
+   * workers then learn about changes by polling only (`assignmentPollInterval`,
+   * `rebalanceInterval`), with no LISTEN connection.
+   */
+  coordinationChannel?: string | null;
 }
 
 /** Every core option with its default applied. */
@@ -133,6 +157,7 @@ export interface ResolvedRuntimeOptions {
   readonly heartbeatInterval: number;
   readonly heartbeatTimeout: number;
   readonly rebalanceInterval: number;
+  readonly assignmentPollInterval: number;
   readonly leaderStrategy: LeaderStrategy;
   readonly onPoison: PoisonPolicy;
   readonly clock: Clock;
@@ -166,6 +191,7 @@ export const WORKER_DEFAULTS: Readonly<
   heartbeatInterval: 5_000,
   heartbeatTimeout: 30_000,
   rebalanceInterval: 5_000,
+  assignmentPollInterval: 1_000,
   leaderStrategy: "advisory",
 });
 
@@ -189,6 +215,7 @@ const RUNTIME_KEYS = [
   "heartbeatInterval",
   "heartbeatTimeout",
   "rebalanceInterval",
+  "assignmentPollInterval",
   "leaderStrategy",
   "onPoison",
   "clock",
@@ -328,6 +355,23 @@ export function resolveRuntimeOptions(
       `heartbeatTimeout (${heartbeatTimeout}) must be greater than heartbeatInterval (${heartbeatInterval})`,
     );
   }
+  const rebalanceInterval = duration(
+    options.rebalanceInterval,
+    "rebalanceInterval",
+    d.rebalanceInterval,
+  );
+  const leaderStrategy = oneOf(
+    options.leaderStrategy,
+    "leaderStrategy",
+    ["advisory", "lease"],
+    d.leaderStrategy,
+  );
+  if (leaderStrategy === "lease" && rebalanceInterval >= heartbeatTimeout) {
+    throw new WorkerConfigError(
+      `with leaderStrategy "lease", rebalanceInterval (${rebalanceInterval}) must be below ` +
+        `heartbeatTimeout (${heartbeatTimeout}), the lease length: the leader renews every cycle`,
+    );
+  }
   if (options.onPoison !== undefined && typeof options.onPoison !== "function") {
     throw new WorkerConfigError(`onPoison must be a function, got ${show(options.onPoison)}`);
   }
@@ -367,17 +411,13 @@ export function resolveRuntimeOptions(
     ),
     heartbeatInterval,
     heartbeatTimeout,
-    rebalanceInterval: duration(
-      options.rebalanceInterval,
-      "rebalanceInterval",
-      d.rebalanceInterval,
+    rebalanceInterval,
+    assignmentPollInterval: duration(
+      options.assignmentPollInterval,
+      "assignmentPollInterval",
+      d.assignmentPollInterval,
     ),
-    leaderStrategy: oneOf(
-      options.leaderStrategy,
-      "leaderStrategy",
-      ["advisory", "lease"],
-      d.leaderStrategy,
-    ),
+    leaderStrategy,
     onPoison: options.onPoison ?? defaultPoisonPolicy,
     clock: checkClock(options.clock),
     logger: checkObject<Logger>(options.logger, "logger"),

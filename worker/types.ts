@@ -5,6 +5,7 @@
  */
 import type postgres from "postgres";
 import type { PersistedEvent } from "../store/types.ts";
+import type { AssignmentChange } from "./core/assignment.ts";
 
 /**
  * The transaction a PostgreSQL consumer's handler receives: the worker's batch transaction, which
@@ -245,10 +246,19 @@ export interface WorkerObserver {
   deadLettered?(
     info: { consumer: string; event: PersistedEvent; error: unknown; skipped: boolean },
   ): void;
-  /** A consumer loop ended. */
+  /** This worker started running a consumer (it was assigned to it). */
+  consumerStarted?(info: { consumer: string; workerId: string }): void;
+  /**
+   * A consumer loop ended: `stopped` (shutdown), `released` (assigned elsewhere; stopped between
+   * batches), `ownershipLost` (the batch fence found another owner), `failed` (fatal).
+   */
   consumerStopped?(
-    info: { consumer: string; reason: "stopped" | "ownershipLost" | "failed" },
+    info: { consumer: string; reason: "stopped" | "released" | "ownershipLost" | "failed" },
   ): void;
+  /** This worker became the leader, or stopped being it (`reason` says why). */
+  leadershipChanged?(info: { workerId: string; leader: boolean; reason: string }): void;
+  /** This worker, as leader, changed assignments (only the rows that changed). */
+  rebalanced?(info: { workerId: string; changes: readonly AssignmentChange[] }): void;
 }
 
 /**
@@ -307,6 +317,26 @@ export interface ConsumerStatus {
 }
 
 /**
+ * The current leader, as `status` reports it.
+ *
+ * @example
+ * ```ts
+ * import type { LeaderStatus } from "@eventsalsa/eventsalsa/worker";
+ * const line = (l: LeaderStatus) => `${l.workerId} leads (${l.strategy}) since ${l.since.toISOString()}`;
+ * ```
+ */
+export interface LeaderStatus {
+  /** The leading worker. */
+  readonly workerId: string;
+  /** How it was elected. */
+  readonly strategy: "advisory" | "lease";
+  /** When it became leader. */
+  readonly since: Date;
+  /** When its lease runs out (lease strategy), or null (advisory: held while its session lives). */
+  readonly expiresAt: Date | null;
+}
+
+/**
  * What `status` returns.
  *
  * @example
@@ -320,6 +350,8 @@ export interface WorkerStatus {
   readonly latestPosition: number;
   /** Registered workers. */
   readonly workers: readonly WorkerNodeStatus[];
+  /** The current leader, or null when none holds the lock or an unexpired lease. */
+  readonly leader: LeaderStatus | null;
   /** Every consumer with a checkpoint or an assignment, by name. */
   readonly consumers: readonly ConsumerStatus[];
 }

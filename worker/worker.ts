@@ -6,7 +6,10 @@ import { PostgresCoordinator, type WorkerStore } from "./postgres/coordinator.ts
 import { identifier, TABLE_OPTION_KEYS, workerTables } from "./postgres/tables.ts";
 import type { Consumer, WorkerTransaction } from "./types.ts";
 
-const PG_KEYS = [...TABLE_OPTION_KEYS, "notifyChannel", "notifyConnection"];
+const PG_KEYS = [...TABLE_OPTION_KEYS, "notifyChannel", "notifyConnection", "coordinationChannel"];
+
+/** The default channel of joins, leaves and assignment changes. */
+const COORDINATION_CHANNEL = "eventsalsa_worker";
 
 // deno-lint-ignore no-explicit-any
 function checkPool(sql: unknown): postgres.Sql<any> {
@@ -38,9 +41,13 @@ function checkStore(store: unknown): WorkerStore {
 
 /**
  * The PostgreSQL worker: runs `consumers` over `store`'s log, with checkpoints and assignments in
- * the worker tables (see `migrate`). One process owns every consumer it is given (registration,
- * leadership and rebalancing across processes come with the next release; the fence already makes
- * a second process harmless).
+ * the worker tables (see `migrate`). Start as many workers (processes) as you like on one
+ * database: they register with heartbeats, elect a leader (`leaderStrategy`: `advisory` lock or
+ * `lease` row), and the leader spreads the consumers over the live workers that registered them,
+ * balanced within one and sticky (on a join or leave only the consumers that must move, move).
+ * Workers hear about changes by NOTIFY on `coordinationChannel` and poll anyway. Each batch locks
+ * its consumer's assignment row and compares-and-sets the checkpoint, so a worker that lost a
+ * consumer (paused, partitioned, demoted) can never commit for it.
  *
  * Every option is validated here: a bad one throws `WorkerConfigError` before anything touches the
  * database. `start` checks the schema (tables present, position sequence at `CACHE 1`).
@@ -95,6 +102,9 @@ export class Worker extends WorkerRuntime<WorkerTransaction> {
         "notifyConnection must be a connection URL or postgres.js options",
       );
     }
+    const coordination = options.coordinationChannel === undefined
+      ? COORDINATION_CHANNEL
+      : options.coordinationChannel;
     super(
       new PostgresCoordinator(pool, checkedStore, {
         tables,
@@ -102,6 +112,9 @@ export class Worker extends WorkerRuntime<WorkerTransaction> {
           ? null
           : identifier(channelName, "notifyChannel", { allowSchema: false }),
         notifyConnection,
+        coordinationChannel: coordination === null
+          ? null
+          : identifier(coordination, "coordinationChannel", { allowSchema: false }),
       }),
       consumers,
       options,

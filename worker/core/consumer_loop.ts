@@ -33,11 +33,17 @@ export interface ConsumerLoopContext<Tx> {
   readonly wakeup: Wakeup;
   /** Shutdown: aborts waits and in-flight batches. */
   readonly signal: AbortSignal;
+  /**
+   * Reassignment: the consumer moved elsewhere. Aborts waits; an in-flight batch finishes (its
+   * fence held the assignment row, so the move waited for it), then the loop ends `released`.
+   */
+  readonly release?: AbortSignal;
 }
 
 /** Why a consumer loop ended. */
 export type ConsumerLoopExit =
   | { readonly reason: "stopped" }
+  | { readonly reason: "released" }
   | { readonly reason: "ownershipLost"; readonly owner: string | null }
   | { readonly reason: "failed"; readonly error: ConsecutiveFailuresError };
 
@@ -112,18 +118,22 @@ export class ConsumerLoop<Tx> {
   }
 
   async #run(): Promise<ConsumerLoopExit> {
-    const { options: o, signal, wakeup } = this.#c;
+    const { options: o, signal, wakeup, release } = this.#c;
+    const waits = release === undefined ? signal : AbortSignal.any([signal, release]);
+    const ended = (): ConsumerLoopExit | null =>
+      signal.aborted ? { reason: "stopped" } : release?.aborted ? { reason: "released" } : null;
     let idle = o.pollInterval;
     let delay = 0;
     let interruptible = false;
     let seen = wakeup.generation;
     for (;;) {
-      if (signal.aborted) return { reason: "stopped" };
+      const exit = ended();
+      if (exit !== null) return exit;
       if (delay > 0) {
         const ok = interruptible
-          ? (await wakeup.wait(seen, delay, o.clock, signal)) !== "aborted"
-          : await pause(o.clock, delay, signal);
-        if (!ok) return { reason: "stopped" };
+          ? (await wakeup.wait(seen, delay, o.clock, waits)) !== "aborted"
+          : await pause(o.clock, delay, waits);
+        if (!ok) return ended() ?? { reason: "stopped" };
       }
       seen = wakeup.generation;
       let result: IterationResult;
@@ -236,6 +246,7 @@ export class ConsumerLoop<Tx> {
         workerId: o.workerId,
         expectedCheckpoint: from,
         signal: batch.signal,
+        idleTimeout: this.#idleTimeout(),
         read: probed === null
           ? { limit: o.batchSize, pendingToken: this.#tracker.pendingToken }
           : null,
@@ -261,6 +272,12 @@ export class ConsumerLoop<Tx> {
     } finally {
       batch.dispose();
     }
+  }
+
+  /** The server-side bound of a batch transaction: past the batch timeout the worker gave up. */
+  #idleTimeout(): number {
+    const o = this.#c.options;
+    return Math.min(2_147_483_647, o.batchTimeout + Math.max(1_000, o.batchTimeout / 10));
   }
 
   /** The signal of one batch: aborts on shutdown, or with `BatchTimeoutError` after `batchTimeout`. */
@@ -473,6 +490,7 @@ export class ConsumerLoop<Tx> {
         workerId: o.workerId,
         expectedCheckpoint: this.#checkpoint!,
         signal: batch.signal,
+        idleTimeout: this.#idleTimeout(),
         read: null,
       }, (session) => session.recordDeadLetter(record));
       if (outcome.kind !== "committed") return;

@@ -248,6 +248,9 @@ describe("consumer loop on the in-memory coordinator", () => {
       batchPause: 10_000,
       dispatcherInterval: 60_000,
       heartbeatInterval: 600_000,
+      heartbeatTimeout: 3_600_000,
+      rebalanceInterval: 600_000,
+      assignmentPollInterval: 600_000,
       gapReportInterval: 10_000,
       observer: { gapWaiting: (g) => waits.push(g) },
     });
@@ -359,8 +362,17 @@ describe("consumer loop on the in-memory coordinator", () => {
     const h = harness();
     const seen = recorder("fenced");
     const stopped: string[] = [];
+    const started: string[] = [];
+    // No periodic sync or rebalance: only the fence can notice the change.
     const worker = h.worker([seen.consumer], {
-      observer: { consumerStopped: (s) => stopped.push(s.reason) },
+      rebalanceInterval: 600_000,
+      assignmentPollInterval: 600_000,
+      dispatcherInterval: 60_000,
+      heartbeatInterval: 60_000,
+      observer: {
+        consumerStopped: (s) => stopped.push(s.reason),
+        consumerStarted: (s) => started.push(s.consumer),
+      },
     });
     const running = worker.start();
     await h.append();
@@ -371,6 +383,11 @@ describe("consumer loop on the in-memory coordinator", () => {
     assert.deepEqual(stopped, ["ownershipLost"]);
     assert.deepEqual(seen.committed, [1]);
     assert.equal(h.coordinator.checkpoint("fenced"), 1);
+    // The leader's next cycle gives it back (someone-else is not live); the sync restarts it.
+    await h.clock.advance(600_000);
+    await until(() => seen.committed.length === 2, { clock: h.clock, step: 100 });
+    assert.deepEqual(started, ["fenced", "fenced"]);
+    assert.equal(h.coordinator.assignment("fenced"), worker.id);
     await worker.stop();
     await running;
   });

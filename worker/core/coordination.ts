@@ -4,15 +4,18 @@
  * (`@eventsalsa/eventsalsa/testing`) implement it; the consumer loop, gap rule, back-off and
  * dispatchers are written against it only.
  *
- * Seams for issue 4 (several worker processes): registration and heartbeats are here already;
- * `claimConsumers` is the single-process stand-in for the leader's assignments and is the method
- * that rebalancing replaces (the fence in `runBatch` already refuses a worker that lost a
- * consumer).
+ * Several worker processes coordinate only through this port: registrations with heartbeats, a
+ * {@link LeaderElection} whose leader rewrites the assignment rows (fenced by its leadership, only
+ * the rows that change), change notifications that tell workers to re-read their assignments, and
+ * the batch fence (assignment row lock and checkpoint compare-and-set) that keeps a worker which
+ * lost a consumer from committing for it.
  *
  * @module
  */
 import type { PersistedEvent } from "../../store/types.ts";
+import type { LeaderStrategy } from "../options.ts";
 import type { GapBlocker, GapWait } from "../types.ts";
+import type { AssignmentChange, AssignmentSnapshot } from "./assignment.ts";
 import type { GapToken, WindowRead } from "./gap_rule.ts";
 
 /**
@@ -89,6 +92,12 @@ export interface BatchRequest {
    * instead of relying on an earlier probe.
    */
   readonly read: { readonly limit: number; readonly pendingToken: GapToken | null } | null;
+  /**
+   * Server-side bound, in milliseconds: if the worker goes silent inside the transaction this long
+   * (a frozen or partitioned process), the database ends the transaction and frees the rows
+   * (PostgreSQL: `idle_in_transaction_session_timeout`). Omitted: no bound.
+   */
+  readonly idleTimeout?: number;
 }
 
 /**
@@ -150,6 +159,73 @@ export interface ListenerHandle {
 }
 
 /**
+ * What a change notification announces: a worker registered or left (`membership`: the leader
+ * should rebalance), or the leader rewrote assignments (`assignments`: workers re-read theirs).
+ *
+ * @example
+ * ```ts
+ * import type { CoordinationChange } from "@eventsalsa/eventsalsa/worker";
+ * const change: CoordinationChange = "membership";
+ * ```
+ */
+export type CoordinationChange = "membership" | "assignments";
+
+/**
+ * Leader election for one worker, on one strategy. The leader loop of the core calls `acquire`
+ * every cycle and `rebalance` while it leads; the adapter provides the mechanism (PostgreSQL: a
+ * session advisory lock on a reserved connection, or a lease row with an expiry in database time).
+ *
+ * @example
+ * ```ts
+ * import { planAssignments, type LeaderElection } from "@eventsalsa/eventsalsa/worker";
+ * async function cycle(election: LeaderElection): Promise<void> {
+ *   if (await election.acquire()) await election.rebalance(planAssignments, new AbortController().signal);
+ * }
+ * ```
+ */
+export interface LeaderElection {
+  /**
+   * Acquires leadership, or confirms (advisory: the session still holds the lock) or renews (lease)
+   * it. True while this worker leads; false when another does or the lock/lease was lost.
+   */
+  acquire(): Promise<boolean>;
+  /**
+   * In one transaction fenced by leadership (checked inside it): reads the live workers and every
+   * assignment row, calls `plan`, writes only the changed rows (locked in name order, each checked
+   * to still hold what was read) and notifies `assignments`. Resolves the applied changes, or null
+   * when leadership could not be confirmed (nothing written). Rejects with the signal's reason
+   * when it aborts (the transaction rolls back).
+   */
+  rebalance(
+    plan: (snapshot: AssignmentSnapshot) => readonly AssignmentChange[],
+    signal: AbortSignal,
+  ): Promise<readonly AssignmentChange[] | null>;
+  /** Gives leadership up (best effort; a crashed leader's lock or lease lapses by itself). */
+  release(): Promise<void>;
+}
+
+/**
+ * Settings of a {@link LeaderElection}.
+ *
+ * @example
+ * ```ts
+ * import type { LeaderElectionSettings } from "@eventsalsa/eventsalsa/worker";
+ * const settings: LeaderElectionSettings = {
+ *   strategy: "lease", leaseMs: 30_000, heartbeatTimeoutMs: 30_000, rebalanceLockTimeoutMs: 60_000,
+ * };
+ * ```
+ */
+export interface LeaderElectionSettings {
+  readonly strategy: LeaderStrategy;
+  /** Lease length (lease strategy). */
+  readonly leaseMs: number;
+  /** A worker whose heartbeat is older is not live and gets no consumers. */
+  readonly heartbeatTimeoutMs: number;
+  /** How long a rebalance waits for an assignment row held by a running batch. */
+  readonly rebalanceLockTimeoutMs: number;
+}
+
+/**
  * The coordination port (see the module doc). `Tx` is what handlers receive.
  *
  * @example
@@ -163,7 +239,15 @@ export interface ListenerHandle {
 export interface Coordinator<Tx> {
   /** Start-up checks (schema present, position sequence usable by the gap rule). */
   prepare(): Promise<void>;
-  /** Registers the worker and the consumers it runs (checkpoint and assignment rows exist after). */
+  /**
+   * Deletes registrations whose heartbeat is older than `olderThanMs` (crashed workers; their
+   * assignments become free). Returns how many were removed.
+   */
+  cleanupStaleWorkers(olderThanMs: number): Promise<number>;
+  /**
+   * Registers the worker and the consumers it runs (checkpoint and assignment rows exist after),
+   * and notifies `membership`. A live registration with the same id is a `WorkerIdInUseError`.
+   */
   registerWorker(
     workerId: string,
     consumers: readonly string[],
@@ -171,10 +255,21 @@ export interface Coordinator<Tx> {
   ): Promise<void>;
   /** Refreshes the worker's heartbeat; false when its registration is gone. */
   heartbeat(workerId: string): Promise<boolean>;
-  /** Removes the worker's registration; its assignments become free. */
+  /** Removes the worker's registration (its assignments become free) and notifies `membership`. */
   unregisterWorker(workerId: string): Promise<void>;
-  /** Single-process mode: assigns these consumers to this worker (issue 4: the leader assigns). */
-  claimConsumers(workerId: string, consumers: readonly string[]): Promise<void>;
+  /** The consumers currently assigned to `workerId`. */
+  assignedConsumers(workerId: string): Promise<string[]>;
+  /** The leader election of `workerId` (nothing happens until its first `acquire`). */
+  leaderElection(workerId: string, settings: LeaderElectionSettings): LeaderElection;
+  /**
+   * Listens for coordination changes on a dedicated connection: `onChange` per notification,
+   * `onClose` once if the connection is lost. Resolves null when the adapter is configured without
+   * notifications (workers then rely on polling alone). Rejects when listening cannot start.
+   */
+  openChangeListener(
+    onChange: (change: CoordinationChange) => void,
+    onClose: (error: unknown) => void,
+  ): Promise<ListenerHandle | null>;
 
   /** The consumer's checkpoint (0 when none). */
   readCheckpoint(consumer: string): Promise<number>;

@@ -106,23 +106,48 @@ export async function runNotifyDispatcher(
 }
 
 async function listen(context: DispatcherContext, watch: PositionWatch): Promise<void> {
-  const { signal, logger, clock } = context;
+  await keepListening(
+    { ...context, what: "notify dispatcher" },
+    (onClose) => context.coordinator.openListener(() => void watch.check(), onClose),
+    // Anything appended while not listening is picked up now rather than at the next reconcile.
+    () => void watch.check(),
+  );
+}
+
+/** What {@link keepListening} needs. */
+export interface ListeningContext {
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly signal: AbortSignal;
+  /** Names the listener in log records. */
+  readonly what: string;
+}
+
+/**
+ * Keeps a listener open until the signal aborts: reopens it at once when its connection is lost,
+ * and backs off from 1 s to 30 s while opening fails. `onConnected` runs after every (re)open, to
+ * catch up on what happened while not listening. Returns at once when `open` resolves null (not
+ * configured).
+ */
+export async function keepListening(
+  context: ListeningContext,
+  open: (onClose: (error: unknown) => void) => Promise<ListenerHandle | null>,
+  onConnected: () => void,
+): Promise<void> {
+  const { signal, logger, clock, what } = context;
   let backoff = LISTENER_BACKOFF_MIN;
   const aborted = new Promise<null>((resolve) =>
     signal.addEventListener("abort", () => resolve(null), { once: true })
   );
   while (!signal.aborted) {
-    let handle: ListenerHandle;
+    let handle: ListenerHandle | null;
     let lost!: (error: unknown) => void;
     const closed = new Promise<unknown>((resolve) => (lost = resolve));
     try {
-      handle = await context.coordinator.openListener(
-        () => void watch.check(),
-        (error) => lost(error),
-      );
+      handle = await open((error) => lost(error));
     } catch (error) {
       if (signal.aborted) return;
-      logger.error?.("notify dispatcher could not listen; retrying", {
+      logger.error?.(`${what} could not listen; retrying`, {
         error: errorText(error),
         retryInMs: backoff,
       });
@@ -130,13 +155,13 @@ async function listen(context: DispatcherContext, watch: PositionWatch): Promise
       backoff = Math.min(backoff * 2, LISTENER_BACKOFF_MAX);
       continue;
     }
+    if (handle === null) return;
     backoff = LISTENER_BACKOFF_MIN;
-    logger.debug?.("notify dispatcher listening", {});
-    // Anything appended while not listening is picked up now rather than at the next reconcile.
-    void watch.check();
+    logger.debug?.(`${what} listening`, {});
+    onConnected();
     const reason = await Promise.race([closed, aborted]);
     await handle.close().catch(() => {});
     if (signal.aborted) return;
-    logger.error?.("notify dispatcher connection lost; reconnecting", { error: errorText(reason) });
+    logger.error?.(`${what} connection lost; reconnecting`, { error: errorText(reason) });
   }
 }

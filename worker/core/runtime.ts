@@ -1,11 +1,12 @@
 /**
- * The worker runtime: lifecycle (`start`/`stop`), registration and heartbeat, the dispatcher, and
- * one {@link ConsumerLoop} per consumer. Runtime-agnostic: the PostgreSQL `Worker` and the
+ * The worker runtime: lifecycle (`start`/`stop`), start-up cleanup, registration and heartbeat,
+ * the dispatcher, the coordination listener, the leader loop, and the assignment sync that runs
+ * one consumer loop per consumer assigned to this worker. Runtime-agnostic: the PostgreSQL `Worker` and the
  * in-memory worker of `@eventsalsa/eventsalsa/testing` are this class on different adapters.
  *
  * @module
  */
-import { errorText, WorkerAlreadyStartedError } from "../errors.ts";
+import { errorText, WorkerAlreadyStartedError, WorkerRegistrationLostError } from "../errors.ts";
 import {
   checkConsumers,
   type ResolvedRuntimeOptions,
@@ -14,8 +15,15 @@ import {
 } from "../options.ts";
 import type { Consumer } from "../types.ts";
 import type { Coordinator } from "./coordination.ts";
-import { ConsumerLoop, type ConsumerLoopExit, safely } from "./consumer_loop.ts";
-import { type DispatcherContext, runNotifyDispatcher, runPollDispatcher } from "./dispatcher.ts";
+import { AssignmentSync } from "./assignment_sync.ts";
+import { type ConsumerLoopExit, safely } from "./consumer_loop.ts";
+import {
+  type DispatcherContext,
+  keepListening,
+  runNotifyDispatcher,
+  runPollDispatcher,
+} from "./dispatcher.ts";
+import { LeaderLoop } from "./leadership.ts";
 import { pause, Wakeup } from "./wakeup.ts";
 
 /**
@@ -41,6 +49,8 @@ export class WorkerRuntime<Tx> {
   readonly #options: ResolvedRuntimeOptions;
   #control: AbortController | null = null;
   #running: Promise<void> | null = null;
+  #leader: LeaderLoop | null = null;
+  #sync: AssignmentSync<Tx> | null = null;
 
   /**
    * Validates consumers and options; `extraOptionKeys` are options an adapter consumed itself
@@ -66,6 +76,16 @@ export class WorkerRuntime<Tx> {
   /** Whether `start` is running. */
   get running(): boolean {
     return this.#running !== null;
+  }
+
+  /** Whether this worker currently believes it is the leader. */
+  get isLeader(): boolean {
+    return this.#leader?.isLeader ?? false;
+  }
+
+  /** The consumers this worker is running now (assigned to it, loops started). */
+  get runningConsumers(): string[] {
+    return this.#sync?.running ?? [];
   }
 
   /**
@@ -110,15 +130,17 @@ export class WorkerRuntime<Tx> {
     try {
       await coordinator.prepare();
       if (signal.aborted) return;
+      await this.#cleanup();
       await coordinator.registerWorker(this.id, names, o.heartbeatTimeout);
       registered = true;
-      await coordinator.claimConsumers(this.id, names);
       safely(() => o.logger.info?.("worker started", { workerId: this.id, consumers: names }));
-      const wakeup = new Wakeup();
+      const events = new Wakeup();
+      const leaderWakeup = new Wakeup();
+      const syncWakeup = new Wakeup();
       const context: DispatcherContext = {
         coordinator: coordinator as Coordinator<unknown>,
         clock: o.clock,
-        wakeup,
+        wakeup: events,
         logger: o.logger,
         signal,
       };
@@ -126,12 +148,45 @@ export class WorkerRuntime<Tx> {
         (o.dispatcher === "notify"
           ? runNotifyDispatcher(context, o.notifyReconcileInterval)
           : runPollDispatcher(context, o.dispatcherInterval)).catch(fail),
-        this.#heartbeat(signal),
+        this.#heartbeat(signal, fail),
+        keepListening(
+          { clock: o.clock, logger: o.logger, signal, what: "coordination listener" },
+          (onClose) =>
+            coordinator.openChangeListener((change) => {
+              syncWakeup.signal();
+              if (change === "membership") leaderWakeup.signal();
+            }, onClose),
+          () => {
+            syncWakeup.signal();
+            leaderWakeup.signal();
+          },
+        ).catch(fail),
       );
-      for (const consumer of this.#consumers) {
-        const loop = new ConsumerLoop<Tx>({ consumer, coordinator, options: o, wakeup, signal });
-        tasks.push(loop.run().then((exit) => this.#loopEnded(consumer.name, exit, fail), fail));
-      }
+      const leader = new LeaderLoop({
+        election: coordinator.leaderElection(this.id, {
+          strategy: o.leaderStrategy,
+          leaseMs: o.heartbeatTimeout,
+          heartbeatTimeoutMs: o.heartbeatTimeout,
+          rebalanceLockTimeoutMs: Math.min(2_147_483_647, 2 * o.batchTimeout),
+        }),
+        options: o,
+        wakeup: leaderWakeup,
+        signal,
+        onRebalanced: () => syncWakeup.signal(),
+      });
+      const sync = new AssignmentSync<Tx>({
+        coordinator,
+        consumers: this.#consumers,
+        options: o,
+        events,
+        wakeup: syncWakeup,
+        signal,
+        onLoopExit: (name, exit) => this.#loopEnded(name, exit, fail),
+        onLoopError: fail,
+      });
+      this.#leader = leader;
+      this.#sync = sync;
+      tasks.push(leader.run().catch(fail), sync.run().catch(fail));
       await new Promise<void>((resolve) => {
         if (signal.aborted) resolve();
         else signal.addEventListener("abort", () => resolve(), { once: true });
@@ -141,6 +196,8 @@ export class WorkerRuntime<Tx> {
     } finally {
       control.abort();
       await Promise.allSettled(tasks);
+      this.#leader = null;
+      this.#sync = null;
       if (registered) {
         await coordinator.unregisterWorker(this.id).catch((error) =>
           safely(() =>
@@ -161,33 +218,72 @@ export class WorkerRuntime<Tx> {
     if (fatal !== null) throw fatal;
   }
 
-  #loopEnded(name: string, exit: ConsumerLoopExit, fail: (error: unknown) => void): void {
+  /** Start-up cleanup: registrations silent for twice the heartbeat timeout are crashed workers. */
+  async #cleanup(): Promise<void> {
     const o = this.#options;
-    safely(() => o.observer.consumerStopped?.({ consumer: name, reason: exit.reason }));
-    if (exit.reason === "failed") fail(exit.error);
-    else if (exit.reason === "ownershipLost") {
-      // Single-process mode: someone else took the consumer. The fence stopped this worker from
-      // committing; issue 4's assignment sync restarts the loop if the consumer comes back.
+    try {
+      const removed = await this.#coordinator.cleanupStaleWorkers(2 * o.heartbeatTimeout);
+      if (removed > 0) {
+        safely(() =>
+          o.logger.info?.("removed stale worker registrations", { workerId: this.id, removed })
+        );
+      }
+    } catch (error) {
       safely(() =>
-        o.logger.error?.("consumer ownership lost; stopping this consumer", {
-          consumer: name,
-          workerId: this.id,
-          owner: exit.owner,
+        o.logger.error?.("could not clean up stale worker registrations", {
+          error: errorText(error),
         })
       );
     }
   }
 
-  async #heartbeat(signal: AbortSignal): Promise<void> {
+  #loopEnded(name: string, exit: ConsumerLoopExit, fail: (error: unknown) => void): void {
     const o = this.#options;
+    safely(() => o.observer.consumerStopped?.({ consumer: name, reason: exit.reason }));
+    if (exit.reason === "failed") fail(exit.error);
+    else if (exit.reason === "ownershipLost") {
+      // The fence refused a batch: the consumer belongs to another worker now. The assignment
+      // sync starts the loop again if the consumer comes back.
+      safely(() =>
+        o.logger.info?.("consumer ownership lost; stopping this consumer", {
+          consumer: name,
+          workerId: this.id,
+          owner: exit.owner,
+        })
+      );
+    } else if (exit.reason === "released") {
+      safely(() =>
+        o.logger.info?.("consumer assigned elsewhere; stopped", {
+          consumer: name,
+          workerId: this.id,
+        })
+      );
+    }
+  }
+
+  /** Heartbeats; a registration missing at two heartbeats in a row stops the worker. */
+  async #heartbeat(signal: AbortSignal, fail: (error: unknown) => void): Promise<void> {
+    const o = this.#options;
+    let misses = 0;
     while (await pause(o.clock, o.heartbeatInterval, signal)) {
       try {
-        if (!await this.#coordinator.heartbeat(this.id)) {
-          safely(() =>
-            o.logger.error?.("worker registration missing during heartbeat", { workerId: this.id })
-          );
+        if (await this.#coordinator.heartbeat(this.id)) {
+          misses = 0;
+          continue;
         }
+        misses++;
+        if (signal.aborted) return;
+        if (misses >= 2) {
+          fail(new WorkerRegistrationLostError(this.id));
+          return;
+        }
+        safely(() =>
+          o.logger.error?.("worker registration missing during heartbeat; stopping if it stays", {
+            workerId: this.id,
+          })
+        );
       } catch (error) {
+        misses = 0;
         if (!signal.aborted) {
           safely(() =>
             o.logger.error?.("heartbeat failed", { workerId: this.id, error: errorText(error) })

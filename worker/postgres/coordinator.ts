@@ -14,11 +14,15 @@ import type {
   BatchOutcome,
   BatchRequest,
   BatchSession,
+  CoordinationChange,
   Coordinator,
   DeadLetterRecord,
   GapSkipRecord,
+  LeaderElection,
+  LeaderElectionSettings,
   ListenerHandle,
 } from "../core/coordination.ts";
+import { AdvisoryElection, type ElectionContext, LeaseElection } from "./leadership.ts";
 import type { GapToken, WindowRead } from "../core/gap_rule.ts";
 import { rejectOnAbort } from "../core/wakeup.ts";
 import { DeadLetterNotFoundError, WorkerIdInUseError, WorkerSetupError } from "../errors.ts";
@@ -56,6 +60,8 @@ export interface PostgresCoordinatorSettings {
   readonly tables: WorkerTables;
   /** The LISTEN channel (validated), or null when notifications are not used. */
   readonly notifyChannel: SqlIdentifier | null;
+  /** The coordination channel (joins, leaves, assignment changes), or null: polling only. */
+  readonly coordinationChannel?: SqlIdentifier | null;
   /** Connection for LISTEN; derived from the pool when omitted. */
   // deno-lint-ignore no-explicit-any
   readonly notifyConnection?: string | postgres.Options<any>;
@@ -106,6 +112,7 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
   readonly #sequence: SqlIdentifier;
   #control: postgres.Sql | null = null;
   readonly #q: Record<string, string>;
+  #nodesOid: Promise<string> | null = null;
 
   /** Prepares the SQL text once. */
   // deno-lint-ignore no-explicit-any
@@ -119,6 +126,13 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
     const { nodes: N, assignments: A, checkpoints: C, gapSkips: G, deadLetters: D } =
       settings.tables;
     this.#q = {
+      nodesOid: `SELECT to_regclass($1)::oid::text`,
+      cleanup: `DELETE FROM ${N.quoted}
+        WHERE heartbeat_at < now() - $1::bigint * interval '1 millisecond'`,
+      notify: `SELECT pg_notify($1, $2)`,
+      unregisterNotify: `WITH d AS (DELETE FROM ${N.quoted} WHERE worker_id = $1 RETURNING 1)
+        SELECT pg_notify($2, $3) FROM d`,
+      assigned: `SELECT consumer_name FROM ${A.quoted} WHERE worker_id = $1`,
       register: `INSERT INTO ${N.quoted} AS n (worker_id, consumers, started_at, heartbeat_at)
         VALUES ($1, $2::text[], now(), now())
         ON CONFLICT (worker_id) DO UPDATE SET consumers = excluded.consumers, started_at = now(), heartbeat_at = now()
@@ -129,8 +143,6 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
         ON CONFLICT (consumer_name) DO NOTHING`,
       heartbeat: `UPDATE ${N.quoted} SET heartbeat_at = now() WHERE worker_id = $1`,
       unregister: `DELETE FROM ${N.quoted} WHERE worker_id = $1`,
-      claim: `UPDATE ${A.quoted} SET worker_id = $1, updated_at = now()
-        WHERE consumer_name = ANY($2::text[]) AND worker_id IS DISTINCT FROM $1`,
       checkpoint: `SELECT last_position FROM ${C.quoted} WHERE consumer_name = $1`,
       blocking: `SELECT global_position FROM ${D.quoted}
         WHERE consumer_name = $1 AND NOT skipped AND resolved_at IS NULL`,
@@ -149,7 +161,11 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
       reportGap:
         `UPDATE ${C.quoted} SET gap_position = $2::bigint, gap_since = $3::text::timestamptz,
         gap_blockers = $4::text::jsonb WHERE consumer_name = $1`,
-      fence: `SELECT a.worker_id, c.last_position FROM ${A.quoted} a
+      // Also bounds the transaction server-side: a frozen worker cannot hold the rows forever.
+      fence: `SELECT a.worker_id, c.last_position,
+          set_config('idle_in_transaction_session_timeout',
+            coalesce($2::text, current_setting('idle_in_transaction_session_timeout')), true)
+        FROM ${A.quoted} a
         JOIN ${C.quoted} c ON c.consumer_name = a.consumer_name
         WHERE a.consumer_name = $1 FOR UPDATE OF a, c`,
       save: `UPDATE ${C.quoted} SET last_position = $2::bigint, updated_at = now()
@@ -175,7 +191,8 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
         WHERE consumer_name = $1 AND global_position = $2::bigint`,
       tables:
         `SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL, to_regclass($3) IS NOT NULL,
-        to_regclass($4) IS NOT NULL, to_regclass($5) IS NOT NULL, to_regclass($6) IS NOT NULL`,
+        to_regclass($4) IS NOT NULL, to_regclass($5) IS NOT NULL, to_regclass($6) IS NOT NULL,
+        to_regclass($7) IS NOT NULL`,
       sequence: `SELECT s.seqcache, s.seqrelid::regclass::text FROM pg_sequence s
         WHERE s.seqrelid = coalesce(to_regclass(pg_get_serial_sequence($1, 'global_position')), to_regclass($2))`,
     };
@@ -184,7 +201,15 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
   /** Checks that the worker's and the store's tables exist and the position sequence has CACHE 1. */
   async prepare(): Promise<void> {
     const t = this.#settings.tables;
-    const names = [t.nodes, t.assignments, t.checkpoints, t.gapSkips, t.deadLetters, this.#events];
+    const names = [
+      t.nodes,
+      t.assignments,
+      t.checkpoints,
+      t.gapSkips,
+      t.deadLetters,
+      t.leader,
+      this.#events,
+    ];
     const [present] = await run(this.#sql, this.#q.tables, names.map((n) => n.quoted));
     const missing = names.filter((_, i) => present[i] !== true).map((n) => n.text);
     if (missing.length > 0) {
@@ -213,6 +238,35 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
     }
   }
 
+  /** The oid of the worker_nodes table: the advisory lock key's low half, the notification tag. */
+  #oid(): Promise<string> {
+    this.#nodesOid ??= run(this.#sql, this.#q.nodesOid, [this.#settings.tables.nodes.quoted]).then(
+      ([[oid]]) => {
+        if (oid === null) throw new WorkerSetupError("the worker tables are missing");
+        return oid as string;
+      },
+    );
+    this.#nodesOid.catch(() => (this.#nodesOid = null));
+    return this.#nodesOid;
+  }
+
+  get #channel(): SqlIdentifier | null {
+    return this.#settings.coordinationChannel ?? null;
+  }
+
+  async #announce(sql: Executor, change: CoordinationChange): Promise<void> {
+    const channel = this.#channel;
+    if (channel === null) return;
+    await run(sql, this.#q.notify, [channel.name, `${change}:${await this.#oid()}`]);
+  }
+
+  /** Deletes registrations silent for longer than `olderThanMs`; announces it when any went. */
+  async cleanupStaleWorkers(olderThanMs: number): Promise<number> {
+    const removed = await affected(this.#sql, this.#q.cleanup, [Math.round(olderThanMs)]);
+    if (removed > 0) await this.#announce(this.#sql, "membership");
+    return removed;
+  }
+
   /** Registers the worker and makes sure every consumer has assignment and checkpoint rows. */
   async registerWorker(
     workerId: string,
@@ -229,6 +283,7 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
       if (inserted === 0) throw new WorkerIdInUseError(workerId);
       await affected(tx, this.#q.ensureAssignments, [names]);
       await affected(tx, this.#q.ensureCheckpoints, [names]);
+      await this.#announce(tx, "membership");
     });
   }
 
@@ -237,14 +292,62 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
     return (await affected(this.#sql, this.#q.heartbeat, [workerId])) === 1;
   }
 
-  /** Deletes the registration; the foreign key frees its assignments. */
+  /**
+   * Deletes the registration (the foreign keys free its assignments and drop its lease) and
+   * announces it. Retried on a deadlock with a concurrent rebalance.
+   */
   async unregisterWorker(workerId: string): Promise<void> {
-    await affected(this.#sql, this.#q.unregister, [workerId]);
+    const channel = this.#channel;
+    for (let attempt = 1;; attempt++) {
+      try {
+        if (channel === null) await affected(this.#sql, this.#q.unregister, [workerId]);
+        else {
+          await run(this.#sql, this.#q.unregisterNotify, [
+            workerId,
+            channel.name,
+            `membership:${await this.#oid()}`,
+          ]);
+        }
+        return;
+      } catch (error) {
+        if ((error as { code?: string })?.code !== "40P01" || attempt >= 3) throw error;
+      }
+    }
   }
 
-  /** Assigns the consumers to this worker (single-process mode). */
-  async claimConsumers(workerId: string, consumers: readonly string[]): Promise<void> {
-    await affected(this.#sql, this.#q.claim, [workerId, textArrayLiteral(consumers)]);
+  /** The consumers assigned to `workerId`. */
+  async assignedConsumers(workerId: string): Promise<string[]> {
+    return (await run(this.#sql, this.#q.assigned, [workerId])).map((row) => row[0] as string);
+  }
+
+  /** The leader election of `workerId`: advisory lock or lease (see ./leadership.ts). */
+  leaderElection(workerId: string, settings: LeaderElectionSettings): LeaderElection {
+    const context: ElectionContext = {
+      sql: this.#sql,
+      prepare: prepares(this.#sql),
+      tables: this.#settings.tables,
+      channel: this.#channel,
+      nodesOid: () => this.#oid(),
+      cancel: (pid) => this.#cancel(pid),
+    };
+    return settings.strategy === "lease"
+      ? new LeaseElection(context, workerId, settings)
+      : new AdvisoryElection(context, workerId, settings);
+  }
+
+  /** LISTEN for coordination changes of this schema's fleet; null without a channel. */
+  async openChangeListener(
+    onChange: (change: CoordinationChange) => void,
+    onClose: (error: unknown) => void,
+  ): Promise<ListenerHandle | null> {
+    const channel = this.#channel;
+    if (channel === null) return null;
+    const tag = `:${await this.#oid()}`;
+    return await this.#listen(channel, (payload) => {
+      if (!payload.endsWith(tag)) return; // another schema's fleet on the same database
+      const kind = payload.slice(0, -tag.length);
+      if (kind === "membership" || kind === "assignments") onChange(kind);
+    }, onClose);
   }
 
   /** The checkpoint, 0 when there is none. */
@@ -328,7 +431,10 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
     const save: { pending: Promise<{ count: number }> | null } = { pending: null };
     try {
       const outcome = await this.#sql.begin(async (raw): Promise<BatchOutcome<T>> => {
-        const fenceQuery = statement(raw, this.#q.fence, [consumer]).execute();
+        const fenceQuery = statement(raw, this.#q.fence, [
+          consumer,
+          request.idleTimeout === undefined ? null : String(Math.round(request.idleTimeout)),
+        ]).execute();
         const resolvedQuery = read !== null && read.pendingToken !== null
           ? statement(raw, this.#q.resolved, [read.pendingToken as string]).execute()
           : null;
@@ -478,20 +584,30 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
   }
 
   /** LISTEN on a dedicated connection; `onClose` fires once if it drops. */
-  async openListener(
+  openListener(
     onNotify: () => void,
     onClose: (error: unknown) => void,
   ): Promise<ListenerHandle> {
     const channel = this.#settings.notifyChannel;
     if (channel === null) {
-      throw new WorkerSetupError("no notify channel configured for the notify dispatcher");
+      return Promise.reject(
+        new WorkerSetupError("no notify channel configured for the notify dispatcher"),
+      );
     }
+    return this.#listen(channel, () => onNotify(), onClose);
+  }
+
+  async #listen(
+    channel: SqlIdentifier,
+    onNotify: (payload: string) => void,
+    onClose: (error: unknown) => void,
+  ): Promise<ListenerHandle> {
     let closing = false;
     let lost = false;
     const hooks = {
       onnotice: () => {},
-      onnotify: (name: string) => {
-        if (name === channel.name) onNotify();
+      onnotify: (name: string, payload: string) => {
+        if (name === channel.name) onNotify(payload);
       },
       onclose: () => {
         if (closing || lost) return;

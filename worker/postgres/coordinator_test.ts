@@ -89,9 +89,9 @@ describe("PostgresCoordinator: the gap token (DESIGN §4)", () => {
 
 describe("PostgresCoordinator: the batch fence", () => {
   it("refuses a worker that does not own the consumer, and a stale checkpoint", T, async (t) => {
-    await withCoordinator(t, async (_h, c) => {
+    await withCoordinator(t, async (h, c) => {
       await c.registerWorker("w-1", ["p"], 30_000);
-      await c.claimConsumers("w-1", ["p"]);
+      await h.sql`UPDATE consumer_assignments SET worker_id = 'w-1' WHERE consumer_name = 'p'`;
       const request = { consumer: "p", expectedCheckpoint: 0, signal, read: null };
       const work = () => Promise.resolve("ran");
       assert.deepEqual(await c.runBatch({ ...request, workerId: "w-2" }, work), {
@@ -124,7 +124,7 @@ describe("PostgresCoordinator: the batch fence", () => {
       await withCoordinator(t, async (h, c) => {
         await h.append();
         await c.registerWorker("w-1", ["p"], 30_000);
-        await c.claimConsumers("w-1", ["p"]);
+        await h.sql`UPDATE consumer_assignments SET worker_id = 'w-1' WHERE consumer_name = 'p'`;
         const request = {
           consumer: "p",
           workerId: "w-1",

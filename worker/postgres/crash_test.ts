@@ -37,7 +37,16 @@ async function child(plan: ChildPlan): Promise<void> {
         VALUES ('once', ${event.globalPosition}, ${context.workerId})`;
       if (event.globalPosition === plan.crashAt) process.exit(CRASH_EXIT);
     },
-  }], { workerId: plan.workerId, batchSize: 5, pollInterval: 20, batchPause: 0 });
+  }], {
+    workerId: plan.workerId,
+    batchSize: 5,
+    pollInterval: 20,
+    batchPause: 0,
+    // The previous child died without cleanup: its row must stop counting as live soon.
+    heartbeatInterval: 100,
+    heartbeatTimeout: 1_000,
+    rebalanceInterval: 200,
+  });
   await worker.start();
 }
 
@@ -88,7 +97,12 @@ if (childPlan !== undefined) {
             );
             assert.equal(await h.checkpoint("once"), rows.length);
           }
-          const survivor = h.worker([h.projection("once")]);
+          // The last child's row stays until its heartbeat is older than the survivor's timeout.
+          const survivor = h.worker([h.projection("once")], {
+            heartbeatInterval: 100,
+            heartbeatTimeout: 2_000,
+            rebalanceInterval: 100,
+          });
           const running = survivor.start();
           await until(async () => (await h.checkpoint("once")) === 20, {
             clock: h.clock,

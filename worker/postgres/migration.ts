@@ -8,7 +8,8 @@ import { indexName, workerTables } from "./tables.ts";
  * The DDL of the worker's tables: idempotent (`IF NOT EXISTS` throughout), schemas created for
  * schema-qualified names. Tables: worker registrations (with the consumers each registered),
  * consumer assignments (fence rows), checkpoints (with the current gap wait, for `status`), the
- * `maxGapWait` skip audit, and dead letters.
+ * `maxGapWait` skip audit, dead letters, and the leader row (the lease of the `lease` strategy;
+ * for `advisory`, who holds the lock, for `status`).
  *
  * @example
  * ```ts
@@ -19,7 +20,7 @@ import { indexName, workerTables } from "./tables.ts";
 export function migrationSql(options: WorkerTableOptions = {}): string {
   const t = workerTables(options);
   const schemas = new Set(
-    [t.nodes, t.assignments, t.checkpoints, t.gapSkips, t.deadLetters]
+    [t.nodes, t.assignments, t.checkpoints, t.gapSkips, t.deadLetters, t.leader]
       .map((table) => table.schema)
       .filter((schema): schema is string => schema !== null),
   );
@@ -83,6 +84,14 @@ export function migrationSql(options: WorkerTableOptions = {}): string {
     resolved_at TIMESTAMPTZ,
     redriven_at TIMESTAMPTZ,
     PRIMARY KEY (consumer_name, global_position)
+);`,
+    `CREATE TABLE IF NOT EXISTS ${t.leader.quoted} (
+    lease_key TEXT PRIMARY KEY CHECK (lease_key = 'leader'),
+    leader_id TEXT REFERENCES ${t.nodes.quoted} (worker_id) ON DELETE CASCADE,
+    strategy TEXT NOT NULL CHECK (strategy IN ('advisory', 'lease')),
+    acquired_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    expires_at TIMESTAMPTZ,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );`,
   );
   return lines.join("\n") + "\n";

@@ -5,7 +5,7 @@ import { WorkerConfigError } from "../errors.ts";
 import { migrate, migrationSql } from "./migration.ts";
 
 describe("worker migrationSql", () => {
-  it("creates the five tables with their keys, foreign key and indexes", () => {
+  it("creates the six tables with their keys, foreign keys and indexes", () => {
     const ddl = migrationSql();
     for (
       const expected of [
@@ -21,6 +21,8 @@ describe("worker migrationSql", () => {
         `CREATE INDEX IF NOT EXISTS "idx_worker_nodes_heartbeat"`,
         `CREATE INDEX IF NOT EXISTS "idx_consumer_assignments_worker"`,
         `CREATE INDEX IF NOT EXISTS "idx_consumer_gap_skips_consumer"`,
+        `CREATE TABLE IF NOT EXISTS "worker_leader_election"`,
+        `leader_id TEXT REFERENCES "worker_nodes" (worker_id) ON DELETE CASCADE`,
       ]
     ) assert.ok(ddl.includes(expected), expected);
     assert.ok(!ddl.includes("CREATE SCHEMA"));
@@ -30,7 +32,9 @@ describe("worker migrationSql", () => {
     const ddl = migrationSql({
       workerNodesTable: "infra.nodes",
       consumerDeadLettersTable: "ops.dlq",
+      leaderElectionTable: "infra.leader",
     });
+    assert.ok(ddl.includes(`CREATE TABLE IF NOT EXISTS "infra"."leader"`));
     assert.ok(ddl.includes(`CREATE SCHEMA IF NOT EXISTS "infra";`));
     assert.ok(ddl.includes(`CREATE SCHEMA IF NOT EXISTS "ops";`));
     assert.ok(ddl.includes(`CREATE TABLE IF NOT EXISTS "infra"."nodes"`));
@@ -85,6 +89,7 @@ describe("worker migrationSql", () => {
         "consumer_checkpoints",
         "consumer_dead_letters",
         "consumer_gap_skips",
+        "worker_leader_election",
         "worker_nodes",
       ]);
     } finally {

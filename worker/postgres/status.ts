@@ -3,7 +3,14 @@ import { toSafeNumber } from "../../internal/safe_number.ts";
 import { storeTables } from "../../store/migration.ts";
 import { WorkerConfigError } from "../errors.ts";
 import { WORKER_DEFAULTS, type WorkerTableOptions } from "../options.ts";
-import type { ConsumerStatus, GapBlocker, WorkerNodeStatus, WorkerStatus } from "../types.ts";
+import type {
+  ConsumerStatus,
+  GapBlocker,
+  LeaderStatus,
+  WorkerNodeStatus,
+  WorkerStatus,
+} from "../types.ts";
+import { ADVISORY_LOCK_CLASSID } from "./leadership.ts";
 import { run } from "../../internal/postgres_query.ts";
 import { workerTables } from "./tables.ts";
 
@@ -26,7 +33,8 @@ export interface StatusOptions extends WorkerTableOptions {
 const date = (value: unknown): Date => value instanceof Date ? value : new Date(String(value));
 
 /**
- * A consistent snapshot (one repeatable-read, read-only transaction) of the workers, assignments,
+ * A consistent snapshot (one repeatable-read, read-only transaction) of the workers, the leader,
+ * assignments,
  * checkpoints, lag (latest position − checkpoint) per consumer, current gap waits and dead-letter
  * counts. The CLI's `status` prints it.
  *
@@ -79,6 +87,25 @@ export async function status(
       LEFT JOIN ${t.checkpoints.quoted} c ON c.consumer_name = n.consumer_name
       ORDER BY n.consumer_name COLLATE "C"`,
     );
+    // The leader row counts when its lease is unexpired, or (advisory) while some session holds
+    // this schema's lock.
+    const leaderRows = await run(
+      tx,
+      `SELECT l.leader_id, l.strategy, l.acquired_at, l.expires_at FROM ${t.leader.quoted} l
+      WHERE l.lease_key = 'leader' AND l.leader_id IS NOT NULL AND (
+        (l.strategy = 'lease' AND l.expires_at > now()) OR
+        (l.strategy = 'advisory' AND EXISTS (SELECT 1 FROM pg_locks k WHERE k.locktype = 'advisory'
+          AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND k.classid = ${ADVISORY_LOCK_CLASSID}::oid AND k.objid = to_regclass($1)::oid
+          AND k.objsubid = 1 AND k.granted)))`,
+      [t.nodes.quoted],
+    );
+    const leader: LeaderStatus | null = leaderRows.length === 0 ? null : {
+      workerId: leaderRows[0][0] as string,
+      strategy: leaderRows[0][1] as "advisory" | "lease",
+      since: date(leaderRows[0][2]),
+      expiresAt: leaderRows[0][3] === null ? null : date(leaderRows[0][3]),
+    };
     const workers = workerRows.map((row): WorkerNodeStatus => ({
       workerId: row[0] as string,
       startedAt: date(row[1]),
@@ -107,6 +134,6 @@ export async function status(
         gapSkips: toSafeNumber(row[10], "gap skips"),
       };
     });
-    return { latestPosition: latest, workers, consumers };
+    return { latestPosition: latest, workers, leader, consumers };
   }) as WorkerStatus;
 }

@@ -21,6 +21,7 @@ export interface WorkerTables {
   readonly checkpoints: SqlIdentifier;
   readonly gapSkips: SqlIdentifier;
   readonly deadLetters: SqlIdentifier;
+  readonly leader: SqlIdentifier;
 }
 
 /** The option names that hold table names. */
@@ -30,6 +31,7 @@ export const TABLE_OPTION_KEYS: readonly string[] = [
   "consumerCheckpointsTable",
   "consumerGapSkipsTable",
   "consumerDeadLettersTable",
+  "leaderElectionTable",
 ];
 
 /** Wraps identifier problems in the worker's own error type. */
@@ -65,6 +67,10 @@ export function workerTables(options: WorkerTableOptions = {}): WorkerTables {
     deadLetters: identifier(
       options.consumerDeadLettersTable ?? "consumer_dead_letters",
       "consumerDeadLettersTable",
+    ),
+    leader: identifier(
+      options.leaderElectionTable ?? "worker_leader_election",
+      "leaderElectionTable",
     ),
   };
 }

@@ -1,0 +1,127 @@
+/**
+ * Assignment sync: every worker reads the consumers assigned to it — at start, on every change
+ * notification, and every `assignmentPollInterval` anyway — and starts a {@link ConsumerLoop}
+ * for each one it runs that is not running yet, and releases the loops of consumers assigned
+ * elsewhere (they stop between batches). At most one loop per consumer runs in a worker at any
+ * time: a released loop must end before its consumer can start again.
+ *
+ * @module
+ */
+import { errorText } from "../errors.ts";
+import type { ResolvedRuntimeOptions } from "../options.ts";
+import type { Consumer } from "../types.ts";
+import type { Coordinator } from "./coordination.ts";
+import { ConsumerLoop, type ConsumerLoopExit, safely } from "./consumer_loop.ts";
+import type { Wakeup } from "./wakeup.ts";
+
+/** Inputs of an {@link AssignmentSync}. */
+export interface AssignmentSyncContext<Tx> {
+  readonly coordinator: Coordinator<Tx>;
+  readonly consumers: readonly Consumer<Tx>[];
+  readonly options: ResolvedRuntimeOptions;
+  /** The dispatcher's wakeup, shared by every consumer loop. */
+  readonly events: Wakeup;
+  /** Signalled on change notifications (and by the local leader): sync now. */
+  readonly wakeup: Wakeup;
+  /** Shutdown. */
+  readonly signal: AbortSignal;
+  /** Called when a consumer loop ends (the runtime turns `failed` into a fatal error). */
+  readonly onLoopExit: (consumer: string, exit: ConsumerLoopExit) => void;
+  /** Called when a consumer loop throws (a bug): the runtime stops with it. */
+  readonly onLoopError: (error: unknown) => void;
+}
+
+interface Running {
+  readonly release: AbortController;
+  readonly done: Promise<void>;
+}
+
+/**
+ * Keeps the set of running consumer loops equal to this worker's assignments.
+ */
+export class AssignmentSync<Tx> {
+  readonly #c: AssignmentSyncContext<Tx>;
+  readonly #byName: Map<string, Consumer<Tx>>;
+  readonly #running = new Map<string, Running>();
+
+  /** Creates the sync; nothing runs until {@link AssignmentSync.run}. */
+  constructor(context: AssignmentSyncContext<Tx>) {
+    this.#c = context;
+    this.#byName = new Map(context.consumers.map((c) => [c.name, c]));
+  }
+
+  /** The consumers with a running loop in this worker (releasing ones included). */
+  get running(): string[] {
+    return [...this.#running.keys()];
+  }
+
+  /** Syncs until shutdown, then waits for every loop to end. */
+  async run(): Promise<void> {
+    const { options: o, wakeup, signal } = this.#c;
+    try {
+      while (!signal.aborted) {
+        const seen = wakeup.generation;
+        await this.sync();
+        const woke = await wakeup.wait(seen, o.assignmentPollInterval, o.clock, signal);
+        if (woke === "aborted") break;
+      }
+    } finally {
+      await Promise.allSettled([...this.#running.values()].map((r) => r.done));
+    }
+  }
+
+  /** Reads the assignments once and starts or releases loops accordingly. */
+  async sync(): Promise<void> {
+    const { coordinator, options: o, signal } = this.#c;
+    let assigned: string[];
+    try {
+      assigned = await coordinator.assignedConsumers(o.workerId);
+    } catch (error) {
+      if (!signal.aborted) {
+        safely(() =>
+          o.logger.error?.("could not read this worker's assignments", {
+            workerId: o.workerId,
+            error: errorText(error),
+          })
+        );
+      }
+      return;
+    }
+    if (signal.aborted) return;
+    const mine = new Set(assigned.filter((name) => this.#byName.has(name)));
+    for (const [name, running] of this.#running) {
+      if (!mine.has(name) && !running.release.signal.aborted) running.release.abort();
+    }
+    for (const name of mine) {
+      if (!this.#running.has(name)) this.#start(this.#byName.get(name)!);
+    }
+  }
+
+  #start(consumer: Consumer<Tx>): void {
+    const { coordinator, options: o, events, signal, wakeup, onLoopExit, onLoopError } = this.#c;
+    const release = new AbortController();
+    const loop = new ConsumerLoop<Tx>({
+      consumer,
+      coordinator,
+      options: o,
+      wakeup: events,
+      signal,
+      release: release.signal,
+    });
+    safely(() =>
+      o.logger.info?.("starting consumer", { consumer: consumer.name, workerId: o.workerId })
+    );
+    safely(() => o.observer.consumerStarted?.({ consumer: consumer.name, workerId: o.workerId }));
+    const done = loop.run().then((exit) => {
+      this.#running.delete(consumer.name);
+      onLoopExit(consumer.name, exit);
+      // A consumer released while it was assigned back starts again on the next sync.
+      if (exit.reason === "released") wakeup.signal();
+    }, (error) => {
+      // The loop handles its own failures; anything escaping it is a bug worth stopping for.
+      this.#running.delete(consumer.name);
+      onLoopError(error);
+    });
+    this.#running.set(consumer.name, { release, done });
+  }
+}
