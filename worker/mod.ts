@@ -15,9 +15,15 @@
  *   dead-letter table (skipped only when the policy says so) and can be redriven.
  * - **Wakeups**: idle consumers back off from `pollInterval` to `maxPollInterval`; a `poll` or
  *   `notify` (LISTEN) dispatcher wakes them when the log grows.
+ * - **Many processes**: start the same worker in as many processes as you like. They register
+ *   with heartbeats and elect a leader (`advisory` lock or `lease` row); the leader spreads the
+ *   consumers over the live workers that registered them — balanced within one, sticky (a join or
+ *   a leave moves only what must move) — and workers learn their assignments by NOTIFY within
+ *   about a second. The per-batch fence keeps a paused, partitioned or demoted worker from ever
+ *   committing for a consumer it no longer owns. Worker ids are injectable (`workerId`).
  *
- * The core (consumer loop, frontier, gap rule, back-off) talks only to the {@link Coordinator}
- * port and the {@link Clock}; {@link Worker} is the core on the PostgreSQL adapter, and
+ * The core (consumer loop, frontier, gap rule, back-off, leader loop, {@link planAssignments},
+ * assignment sync) talks only to the {@link Coordinator} port and the {@link Clock}; {@link Worker} is the core on the PostgreSQL adapter, and
  * `InMemoryWorker` in `@eventsalsa/eventsalsa/testing` the same core in memory.
  *
  * @example
@@ -74,6 +80,7 @@ export {
   WorkerAlreadyStartedError,
   WorkerConfigError,
   WorkerIdInUseError,
+  WorkerRegistrationLostError,
   WorkerSetupError,
 } from "./errors.ts";
 export type {
@@ -84,6 +91,7 @@ export type {
   GapWait,
   HandlerContext,
   HandlerFailure,
+  LeaderStatus,
   PoisonDecision,
   PoisonPolicy,
   WorkerNodeStatus,
@@ -108,11 +116,22 @@ export type {
   BatchOutcome,
   BatchRequest,
   BatchSession,
+  CoordinationChange,
   Coordinator,
   DeadLetterRecord,
   GapSkipRecord,
+  LeaderElection,
+  LeaderElectionSettings,
   ListenerHandle,
 } from "./core/coordination.ts";
+export {
+  applyAssignmentChanges,
+  type AssignmentChange,
+  type AssignmentSnapshot,
+  compareCodePoints,
+  planAssignments,
+  type WorkerMembership,
+} from "./core/assignment.ts";
 export { WorkerRuntime } from "./core/runtime.ts";
 export { Worker } from "./worker.ts";
 export type { WorkerStore } from "./postgres/coordinator.ts";
