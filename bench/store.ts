@@ -14,11 +14,23 @@ const payload = new TextEncoder().encode(
 const metadata = { source: "bench" };
 
 /** Runs every store benchmark on `url` in a fresh schema; returns the results. */
-export async function storeBenchmarks(url: string, totalEvents: number): Promise<BenchResult[]> {
-  const schema = `eventsalsa_bench_${Date.now()}`;
-  const admin = postgres(url, { max: 1, onnotice: () => {} });
-  await admin.unsafe(`CREATE SCHEMA ${schema}`);
-  const sql = postgres(url, { max: 8, onnotice: () => {}, connection: { search_path: schema } });
+export async function storeBenchmarks(
+  url: string,
+  totalEvents: number,
+  connectionCounts: readonly number[] = [1, 8],
+  isolate = true,
+): Promise<BenchResult[]> {
+  // On a shared server the run gets its own schema (dropped at the end); an embedded database is
+  // fresh and single-session, so it runs in `public` on one connection.
+  const schema = isolate ? `eventsalsa_bench_${Date.now()}` : "public";
+  const admin = () => postgres(url, { max: 1, onnotice: () => {} });
+  if (isolate) {
+    const setup = admin();
+    await setup.unsafe(`CREATE SCHEMA ${schema}`);
+    await setup.end();
+  }
+  const max = Math.max(...connectionCounts);
+  const sql = postgres(url, { max, onnotice: () => {}, connection: { search_path: schema } });
   const results: BenchResult[] = [];
   try {
     await migrate(sql);
@@ -61,7 +73,7 @@ export async function storeBenchmarks(url: string, totalEvents: number): Promise
       await Promise.all(loops);
     };
 
-    for (const connections of [1, 8]) {
+    for (const connections of connectionCounts) {
       for (const size of [1, 10, 100]) {
         const transactions = size === 100 ? 80 : 400;
         results.push(
@@ -206,8 +218,11 @@ export async function storeBenchmarks(url: string, totalEvents: number): Promise
     );
   } finally {
     await sql.end();
-    await admin.unsafe(`DROP SCHEMA ${schema} CASCADE`);
-    await admin.end();
+    if (isolate) {
+      const cleanup = admin();
+      await cleanup.unsafe(`DROP SCHEMA ${schema} CASCADE`);
+      await cleanup.end();
+    }
   }
   return results;
 }
