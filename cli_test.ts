@@ -1,25 +1,14 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { type CliIo, runCli } from "./cli.ts";
+import { runCli } from "./cli.ts";
+import { captureIo } from "./cli/capture_io.ts";
 import { testDatabase } from "./testing/test_database.ts";
-
-function capture(env: Record<string, string> = {}): CliIo & { out_: string[]; err_: string[] } {
-  const out_: string[] = [];
-  const err_: string[] = [];
-  return {
-    out_,
-    err_,
-    out: (line) => out_.push(line),
-    err: (line) => err_.push(line),
-    env: (name) => env[name],
-  };
-}
 
 describe("eventsalsa CLI", () => {
   it("migrate prints idempotent DDL with custom names", async () => {
-    const io = capture();
+    const io = captureIo();
     assert.equal(await runCli(["migrate", "--events-table", "app.ledger"], io), 0);
-    const ddl = io.out_.join("\n");
+    const ddl = io.lines.join("\n");
     assert.match(ddl, /CREATE TABLE IF NOT EXISTS "app"\."ledger"/);
     assert.match(ddl, /CACHE 1/);
   });
@@ -35,10 +24,10 @@ describe("eventsalsa CLI", () => {
         ["frobnicate"],
       ]
     ) {
-      const io = capture();
+      const io = captureIo();
       assert.equal(await runCli(args, io), 2, args.join(" "));
-      assert.equal(io.err_.length, 1, args.join(" "));
-      assert.doesNotMatch(io.err_[0], /\n\s+at /);
+      assert.equal(io.errors.length, 1, args.join(" "));
+      assert.doesNotMatch(io.errors[0], /\n\s+at /);
     }
   });
 
@@ -49,7 +38,7 @@ describe("eventsalsa CLI", () => {
       const table = `${db.schema}.cli_events`;
       const heads = `${db.schema}.cli_heads`;
       for (let i = 0; i < 2; i++) {
-        const io = capture(env);
+        const io = captureIo(env);
         const status = await runCli([
           "migrate",
           "--apply",
@@ -58,7 +47,7 @@ describe("eventsalsa CLI", () => {
           "--heads-table",
           heads,
         ], io);
-        assert.equal(status, 0, io.err_.join("\n"));
+        assert.equal(status, 0, io.errors.join("\n"));
       }
       const [[count]] = await db.sql`SELECT count(*)::int FROM information_schema.tables
         WHERE table_schema = ${db.schema} AND table_name IN ('cli_events', 'cli_heads')`.values();

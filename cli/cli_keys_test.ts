@@ -3,21 +3,10 @@ import assert from "node:assert/strict";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type CliIo, runCli } from "../cli.ts";
+import { runCli } from "../cli.ts";
+import { captureIo } from "./capture_io.ts";
 import { testDatabase } from "../testing/test_database.ts";
 import { createEncryption, keyringFromMap, PostgresKeyStore } from "../encryption/mod.ts";
-
-function capture(env: Record<string, string>): CliIo & { lines: string[]; errors: string[] } {
-  const lines: string[] = [];
-  const errors: string[] = [];
-  return {
-    lines,
-    errors,
-    out: (line) => lines.push(line),
-    err: (line) => errors.push(line),
-    env: (name) => env[name],
-  };
-}
 
 const base64 = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes));
 
@@ -34,7 +23,7 @@ describe("eventsalsa keys rewrap", () => {
       writeFileSync(oldFile, base64(oldKey) + "\n");
       const env = { DATABASE_URL: `${db.url}?search_path=${db.schema}`, NEW_KEK: base64(newKey) };
       const cli = async (args: string[], expected = 0) => {
-        const io = capture(env);
+        const io = captureIo(env);
         assert.equal(
           await runCli(args, io),
           expected,

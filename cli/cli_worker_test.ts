@@ -3,22 +3,11 @@ import assert from "node:assert/strict";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type CliIo, runCli } from "../cli.ts";
+import { runCli } from "../cli.ts";
+import { captureIo } from "./capture_io.ts";
 import { testDatabase } from "../testing/test_database.ts";
 import { any, PostgresStore } from "../store/mod.ts";
 import { PoisonEventError, skipPoisonEvents, status, Worker } from "../worker/mod.ts";
-
-function capture(env: Record<string, string>): CliIo & { lines: string[]; errors: string[] } {
-  const lines: string[] = [];
-  const errors: string[] = [];
-  return {
-    lines,
-    errors,
-    out: (line) => lines.push(line),
-    err: (line) => errors.push(line),
-    env: (name) => env[name],
-  };
-}
 
 describe("eventsalsa CLI on a worker's tables", () => {
   it("status, dead-letters list and retry against a real worker run", async (t) => {
@@ -27,7 +16,7 @@ describe("eventsalsa CLI on a worker's tables", () => {
       if (!db.supportsConcurrency) return t.skip(db.concurrencySkipReason!);
       const env = { DATABASE_URL: `${db.url}?search_path=${db.schema}` };
       const run = async (args: string[]) => {
-        const io = capture(env);
+        const io = captureIo(env);
         const code = await runCli(args, io);
         assert.equal(code, 0, `${args.join(" ")}: ${io.errors.join("\n")}`);
         return io.lines.join("\n");
@@ -102,7 +91,7 @@ describe("eventsalsa CLI on a worker's tables", () => {
       assert.match(await run(["dead-letters", "list"]), /no open dead letters/);
       assert.match(await run(["dead-letters", "list", "--all"]), /things\s+2\s+redriven/);
 
-      const wrong = capture(env);
+      const wrong = captureIo(env);
       assert.equal(
         await runCli([
           "dead-letters",
@@ -127,9 +116,9 @@ describe("eventsalsa CLI on a worker's tables", () => {
     try {
       if (!db.supportsConcurrency) return t.skip(db.concurrencySkipReason!);
       const env = { DATABASE_URL: `${db.url}?search_path=${db.schema}` };
-      assert.equal(await runCli(["migrate", "--apply"], capture(env)), 0);
+      assert.equal(await runCli(["migrate", "--apply"], captureIo(env)), 0);
       const controller = new AbortController();
-      const io = { ...capture(env), signal: controller.signal };
+      const io = { ...captureIo(env), signal: controller.signal };
       let refreshes = 0;
       const out = io.out;
       io.out = (line: string) => {
