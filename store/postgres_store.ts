@@ -168,46 +168,39 @@ export class PostgresStore implements EventStore<SqlExecutor> {
     };
     // The heads write comes first and the insert reads its output, so the transaction has an xid
     // before any position is drawn (DESIGN §4 rule 1), and a conflict (no head row) draws none.
-    const notify = channel === null
-      ? ""
-      : `, (SELECT pg_notify(${literal(channel)}, max(global_position)::text) FROM inserted
-          HAVING count(*) > 0) AS notified`;
+    // The last event (its version is the new head) sends the one notification of the append.
+    const notify = channel === null ? "" : `,
+        CASE WHEN aggregate_version = (SELECT aggregate_version FROM head)
+          THEN pg_notify(${literal(channel)}, global_position::text) END`;
     // Batches travel as arrays through unnest (one statement text for every size); a single event,
-    // the common case, as scalars, which saves the server parsing nine array literals.
-    const batchInput =
-      `SELECT * FROM unnest($4::uuid[], $5::text[], $6::int4[], $7::text[], $8::text[],
+    // the common case, as scalars, which saves the server parsing nine array literals and a sort.
+    const batchInput = `unnest($4::uuid[], $5::text[], $6::int4[], $7::text[], $8::text[],
           $9::timestamptz[], $10::text[], $11::text[], $12::text[])
-          WITH ORDINALITY AS e(event_id, event_type, event_version, payload, metadata, created_at,
-            trace_id, correlation_id, causation_id, ordinal)`;
-    const singleInput =
-      `SELECT $4::uuid AS event_id, $5::text AS event_type, $6::int4 AS event_version,
-          $7::text AS payload, $8::text AS metadata, $9::timestamptz AS created_at,
-          $10::text AS trace_id, $11::text AS correlation_id, $12::text AS causation_id,
-          1::bigint AS ordinal`;
-    const appendSql = (headWrite: string, input: string) =>
-      `WITH head AS (${headWrite} RETURNING aggregate_version),
-      input AS (${input}),
-      inserted AS (
-        INSERT INTO ${E} (aggregate_type, aggregate_id, aggregate_version, event_id, event_type,
-          event_version, payload, metadata, created_at, trace_id, correlation_id, causation_id)
-        SELECT $1, $2, head.aggregate_version - $3 + input.ordinal, input.event_id, input.event_type,
-          input.event_version, decode(input.payload, 'hex'), input.metadata::jsonb, input.created_at,
-          input.trace_id, input.correlation_id, input.causation_id
-        FROM head CROSS JOIN input
-        ORDER BY input.ordinal
-        RETURNING global_position, aggregate_version
-      )
-      SELECT (SELECT aggregate_version FROM head) AS head_version,
-        (SELECT string_agg(global_position::text, ',' ORDER BY aggregate_version) FROM inserted)
-          AS positions${notify}`;
-    const variants = (input: string) => ({
-      noStream: appendSql(headWrites.noStream, input),
-      exact: appendSql(headWrites.exact, input),
-      any: appendSql(headWrites.any, input),
-      streamExists: appendSql(headWrites.streamExists, input),
+          WITH ORDINALITY AS input(event_id, event_type, event_version, payload, metadata,
+            created_at, trace_id, correlation_id, causation_id, ordinal)`;
+    const singleInput = `(SELECT $4::uuid AS event_id, $5::text AS event_type,
+          $6::int4 AS event_version, $7::text AS payload, $8::text AS metadata,
+          $9::timestamptz AS created_at, $10::text AS trace_id, $11::text AS correlation_id,
+          $12::text AS causation_id, 1::bigint AS ordinal) AS input`;
+    // One statement: the heads write is the CTE the insert reads from, so a conflict (no head row)
+    // inserts nothing and raises nothing; the returned rows are the appended events.
+    const appendSql = (headWrite: string, input: string, ordered: boolean) =>
+      `WITH head AS (${headWrite} RETURNING aggregate_version)
+      INSERT INTO ${E} (aggregate_type, aggregate_id, aggregate_version, event_id, event_type,
+        event_version, payload, metadata, created_at, trace_id, correlation_id, causation_id)
+      SELECT $1, $2, head.aggregate_version - $3 + input.ordinal, input.event_id, input.event_type,
+        input.event_version, decode(input.payload, 'hex'), input.metadata::jsonb, input.created_at,
+        input.trace_id, input.correlation_id, input.causation_id
+      FROM head CROSS JOIN ${input}${ordered ? "\n      ORDER BY input.ordinal" : ""}
+      RETURNING global_position, aggregate_version${notify}`;
+    const variants = (input: string, ordered: boolean) => ({
+      noStream: appendSql(headWrites.noStream, input, ordered),
+      exact: appendSql(headWrites.exact, input, ordered),
+      any: appendSql(headWrites.any, input, ordered),
+      streamExists: appendSql(headWrites.streamExists, input, ordered),
     });
-    this.#appendSql = variants(batchInput);
-    this.#appendSingleSql = variants(singleInput);
+    this.#appendSql = variants(batchInput, true);
+    this.#appendSingleSql = variants(singleInput, false);
     this.#headSql = `SELECT aggregate_version FROM ${H} WHERE ${key}`;
     this.#readStreamSql = `SELECT ${COLUMNS} FROM ${E} WHERE ${key}
       AND aggregate_version BETWEEN $3 AND $4 ORDER BY aggregate_version`;
@@ -305,8 +298,7 @@ export class PostgresStore implements EventStore<SqlExecutor> {
       }
       throw error;
     }
-    const [headVersion, positionList] = rows[0];
-    if (headVersion === null) {
+    if (rows.length === 0) {
       // Conflict: nothing was written. A fresh statement sees the winner's committed head.
       const actual = await this.headVersion(tx, aggregateType, aggregateId);
       log?.error?.("concurrency conflict", {
@@ -317,18 +309,20 @@ export class PostgresStore implements EventStore<SqlExecutor> {
       });
       throw new ConcurrencyError(aggregateType, aggregateId, expected, actual);
     }
-    const toVersion = toSafeNumber(headVersion, "aggregate_version");
-    const fromVersion = toVersion - events.length;
-    const globalPositions = (positionList as string).split(",").map((p) =>
-      toSafeNumber(p, "global_position")
-    );
+    // Rows come back in insertion order; order by version anyway rather than rely on it.
+    const appended = rows.map((row) => ({
+      position: toSafeNumber(row[0], "global_position"),
+      version: toSafeNumber(row[1], "aggregate_version"),
+    })).sort((a, b) => a.version - b.version);
+    const fromVersion = appended[0].version - 1;
+    const globalPositions = appended.map((row) => row.position);
     const result = appendResult(batch, fromVersion, globalPositions);
     log?.info?.("events appended", {
       aggregateType,
       aggregateId,
       eventCount: events.length,
       fromVersion,
-      toVersion,
+      toVersion: result.toVersion,
       globalPositions,
     });
     return result;
