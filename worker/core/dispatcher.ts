@@ -143,8 +143,14 @@ export async function keepListening(
     let handle: ListenerHandle | null;
     let lost!: (error: unknown) => void;
     const closed = new Promise<unknown>((resolve) => (lost = resolve));
+    const opening = open((error) => lost(error));
     try {
-      handle = await open((error) => lost(error));
+      // Opening may wait for a connection indefinitely (e.g. a one-session embedded server).
+      handle = await Promise.race([opening, aborted]);
+      if (handle === null && signal.aborted) {
+        void opening.then((late) => late?.close(), () => {});
+        return;
+      }
     } catch (error) {
       if (signal.aborted) return;
       logger.error?.(`${what} could not listen; retrying`, {

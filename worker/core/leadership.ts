@@ -18,7 +18,7 @@ import { planAssignments } from "./assignment.ts";
 import type { AssignmentChange } from "./assignment.ts";
 import type { LeaderElection } from "./coordination.ts";
 import { safely } from "./consumer_loop.ts";
-import type { Wakeup } from "./wakeup.ts";
+import { rejectOnAbort, type Wakeup } from "./wakeup.ts";
 
 /** Inputs of a {@link LeaderLoop}. */
 export interface LeaderLoopContext {
@@ -91,7 +91,8 @@ export class LeaderLoop {
     const sent = o.clock.now();
     let held: boolean;
     try {
-      held = await election.acquire();
+      // Acquiring may wait for a connection; shutdown must not.
+      held = await Promise.race([election.acquire(), rejectOnAbort(signal)]);
     } catch (error) {
       if (signal.aborted) return;
       safely(() =>

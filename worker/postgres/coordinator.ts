@@ -111,6 +111,8 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
   readonly #events: SqlIdentifier;
   readonly #sequence: SqlIdentifier;
   #control: postgres.Sql | null = null;
+  /** LISTEN clients, open or still connecting: `close` ends them all. */
+  readonly #listeners = new Set<postgres.Sql>();
   readonly #q: Record<string, string>;
   #nodesOid: Promise<string> | null = null;
 
@@ -227,6 +229,7 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
         `cannot find the sequence behind ${this.#events.text}.global_position (expected ${this.#sequence.text})`,
       );
     }
+    await this.#oid();
     const cache = toSafeNumber(rows[0][0], "cache_size");
     if (cache !== 1) {
       throw new WorkerSetupError(
@@ -254,16 +257,22 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
     return this.#settings.coordinationChannel ?? null;
   }
 
-  async #announce(sql: Executor, change: CoordinationChange): Promise<void> {
+  /** Notifies `change` on `sql` (inside a transaction: delivered on commit). */
+  async #announce(sql: Executor, change: CoordinationChange, oid: string | null): Promise<void> {
     const channel = this.#channel;
-    if (channel === null) return;
-    await run(sql, this.#q.notify, [channel.name, `${change}:${await this.#oid()}`]);
+    if (channel === null || oid === null) return;
+    await run(sql, this.#q.notify, [channel.name, `${change}:${oid}`]);
+  }
+
+  /** The oid when notifications are on (fetched before a transaction: a pool of one would wait). */
+  async #tag(): Promise<string | null> {
+    return this.#channel === null ? null : await this.#oid();
   }
 
   /** Deletes registrations silent for longer than `olderThanMs`; announces it when any went. */
   async cleanupStaleWorkers(olderThanMs: number): Promise<number> {
     const removed = await affected(this.#sql, this.#q.cleanup, [Math.round(olderThanMs)]);
-    if (removed > 0) await this.#announce(this.#sql, "membership");
+    if (removed > 0) await this.#announce(this.#sql, "membership", await this.#tag());
     return removed;
   }
 
@@ -274,6 +283,7 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
     heartbeatTimeoutMs: number,
   ): Promise<void> {
     const names = textArrayLiteral(consumers);
+    const tag = await this.#tag();
     await this.#sql.begin(async (tx) => {
       const inserted = await affected(tx, this.#q.register, [
         workerId,
@@ -283,7 +293,7 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
       if (inserted === 0) throw new WorkerIdInUseError(workerId);
       await affected(tx, this.#q.ensureAssignments, [names]);
       await affected(tx, this.#q.ensureCheckpoints, [names]);
-      await this.#announce(tx, "membership");
+      await this.#announce(tx, "membership", tag);
     });
   }
 
@@ -329,6 +339,7 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
       channel: this.#channel,
       nodesOid: () => this.#oid(),
       cancel: (pid) => this.#cancel(pid),
+      openSession: () => dedicated(this.#sql, { onnotice: () => {} }),
     };
     return settings.strategy === "lease"
       ? new LeaseElection(context, workerId, settings)
@@ -629,8 +640,10 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
       : typeof connection === "string"
       ? postgres(connection, single)
       : postgres({ ...connection, ...(single as object) } as never);
+    this.#listeners.add(listener);
     const close = async () => {
       closing = true;
+      this.#listeners.delete(listener);
       await listener.end({ timeout: 1 });
     };
     try {
@@ -647,6 +660,11 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
   async close(): Promise<void> {
     const control = this.#control;
     this.#control = null;
-    await control?.end({ timeout: 1 });
+    const listeners = [...this.#listeners];
+    this.#listeners.clear();
+    await Promise.all([
+      control?.end({ timeout: 1 }),
+      ...listeners.map((listener) => listener.end({ timeout: 0 }).catch(() => {})),
+    ]);
   }
 }

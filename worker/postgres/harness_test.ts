@@ -118,6 +118,11 @@ export async function pgHarness(options: PgHarnessOptions = {}): Promise<PgHarne
         pollInterval: 1_000,
         // Fake time runs ahead of real I/O in these tests: keep the timeout out of the way.
         batchTimeout: 3_600_000,
+        // The embedded PGlite serves one session: no dedicated connections (advisory session,
+        // LISTEN) there.
+        ...(db.supportsConcurrency
+          ? {}
+          : { leaderStrategy: "lease" as const, coordinationChannel: null }),
         ...extra,
       });
       workers.push(worker);

@@ -1,13 +1,16 @@
 /**
  * Leader election on PostgreSQL, two strategies behind the core's `LeaderElection` port:
  *
- * - **advisory**: `pg_try_advisory_lock` on a connection reserved from the pool and kept while
- *   leading. Every cycle the leader checks in `pg_locks` that *this session* (`pg_backend_pid()`)
- *   still holds the lock — a ping would succeed on a transparently reconnected session that holds
- *   nothing. The rebalance runs on that same session, and checks the lock again inside its
- *   transaction. A crashed leader's session ends and PostgreSQL frees the lock at once. When in
- *   doubt the leader unlocks before giving the connection back (and keeps it out of the pool if
- *   it cannot), so a lock never leaks into the pool. Not for PgBouncer transaction pooling.
+ * - **advisory**: `pg_try_advisory_lock` on a session reserved for it: a dedicated one-connection
+ *   postgres.js client derived from the pool's options (not `sql.reserve()`: a reserved
+ *   connection whose backend is terminated throws an uncaught error inside postgres.js 3.4, and a
+ *   reserved connection cannot be closed, only handed back to the pool). Every cycle the leader
+ *   checks in `pg_locks` that *this session* (`pg_backend_pid()`, unchanged) still holds the
+ *   lock — postgres.js reconnects transparently, and a ping would succeed on a new session that
+ *   holds nothing. The rebalance runs on that same session and checks the lock again inside its
+ *   transaction. A crashed leader's session ends and PostgreSQL frees the lock at once. In doubt,
+ *   the leader closes the session, the one certain way to drop the lock; nothing it locked ever
+ *   returns to the pool. Not for PgBouncer transaction pooling.
  * - **lease**: one row with `expires_at` in database time, acquired or renewed by a single
  *   upsert; the rebalance transaction first locks the row and checks the lease is this worker's
  *   and unexpired. No session state: safe behind PgBouncer transaction pooling.
@@ -38,6 +41,8 @@ export interface ElectionContext {
   nodesOid(): Promise<string>;
   /** Cancels the statement running on backend `pid`. */
   cancel(pid: number): Promise<void>;
+  /** A dedicated one-connection client (never idles out or retires) for the advisory session. */
+  openSession(): postgres.Sql;
 }
 
 type Runner = {
@@ -47,23 +52,6 @@ type Runner = {
     options?: { prepare?: boolean },
   ): postgres.PendingQuery<postgres.Row[]>;
 };
-
-const CONNECTION_ERRORS = new Set([
-  "CONNECTION_CLOSED",
-  "CONNECTION_ENDED",
-  "CONNECTION_DESTROYED",
-  "CONNECT_TIMEOUT",
-  "ECONNRESET",
-  "ECONNREFUSED",
-  "EPIPE",
-  "57P01", // admin_shutdown (pg_terminate_backend)
-]);
-
-/** Whether an error means the connection (and so its session) is gone. */
-export function isConnectionError(error: unknown): boolean {
-  const code = (error as { code?: unknown })?.code;
-  return typeof code === "string" && CONNECTION_ERRORS.has(code);
-}
 
 async function rows(
   runner: Runner,
@@ -98,6 +86,7 @@ async function rebalanceIn(
   context: ElectionContext,
   settings: LeaderElectionSettings,
   plan: (snapshot: AssignmentSnapshot) => readonly AssignmentChange[],
+  oid: string,
 ): Promise<readonly AssignmentChange[] | "retry"> {
   const q = rebalanceQueries(context.tables);
   const prepare = context.prepare;
@@ -125,7 +114,7 @@ async function rebalanceIn(
   if (context.channel !== null) {
     await rows(runner, prepare, q.notify, [
       context.channel.name,
-      `assignments:${await context.nodesOid()}`,
+      `assignments:${oid}`,
     ]);
   }
   return changes;
@@ -159,10 +148,10 @@ export class AdvisoryElection implements LeaderElection {
   readonly #c: ElectionContext;
   readonly #workerId: string;
   readonly #settings: LeaderElectionSettings;
-  #session: postgres.ReservedSql | null = null;
+  /** The dedicated session: open while leading or trying to lead. */
+  #session: postgres.Sql | null = null;
+  #leading = false;
   #pid: number | null = null;
-  /** A session that could not be unlocked: never handed back to the pool while it may hold it. */
-  #quarantined: postgres.ReservedSql | null = null;
   #key: string | null = null;
 
   /** Creates the election; nothing happens until `acquire`. */
@@ -180,49 +169,46 @@ export class AdvisoryElection implements LeaderElection {
     return this.#key;
   }
 
-  #heldQuery(): string {
-    return `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
-      AND pid = pg_backend_pid() AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  static #held =
+    `EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
       AND classid = ${ADVISORY_LOCK_CLASSID}::oid AND objid = $1::oid AND objsubid = 1 AND granted)`;
-  }
 
-  /** Acquires the lock on a reserved session, or checks in `pg_locks` that it still holds it. */
+  /**
+   * Leading: checks in `pg_locks` that this very session still holds the lock (a reconnected
+   * session would answer a ping but hold nothing). Otherwise: tries the lock.
+   */
   async acquire(): Promise<boolean> {
     const prepare = this.#c.prepare;
-    await this.#retryQuarantine();
+    this.#session ??= this.#c.openSession();
     const session = this.#session;
-    if (session !== null) {
-      try {
-        const [[held]] = await rows(session, prepare, this.#heldQuery(), [
-          await this.#c.nodesOid(),
-        ]);
-        if (held === true) return true;
-      } catch (error) {
-        await this.#drop();
-        throw error;
-      }
-      await this.#drop();
-      return false;
-    }
-    const reserved = await this.#c.sql.reserve();
-    let acquired = false;
     try {
+      if (this.#leading) {
+        const [[held, pid]] = await rows(
+          session,
+          prepare,
+          `SELECT ${AdvisoryElection.#held}, pg_backend_pid()`,
+          [await this.#c.nodesOid()],
+        );
+        if (held === true && Number(pid) === this.#pid) return true;
+        await this.#drop();
+        return false;
+      }
       const [[ok, pid]] = await rows(
-        reserved,
+        session,
         prepare,
         `SELECT pg_try_advisory_lock($1::bigint), pg_backend_pid()`,
         [await this.#lockKey()],
       );
-      acquired = ok === true;
-      if (!acquired) return false;
-      this.#session = reserved;
+      if (ok !== true) return false;
+      this.#leading = true;
       this.#pid = Number(pid);
       // For status: who holds the lock (the row goes with the worker's registration).
-      const t = this.#c.tables;
       await rows(
-        reserved,
+        session,
         prepare,
-        `INSERT INTO ${t.leader.quoted} AS l (lease_key, leader_id, strategy, acquired_at, expires_at)
+        `INSERT INTO ${this.#c.tables.leader.quoted} AS l
+          (lease_key, leader_id, strategy, acquired_at, expires_at)
         VALUES ('leader', $1, 'advisory', now(), NULL)
         ON CONFLICT (lease_key) DO UPDATE SET leader_id = excluded.leader_id, strategy = 'advisory',
           acquired_at = now(), expires_at = NULL, updated_at = now()`,
@@ -230,10 +216,8 @@ export class AdvisoryElection implements LeaderElection {
       );
       return true;
     } catch (error) {
-      if (acquired) await this.#drop();
+      await this.#drop();
       throw error;
-    } finally {
-      if (!acquired) reserved.release();
     }
   }
 
@@ -243,70 +227,48 @@ export class AdvisoryElection implements LeaderElection {
     signal: AbortSignal,
   ): Promise<readonly AssignmentChange[] | null> {
     const session = this.#session;
-    if (session === null) return null;
+    if (session === null || !this.#leading) return null;
     const prepare = this.#c.prepare;
+    const expectedPid = this.#pid;
+    const oid = await this.#c.nodesOid();
     return await cancellable(this.#c, () => this.#pid, signal, async () => {
       for (let attempt = 0; attempt < 3; attempt++) {
-        await session.unsafe("BEGIN");
-        let done = false;
-        try {
-          const [[, held]] = await rows(
-            session,
+        const result = await session.begin(async (tx) => {
+          const [[, held, pid]] = await rows(
+            tx,
             prepare,
-            `SELECT set_config('lock_timeout', $2, true), (${
-              this.#heldQuery().replace(/^SELECT /, "")
-            })`,
-            [await this.#c.nodesOid(), String(Math.round(this.#settings.rebalanceLockTimeoutMs))],
+            `SELECT set_config('lock_timeout', $2, true), ${AdvisoryElection.#held},
+              pg_backend_pid()`,
+            [oid, String(Math.round(this.#settings.rebalanceLockTimeoutMs))],
           );
-          if (held !== true) return null;
-          const result = await rebalanceIn(session, this.#c, this.#settings, plan);
-          if (result === "retry") continue;
-          await session.unsafe("COMMIT");
-          done = true;
-          return result;
-        } finally {
-          if (!done) await session.unsafe("ROLLBACK").catch(() => {});
+          if (held !== true || Number(pid) !== expectedPid) return null;
+          return await rebalanceIn(tx, this.#c, this.#settings, plan, oid);
+        }) as readonly AssignmentChange[] | "retry" | null;
+        if (result === null) {
+          await this.#drop();
+          return null;
         }
+        if (result !== "retry") return result;
       }
       return [];
     });
   }
 
-  /** Unlocks and gives the session back. */
+  /** Unlocks and closes the session. */
   async release(): Promise<void> {
     await this.#drop();
-    await this.#retryQuarantine();
   }
 
+  /** Ends the session: closing it is the one certain way to drop a session lock. */
   async #drop(): Promise<void> {
     const session = this.#session;
+    const leading = this.#leading;
     this.#session = null;
+    this.#leading = false;
     this.#pid = null;
     if (session === null) return;
-    try {
-      await session.unsafe("SELECT pg_advisory_unlock_all()");
-      session.release();
-    } catch (error) {
-      // A dead connection holds nothing: it can go back (postgres.js reconnects it). A live one
-      // that would not unlock stays out of the pool until it does.
-      if (isConnectionError(error)) session.release();
-      else this.#quarantined = session;
-    }
-  }
-
-  async #retryQuarantine(): Promise<void> {
-    const session = this.#quarantined;
-    if (session === null) return;
-    try {
-      await session.unsafe("SELECT pg_advisory_unlock_all()");
-      this.#quarantined = null;
-      session.release();
-    } catch (error) {
-      if (isConnectionError(error)) {
-        this.#quarantined = null;
-        session.release();
-      }
-    }
+    if (leading) await session.unsafe("SELECT pg_advisory_unlock_all()").catch(() => {});
+    await session.end({ timeout: 1 }).catch(() => {});
   }
 }
 
@@ -362,6 +324,8 @@ export class LeaseElection implements LeaderElection {
     signal: AbortSignal,
   ): Promise<readonly AssignmentChange[] | null> {
     let pid: number | null = null;
+    // Fetched before the transaction: with a pool of one, a query beside it would wait forever.
+    const oid = await this.#c.nodesOid();
     return await cancellable(this.#c, () => pid, signal, async () => {
       for (let attempt = 0; attempt < 3; attempt++) {
         const result = await this.#c.sql.begin(async (tx) => {
@@ -371,7 +335,7 @@ export class LeaseElection implements LeaderElection {
           ]);
           if (fence.length === 0) return null;
           pid = Number(fence[0][1]);
-          return await rebalanceIn(tx, this.#c, this.#settings, plan);
+          return await rebalanceIn(tx, this.#c, this.#settings, plan, oid);
         }) as readonly AssignmentChange[] | "retry" | null;
         if (result !== "retry") return result;
       }
