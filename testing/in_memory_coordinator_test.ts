@@ -139,4 +139,130 @@ describe("InMemoryCoordinator", () => {
       /no notifyChannel/,
     );
   });
+
+  it("elections: an advisory lock dies with its session; a lease holds until it expires", async () => {
+    const { clock, coordinator } = setup();
+    const settings = {
+      leaseMs: 1_000,
+      heartbeatTimeoutMs: 5_000,
+      rebalanceLockTimeoutMs: 1_000,
+    };
+    await coordinator.registerWorker("w-1", ["a"], 5_000);
+    await coordinator.registerWorker("w-2", ["a"], 5_000);
+    const a1 = coordinator.leaderElection("w-1", { ...settings, strategy: "advisory" });
+    const a2 = coordinator.leaderElection("w-2", { ...settings, strategy: "advisory" });
+    assert.equal(await a1.acquire(), true);
+    assert.equal(await a2.acquire(), false);
+    assert.equal(coordinator.leader()?.workerId, "w-1");
+    assert.equal(coordinator.terminateLeaderSession("w-2"), false, "w-2 holds nothing");
+    assert.equal(coordinator.terminateLeaderSession("w-1"), true);
+    assert.equal(await a1.acquire(), false, "the old session is gone: demoted");
+    assert.equal(await a2.acquire(), true);
+    await a2.release();
+    assert.equal(coordinator.leader(), null);
+
+    const l1 = coordinator.leaderElection("w-1", { ...settings, strategy: "lease" });
+    const l2 = coordinator.leaderElection("w-2", { ...settings, strategy: "lease" });
+    assert.equal(await l1.acquire(), true);
+    await clock.advance(999);
+    assert.equal(await l2.acquire(), false);
+    assert.equal(await l1.acquire(), true, "renewed");
+    await clock.advance(1_000);
+    assert.equal(await l2.acquire(), true, "expired: taken over");
+    assert.equal(await l1.rebalance(() => [], signal), null, "the old holder cannot rebalance");
+    coordinator.deleteWorker("w-2");
+    assert.equal(coordinator.leader(), null, "the lease goes with the registration");
+    assert.equal(await l2.acquire(), false, "no renewal without a registration");
+  });
+
+  it("a rebalance waits for the running batch of a consumer it moves, and records what it did", async () => {
+    const { coordinator } = setup();
+    await coordinator.registerWorker("w-1", ["p"], 30_000);
+    await coordinator.registerWorker("w-2", ["p"], 30_000);
+    coordinator.setAssignment("p", "w-1");
+    const election = coordinator.leaderElection("w-2", {
+      strategy: "lease",
+      leaseMs: 30_000,
+      heartbeatTimeoutMs: 30_000,
+      rebalanceLockTimeoutMs: 60_000,
+    });
+    assert.equal(await election.acquire(), true);
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const request = { consumer: "p", workerId: "w-1", expectedCheckpoint: 0, signal, read: null };
+    const batch = coordinator.runBatch(request, async (session) => {
+      await gate;
+      await session.saveCheckpoint(3);
+    });
+    let done = false;
+    const rebalance = election.rebalance(
+      () => [{ consumer: "p", from: "w-1", to: "w-2" }],
+      signal,
+    ).then((changes) => (done = true, changes));
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    assert.equal(done, false, "the move waits for the batch");
+    release();
+    assert.equal((await batch).kind, "committed", "the owner at the fence commits");
+    assert.deepEqual(await rebalance, [{ consumer: "p", from: "w-1", to: "w-2" }]);
+    assert.equal(coordinator.assignment("p"), "w-2");
+    assert.equal(coordinator.checkpoint("p"), 3);
+    assert.deepEqual(coordinator.rebalances().map((r) => r.leader), ["w-2"]);
+  });
+
+  it("a silent batch transaction is ended by the server after idleTimeout", async () => {
+    const { clock, coordinator } = setup();
+    await coordinator.registerWorker("w-1", ["p"], 30_000);
+    coordinator.setAssignment("p", "w-1");
+    const request = {
+      consumer: "p",
+      workerId: "w-1",
+      expectedCheckpoint: 0,
+      signal,
+      read: null,
+      idleTimeout: 1_000,
+    };
+    const frozen = coordinator.runBatch(request, async (session) => {
+      await new Promise(() => {}); // a frozen process
+      await session.saveCheckpoint(1);
+    });
+    const rejected = assert.rejects(frozen, /ended by the server/);
+    await clock.advance(1_000);
+    await rejected;
+    const next = await coordinator.runBatch(
+      { ...request, idleTimeout: undefined },
+      (session) => session.saveCheckpoint(2),
+    );
+    assert.equal(next.kind, "committed", "the consumer's rows are free again");
+    assert.equal(coordinator.checkpoint("p"), 2);
+  });
+
+  it("a deleted registration or a hand-made reassignment during a batch rolls it back", async () => {
+    const { coordinator } = setup();
+    await coordinator.registerWorker("w-1", ["p"], 30_000);
+    coordinator.setAssignment("p", "w-1");
+    const request = { consumer: "p", workerId: "w-1", expectedCheckpoint: 0, signal, read: null };
+    const outcome = await coordinator.runBatch(request, async (session) => {
+      coordinator.deleteWorker("w-1");
+      await session.saveCheckpoint(5);
+    });
+    assert.deepEqual(outcome, { kind: "notOwner", owner: null });
+    assert.equal(coordinator.checkpoint("p"), 0);
+  });
+
+  it("announces membership and assignment changes to change listeners, and cleans up stale rows", async () => {
+    const { clock, coordinator } = setup();
+    const heard: string[] = [];
+    const handle = await coordinator.openChangeListener((c) => heard.push(c), () => {});
+    await coordinator.registerWorker("w-1", ["a"], 1_000);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    assert.deepEqual(heard, ["membership"]);
+    await clock.advance(2_500);
+    assert.equal(await coordinator.cleanupStaleWorkers(2_000), 1);
+    assert.deepEqual([...coordinator.registrations().keys()], []);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    assert.deepEqual(heard, ["membership", "membership"]);
+    assert.equal(coordinator.changeListenerCount, 1);
+    await handle!.close();
+    assert.equal(coordinator.changeListenerCount, 0);
+  });
 });

@@ -19,6 +19,7 @@ describe("resolveRuntimeOptions", () => {
         heartbeatInterval: o.heartbeatInterval,
         heartbeatTimeout: o.heartbeatTimeout,
         rebalanceInterval: o.rebalanceInterval,
+        assignmentPollInterval: o.assignmentPollInterval,
         dispatcher: o.dispatcher,
         dispatcherInterval: o.dispatcherInterval,
         leaderStrategy: o.leaderStrategy,
@@ -34,6 +35,7 @@ describe("resolveRuntimeOptions", () => {
         heartbeatInterval: 5_000,
         heartbeatTimeout: 30_000,
         rebalanceInterval: 5_000,
+        assignmentPollInterval: 1_000,
         dispatcher: "poll",
         dispatcherInterval: 200,
         leaderStrategy: "advisory",
@@ -43,6 +45,30 @@ describe("resolveRuntimeOptions", () => {
     assert.equal(o.batchSize, WORKER_DEFAULTS.batchSize);
     assert.equal(o.onPoison, defaultPoisonPolicy);
     assert.match(o.workerId, /^[0-9a-f-]{36}$/);
+  });
+
+  it("lease: rebalanceInterval must be below heartbeatTimeout (the lease length)", () => {
+    assert.throws(
+      () =>
+        resolveRuntimeOptions({
+          leaderStrategy: "lease",
+          heartbeatInterval: 100,
+          heartbeatTimeout: 800,
+          rebalanceInterval: 800,
+        }),
+      /rebalanceInterval \(800\) must be below heartbeatTimeout \(800\)/,
+    );
+    const o = resolveRuntimeOptions({
+      leaderStrategy: "lease",
+      heartbeatInterval: 100,
+      heartbeatTimeout: 800,
+      rebalanceInterval: 200,
+      assignmentPollInterval: 50,
+    });
+    assert.equal(o.assignmentPollInterval, 50);
+    assert.throws(() => resolveRuntimeOptions({ assignmentPollInterval: 0 }), WorkerConfigError);
+    // Advisory leadership has no lease: any interval is fine.
+    assert.equal(resolveRuntimeOptions({ rebalanceInterval: 60_000 }).rebalanceInterval, 60_000);
   });
 
   it("keeps valid values, including batchPause 0 and an injected id and clock", () => {

@@ -57,6 +57,16 @@ describe("new Worker validates before touching the database", () => {
       /needs a handle or handleBatch/,
     ],
     [
+      "an invalid coordination channel",
+      () => new Worker(sql, store, [consumer], { coordinationChannel: "a.b" }),
+      /coordinationChannel "a.b" is not a valid identifier/,
+    ],
+    [
+      "an invalid leader table",
+      () => new Worker(sql, store, [consumer], { leaderElectionTable: "x y" }),
+      /leaderElectionTable/,
+    ],
+    [
       "a bad notify connection",
       () => new Worker(sql, store, [consumer], { notifyConnection: 5 as never }),
       /notifyConnection/,
