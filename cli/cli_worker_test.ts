@@ -51,12 +51,13 @@ describe("eventsalsa CLI on a worker's tables", () => {
       await running;
 
       const human = await run(["status"]);
-      assert.match(human, /latest position 3/);
+      assert.match(human, /latest position 3; 0 worker\(s\), 1 consumer\(s\); leader none/);
       assert.match(human, /things\s+\S+\s+3\s+0\s+0 blocking, 1 skipped/);
       const json = JSON.parse(await run(["status", "--json"]));
       const things = json.consumers.find((c: { name: string }) => c.name === "things");
       assert.equal(things.checkpoint, 3);
       assert.equal(things.deadLetters.skipped, 1);
+      assert.equal(json.leader, null); // the worker stopped: it gave up leadership and its row
 
       const listed = await run(["dead-letters", "list"]);
       assert.match(listed, /things\s+2\s+skipped\s+Poison\s+Thing\/Poison\s+1\s+.*cannot digest/);

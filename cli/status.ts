@@ -15,11 +15,14 @@ export const statusUsage: string =
 
 /** Renders a status snapshot for people. */
 export function renderStatus(report: WorkerStatus, now: Date = new Date()): string[] {
-  const leader = (report as { leader?: { workerId: string | null } | null }).leader;
+  const leader = report.leader;
   const lines = [
     `latest position ${report.latestPosition}; ${report.workers.length} worker(s), ` +
-    `${report.consumers.length} consumer(s)` +
-    (leader === undefined ? "" : `; leader ${leader?.workerId ?? "none"}`),
+    `${report.consumers.length} consumer(s); leader ` +
+    (leader === null
+      ? "none"
+      : `${leader.workerId} (${leader.strategy}, since ${leader.since.toISOString()}` +
+        (leader.expiresAt === null ? ")" : `, lease until ${leader.expiresAt.toISOString()})`)),
     "",
     "WORKERS",
     ...formatTable(
