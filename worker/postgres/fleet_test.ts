@@ -116,11 +116,25 @@ describe("several workers on PostgreSQL", () => {
         await caughtUp(h, names, 5);
         const before = await assignments(h);
         assert.deepEqual(countsOf(before), { "w-1": 4 });
+        const stamps = async () =>
+          new Map(
+            (await h.sql`SELECT consumer_name, updated_at FROM consumer_assignments`).map((r) => [
+              r.consumer_name as string,
+              (r.updated_at as Date).getTime(),
+            ]),
+          );
+        const stampsBefore = await stamps();
         const w2 = h.worker(consumers, FLEET);
         const r2 = w2.start();
         await waitSettled(h, [w1, w2], "a 2/2 split");
         const after = await assignments(h);
         assert.deepEqual(countsOf(after), { "w-1": 2, "w-2": 2 });
+        const stampsAfter = await stamps();
+        for (const name of names) {
+          // Only the rows that changed were written.
+          const moved = after.get(name) !== before.get(name);
+          assert.equal(stampsAfter.get(name) !== stampsBefore.get(name), moved, name);
+        }
         for (let i = 0; i < 3; i++) await h.append();
         await caughtUp(h, names, 8);
         for (const name of names) assert.deepEqual(await h.rows(name), [1, 2, 3, 4, 5, 6, 7, 8]);
@@ -129,6 +143,27 @@ describe("several workers on PostgreSQL", () => {
           assert.equal(worker, after.get(key.split("@")[0]), `${key} handled by its owner`);
         }
         assert.deepEqual(new Set(late.values()), new Set(["w-1", "w-2"]));
+        await Promise.all([w1.stop(), w2.stop()]);
+        await Promise.all([r1, r2]);
+      });
+    },
+  );
+
+  it(
+    "without notifications, workers learn joins and assignments by polling",
+    T,
+    async (t) => {
+      await withFleet(t, async (h) => {
+        const names = ["c1", "c2"];
+        const consumers = names.map((n) => h.projection(n));
+        const quiet = { ...FLEET, coordinationChannel: null, rebalanceInterval: 1_000 };
+        const w1 = h.worker(consumers, quiet);
+        const r1 = w1.start();
+        await waitSettled(h, [w1], "w-1 owns both");
+        const w2 = h.worker(consumers, quiet);
+        const r2 = w2.start();
+        await waitSettled(h, [w1, w2], "a 1/1 split by polling");
+        assert.deepEqual(countsOf(await assignments(h)), { "w-1": 1, "w-2": 1 });
         await Promise.all([w1.stop(), w2.stop()]);
         await Promise.all([r1, r2]);
       });
