@@ -56,8 +56,22 @@ export {
   InMemoryCoordinator,
   type InMemoryCoordinatorOptions,
   type InMemoryDeadLetter,
+  type InMemoryRebalance,
   InMemoryWorker,
 } from "./in_memory_coordinator.ts";
+export {
+  SimulatedFault,
+  type SimulatedWorkerState,
+  simulateWorkers,
+  type SimulationAction,
+  type SimulationView,
+  WorkerSimulationError,
+  type WorkerSimulationOptions,
+  type WorkerSimulationReport,
+} from "./simulation.ts";
+export { PausableClock, SimulationClock } from "./simulation_clock.ts";
+export { SeededRandom } from "./seeded_random.ts";
+export { assignmentProblems, countMoves, minimalMoves } from "./assignment_invariants.ts";
 export {
   InMemoryKeyStore,
   type InMemoryKeyStoreOptions,
