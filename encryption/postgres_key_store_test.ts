@@ -341,9 +341,10 @@ describe("rewrapSystemKeys on PostgreSQL", () => {
 
   it("rewraps 10,000 keys with one corrupt row: reported, skipped, the rest moved", async () => {
     const deks = await seedWrapped(db.sql, 10_000, "r");
-    // Corrupt one row: flip a byte of its tag.
+    // Corrupt one row: flip every bit of one tag byte (overwriting it with a constant would leave
+    // the row intact whenever the byte already had that value, one run in 256).
     await db.sql`UPDATE encryption_keys
-      SET encrypted_key = overlay(encrypted_key placing '\\xff'::bytea from 60 for 1)
+      SET encrypted_key = set_byte(encrypted_key, 59, get_byte(encrypted_key, 59) # 255)
       WHERE scope_id = 'r-004321'`;
     const { keyManager } = createEncryption({ keyring: keyring(), store: new PostgresKeyStore() });
     const progress: number[] = [];
