@@ -19,9 +19,9 @@
  * Output: one JSON line per throughput benchmark (`{"name","ops_per_s","baseline_ops_per_s",
  * "ratio"}`), one JSON line per time (`{"name","ms","runs"}`), then a table.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { spawnScript } from "../internal/child_process.ts";
 import process from "node:process";
-import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { readEnv } from "../internal/env.ts";
 import { migrate as migrateStore } from "../store/migration.ts";
@@ -88,26 +88,13 @@ interface Child {
 }
 
 function spawnChild(plan: ChildPlan): Child {
-  const path = fileURLToPath(import.meta.url);
-  // deno-lint-ignore no-explicit-any
-  const deno = (globalThis as any).Deno;
-  const [command, args] = deno ? [deno.execPath(), ["run", "-A", path]] : [process.execPath, [
-    path,
-  ]];
-  const proc = spawn(command, args, {
-    env: { ...process.env, [CHILD_ENV]: JSON.stringify(plan) },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  const lines: string[] = [];
-  let buffered = "";
-  proc.stdout!.on("data", (chunk) => {
-    buffered += String(chunk);
-    const parts = buffered.split("\n");
-    buffered = parts.pop()!;
-    lines.push(...parts);
-  });
-  const exited = new Promise<void>((resolve) => proc.on("exit", () => resolve()));
-  return { id: plan.workerId, proc, lines, exited };
+  const child = spawnScript(import.meta.url, { [CHILD_ENV]: JSON.stringify(plan) });
+  return {
+    id: plan.workerId,
+    proc: child.proc,
+    lines: child.lines,
+    exited: child.exited.then(() => {}),
+  };
 }
 
 async function stopChildren(children: Child[], signal: "SIGTERM" | "SIGKILL"): Promise<void> {

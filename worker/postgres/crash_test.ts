@@ -4,9 +4,8 @@
 // every position exactly once. The test runs this same file as the child process.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawnScript } from "../../internal/child_process.ts";
 import process from "node:process";
-import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { PostgresStore } from "../../store/postgres_store.ts";
 import { until } from "../support_test.ts";
@@ -51,20 +50,7 @@ async function child(plan: ChildPlan): Promise<void> {
 }
 
 function runChild(plan: ChildPlan): Promise<number | null> {
-  const path = fileURLToPath(import.meta.url);
-  // deno-lint-ignore no-explicit-any
-  const deno = (globalThis as any).Deno;
-  const [command, args] = deno
-    ? [deno.execPath(), ["run", "-A", path]]
-    : [process.execPath, [path]];
-  return new Promise((resolve, reject) => {
-    const proc = spawn(command, args, {
-      env: { ...process.env, [CHILD_ENV]: JSON.stringify(plan) },
-      stdio: ["ignore", "ignore", "inherit"],
-    });
-    proc.on("error", reject);
-    proc.on("exit", (code) => resolve(code));
-  });
+  return spawnScript(import.meta.url, { [CHILD_ENV]: JSON.stringify(plan) }).exited;
 }
 
 const childPlan = process.env[CHILD_ENV];

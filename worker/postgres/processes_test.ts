@@ -6,9 +6,9 @@
 // runs this same file as the child process.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { spawnScript } from "../../internal/child_process.ts";
 import process from "node:process";
-import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { assignmentProblems } from "../../testing/assignment_invariants.ts";
 import { PostgresStore } from "../../store/postgres_store.ts";
@@ -76,30 +76,10 @@ interface Child {
 }
 
 function spawnChild(plan: ChildPlan): Child {
-  const path = fileURLToPath(import.meta.url);
-  // deno-lint-ignore no-explicit-any
-  const deno = (globalThis as any).Deno;
-  const [command, args] = deno ? [deno.execPath(), ["run", "-A", path]] : [process.execPath, [
-    path,
-  ]];
-  const proc = spawn(command, args, {
-    env: { ...process.env, [CHILD_ENV]: JSON.stringify(plan) },
-    stdio: ["ignore", "pipe", "pipe"],
+  const child = spawnScript(import.meta.url, { [CHILD_ENV]: JSON.stringify(plan) }, {
+    collectStderr: true,
   });
-  const lines: string[] = [];
-  let buffered = "";
-  proc.stdout!.on("data", (chunk) => {
-    buffered += String(chunk);
-    const parts = buffered.split("\n");
-    buffered = parts.pop()!;
-    lines.push(...parts);
-  });
-  proc.stderr!.on("data", (chunk) => lines.push(`stderr: ${chunk}`));
-  const exited = new Promise<number | null>((resolve) => {
-    proc.on("exit", (code) => resolve(code));
-    proc.on("error", () => resolve(null));
-  });
-  return { id: plan.workerId, proc, lines, exited };
+  return { id: plan.workerId, ...child };
 }
 
 const childPlan = process.env[CHILD_ENV];
