@@ -73,10 +73,6 @@ export function renderStatus(report: WorkerStatus, now: Date = new Date()): stri
   return lines;
 }
 
-function jsonReplacer(_key: string, value: unknown): unknown {
-  return value instanceof Date ? value.toISOString() : value;
-}
-
 /** `eventsalsa status`. */
 export async function statusCommand(args: string[], io: CliIo): Promise<number> {
   const { values } = parseFlags(args, {
@@ -95,7 +91,8 @@ export async function statusCommand(args: string[], io: CliIo): Promise<number> 
   try {
     for (;;) {
       const report = await workerStatus(sql, options);
-      const text = values.json ? [JSON.stringify(report, jsonReplacer)] : renderStatus(report);
+      // Dates serialise as ISO strings through their toJSON.
+      const text = values.json ? [JSON.stringify(report)] : renderStatus(report);
       if (values.watch && !values.json) io.out("\x1b[2J\x1b[H" + new Date().toISOString());
       for (const line of text) io.out(line);
       if (!values.watch || io.signal?.aborted) return 0;

@@ -6,6 +6,7 @@
  * @module
  */
 import type postgres from "postgres";
+import { applyMigration } from "../internal/migration.ts";
 import {
   derivedIdentifier,
   IdentifierError,
@@ -154,11 +155,9 @@ CREATE TABLE IF NOT EXISTS ${tombstones.quoted} (
   return out;
 }
 
-/** Serialises concurrent migrations of the key store (two processes starting at once). */
-export const ENCRYPTION_MIGRATION_LOCK_KEY = 7_290_412_854;
-
 /**
- * Applies {@link migrationSql} in one transaction under an advisory lock.
+ * Applies {@link migrationSql} in one transaction under the advisory lock every eventsalsa
+ * migration takes (store, worker and encryption tables can be migrated concurrently).
  *
  * @example
  * ```ts
@@ -171,9 +170,5 @@ export async function migrate(
   sql: postgres.Sql,
   options: EncryptionMigrationOptions = {},
 ): Promise<void> {
-  const ddl = migrationSql(options);
-  await sql.begin(async (tx) => {
-    await tx.unsafe(`SELECT pg_advisory_xact_lock(${ENCRYPTION_MIGRATION_LOCK_KEY})`);
-    await tx.unsafe(ddl);
-  });
+  await applyMigration(sql, migrationSql(options));
 }

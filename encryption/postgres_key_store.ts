@@ -175,11 +175,6 @@ export class PostgresKeyStore implements KeyStore<SqlExecutor> {
     this.#countSql = `SELECT count(*)::int FROM ${T} WHERE system_key_id = $1::text`;
   }
 
-  #query(sql: SqlExecutor, text: string, params: unknown[]): Promise<Row[]> {
-    // Follows the connection's own `prepare` setting, as the event store and the worker do.
-    return run(sql, text, params);
-  }
-
   #lookup(
     scope: string,
     scopeId: string,
@@ -200,7 +195,7 @@ export class PostgresKeyStore implements KeyStore<SqlExecutor> {
 
   /** See {@link KeyStore.getActiveKey}. */
   async getActiveKey(tx: SqlExecutor, scope: string, scopeId: string): Promise<KeyLookup> {
-    const rows = await this.#query(tx, this.#getActiveSql, [scope, scopeId]);
+    const rows = await run(tx, this.#getActiveSql, [scope, scopeId]);
     return this.#lookup(scope, scopeId, rows[0], null);
   }
 
@@ -211,15 +206,15 @@ export class PostgresKeyStore implements KeyStore<SqlExecutor> {
     scopeId: string,
     keyVersion: number,
   ): Promise<KeyLookup> {
-    const rows = await this.#query(tx, this.#getKeySql, [scope, scopeId, keyVersion]);
+    const rows = await run(tx, this.#getKeySql, [scope, scopeId, keyVersion]);
     return this.#lookup(scope, scopeId, rows[0], keyVersion);
   }
 
   /** See {@link KeyStore.createKey}. */
   createKey(tx: SqlExecutor, key: NewKey): Promise<CreateKeyResult> {
     return inTransaction(tx, async (t) => {
-      await this.#query(t, this.#lockSql, [key.scope, key.scopeId]);
-      const [row] = await this.#query(t, this.#createSql, [
+      await run(t, this.#lockSql, [key.scope, key.scopeId]);
+      const [row] = await run(t, this.#createSql, [
         key.scope,
         key.scopeId,
         toHex(key.encryptedDek),
@@ -244,8 +239,8 @@ export class PostgresKeyStore implements KeyStore<SqlExecutor> {
   /** See {@link KeyStore.rotateKey}. */
   rotateKey(tx: SqlExecutor, key: NewKey): Promise<RotateKeyResult> {
     return inTransaction(tx, async (t) => {
-      await this.#query(t, this.#lockSql, [key.scope, key.scopeId]);
-      const [row] = await this.#query(t, this.#rotateSql, [
+      await run(t, this.#lockSql, [key.scope, key.scopeId]);
+      const [row] = await run(t, this.#rotateSql, [
         key.scope,
         key.scopeId,
         toHex(key.encryptedDek),
@@ -281,15 +276,15 @@ export class PostgresKeyStore implements KeyStore<SqlExecutor> {
 
   /** See {@link KeyStore.revokeKeys}. */
   async revokeKeys(tx: SqlExecutor, scope: string, scopeId: string): Promise<number> {
-    const rows = await this.#query(tx, this.#revokeSql, [scope, scopeId]);
+    const rows = await run(tx, this.#revokeSql, [scope, scopeId]);
     return rows.length;
   }
 
   /** See {@link KeyStore.destroyKeys}. */
   destroyKeys(tx: SqlExecutor, scope: string, scopeId: string): Promise<number> {
     return inTransaction(tx, async (t) => {
-      await this.#query(t, this.#lockSql, [scope, scopeId]);
-      const [row] = await this.#query(t, this.#destroySql, [scope, scopeId]);
+      await run(t, this.#lockSql, [scope, scopeId]);
+      const [row] = await run(t, this.#destroySql, [scope, scopeId]);
       return row[0] as number;
     });
   }
@@ -308,8 +303,8 @@ export class PostgresKeyStore implements KeyStore<SqlExecutor> {
       runBatch: (cursor: RewrapCursor | null, limit: number, process) =>
         inTransaction(tx, async (t) => {
           const rows = cursor === null
-            ? await this.#query(t, first, [request.fromSystemKeyId, limit])
-            : await this.#query(t, next, [
+            ? await run(t, first, [request.fromSystemKeyId, limit])
+            : await run(t, next, [
               request.fromSystemKeyId,
               limit,
               cursor.scope,
@@ -322,7 +317,7 @@ export class PostgresKeyStore implements KeyStore<SqlExecutor> {
           const updates: RewrapUpdate[] = process(keys);
           let applied = 0;
           if (updates.length > 0) {
-            const done = await this.#query(t, this.#rewrapUpdateSql, [
+            const done = await run(t, this.#rewrapUpdateSql, [
               request.fromSystemKeyId,
               request.toSystemKeyId,
               textArrayLiteral(updates.map((u) => u.scope)),
@@ -335,7 +330,7 @@ export class PostgresKeyStore implements KeyStore<SqlExecutor> {
           return { rows: rows.length, applied };
         }),
       countRemaining: async () => {
-        const [row] = await this.#query(tx, this.#countSql, [request.fromSystemKeyId]);
+        const [row] = await run(tx, this.#countSql, [request.fromSystemKeyId]);
         return row[0] as number;
       },
     });

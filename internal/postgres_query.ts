@@ -5,10 +5,10 @@
  * @module
  */
 import type postgres from "postgres";
+import type { SqlExecutor } from "./postgres_client.ts";
 
-/** A pool, reserved connection or transaction. */
-// deno-lint-ignore no-explicit-any
-export type Executor = postgres.Sql<any> | postgres.TransactionSql<any>;
+/** A pool, reserved connection or transaction (the one executor type of the project). */
+export type Executor = SqlExecutor;
 
 /** Row values of a statement (no column-name objects: cheaper). */
 export type Rows = unknown[][];

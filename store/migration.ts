@@ -6,6 +6,7 @@ import {
   parseIdentifier,
   type SqlIdentifier,
 } from "../internal/sql_identifier.ts";
+import { applyMigration } from "../internal/migration.ts";
 import { ValidationError } from "./errors.ts";
 
 /**
@@ -174,27 +175,7 @@ export function migrationSql(options: StoreMigrationOptions = {}): string {
   return lines.join("\n") + "\n";
 }
 
-/** Serialises concurrent migrations of one database (two processes starting at once). */
-export const MIGRATION_LOCK_KEY = 7_290_412_853;
-
-/**
- * Applies DDL in one transaction under an advisory lock, so concurrent starts do not race on
- * `CREATE ... IF NOT EXISTS`.
- *
- * @example
- * ```ts
- * import postgres from "postgres";
- * import { applyMigration, migrationSql } from "@eventsalsa/eventsalsa/store";
- * const sql = postgres(Deno.env.get("DATABASE_URL")!);
- * await applyMigration(sql, migrationSql());
- * ```
- */
-export async function applyMigration(sql: postgres.Sql, ddl: string): Promise<void> {
-  await sql.begin(async (tx) => {
-    await tx`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`;
-    await tx.unsafe(ddl);
-  });
-}
+export { applyMigration, MIGRATION_LOCK_KEY } from "../internal/migration.ts";
 
 /**
  * Creates the store's tables if they do not exist (shorthand for

@@ -212,10 +212,6 @@ export class PostgresStore implements EventStore<SqlExecutor> {
       `SELECT global_position FROM ${E} ORDER BY global_position DESC LIMIT 1`;
   }
 
-  #query(sql: SqlExecutor, text: string, params: unknown[]): Promise<Row[]> {
-    return run(sql, text, params);
-  }
-
   /**
    * Appends `events` (all for one aggregate) if `expected` holds for its head. Throws
    * `ValidationError`/`NoEventsError` before any SQL for bad input, `ConcurrencyError` when the
@@ -280,7 +276,7 @@ export class PostgresStore implements EventStore<SqlExecutor> {
     let rows: Row[];
     try {
       const text = (single ? this.#appendSingleSql : this.#appendSql)[expected.kind];
-      rows = await this.#query(tx, text, params);
+      rows = await run(tx, text, params);
     } catch (error) {
       const pgError = error as PostgresErrorLike;
       if (pgError.code === "23505") {
@@ -348,7 +344,7 @@ export class PostgresStore implements EventStore<SqlExecutor> {
   ): Promise<Stream> {
     const args = checkReadStream(aggregateType, aggregateId, range);
     this.#logger?.debug?.("reading stream", args);
-    const rows = await this.#query(tx, this.#readStreamSql, [
+    const rows = await run(tx, this.#readStreamSql, [
       args.aggregateType,
       args.aggregateId,
       args.fromVersion,
@@ -386,8 +382,8 @@ export class PostgresStore implements EventStore<SqlExecutor> {
     if (args.limit === 0) return [];
     this.#logger?.debug?.("reading events", args);
     const rows = args.aggregateTypes === null
-      ? await this.#query(tx, this.#readEventsSql, [args.afterPosition, args.limit])
-      : await this.#query(tx, this.#readEventsFilteredSql, [
+      ? await run(tx, this.#readEventsSql, [args.afterPosition, args.limit])
+      : await run(tx, this.#readEventsFilteredSql, [
         args.afterPosition,
         args.limit,
         textArrayLiteral(args.aggregateTypes),
@@ -406,7 +402,7 @@ export class PostgresStore implements EventStore<SqlExecutor> {
    * ```
    */
   async latestPosition(tx: SqlExecutor): Promise<number> {
-    const rows = await this.#query(tx, this.#latestPositionSql, []);
+    const rows = await run(tx, this.#latestPositionSql, []);
     return rows.length === 0 ? 0 : toSafeNumber(rows[0][0], "global_position");
   }
 
@@ -423,7 +419,7 @@ export class PostgresStore implements EventStore<SqlExecutor> {
    */
   async headVersion(tx: SqlExecutor, aggregateType: string, aggregateId: string): Promise<number> {
     const args = checkAggregate(aggregateType, aggregateId);
-    const rows = await this.#query(tx, this.#headSql, [args.aggregateType, args.aggregateId]);
+    const rows = await run(tx, this.#headSql, [args.aggregateType, args.aggregateId]);
     return rows.length === 0 ? 0 : toSafeNumber(rows[0][0], "aggregate_version");
   }
 

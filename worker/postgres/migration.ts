@@ -1,6 +1,6 @@
 import type postgres from "postgres";
 import { quotePart } from "../../internal/sql_identifier.ts";
-import { applyMigration } from "../../store/migration.ts";
+import { applyMigration } from "../../internal/migration.ts";
 import type { WorkerTableOptions } from "../options.ts";
 import { indexName, workerTables } from "./tables.ts";
 
