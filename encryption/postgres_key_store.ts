@@ -213,53 +213,29 @@ export class PostgresKeyStore implements KeyStore<SqlExecutor> {
   /** See {@link KeyStore.createKey}. */
   createKey(tx: SqlExecutor, key: NewKey): Promise<CreateKeyResult> {
     return inTransaction(tx, async (t) => {
-      await run(t, this.#lockSql, [key.scope, key.scopeId]);
-      const [row] = await run(t, this.#createSql, [
-        key.scope,
-        key.scopeId,
-        toHex(key.encryptedDek),
-        key.systemKeyId,
-      ]);
+      const row = await this.#writeLocked(t, this.#createSql, key);
       if (row[0] === null) return { status: "exists", keyVersion: row[2] as number | null };
-      return {
-        status: "created",
-        key: {
-          scope: key.scope,
-          scopeId: key.scopeId,
-          keyVersion: row[0] as number,
-          encryptedDek: copyBytes(key.encryptedDek),
-          systemKeyId: key.systemKeyId,
-          createdAt: row[1] as Date,
-          revokedAt: null,
-        },
-      };
+      return { status: "created", key: newStoredKey(key, row) };
     });
+  }
+
+  /** Takes the subject's lock, then runs a create or rotate statement for `key`. */
+  async #writeLocked(t: SqlExecutor, text: string, key: NewKey): Promise<Row> {
+    await run(t, this.#lockSql, [key.scope, key.scopeId]);
+    const [row] = await run(t, text, [
+      key.scope,
+      key.scopeId,
+      toHex(key.encryptedDek),
+      key.systemKeyId,
+    ]);
+    return row;
   }
 
   /** See {@link KeyStore.rotateKey}. */
   rotateKey(tx: SqlExecutor, key: NewKey): Promise<RotateKeyResult> {
     return inTransaction(tx, async (t) => {
-      await run(t, this.#lockSql, [key.scope, key.scopeId]);
-      const [row] = await run(t, this.#rotateSql, [
-        key.scope,
-        key.scopeId,
-        toHex(key.encryptedDek),
-        key.systemKeyId,
-      ]);
-      if (row[0] !== null) {
-        return {
-          status: "rotated",
-          key: {
-            scope: key.scope,
-            scopeId: key.scopeId,
-            keyVersion: row[0] as number,
-            encryptedDek: copyBytes(key.encryptedDek),
-            systemKeyId: key.systemKeyId,
-            createdAt: row[1] as Date,
-            revokedAt: null,
-          },
-        };
-      }
+      const row = await this.#writeLocked(t, this.#rotateSql, key);
+      if (row[0] !== null) return { status: "rotated", key: newStoredKey(key, row) };
       if (row[2] !== null) {
         // An active key exists but the insert collided: a writer that does not take our lock.
         throw new KeyExistsError({ scope: key.scope, scopeId: key.scopeId, keyVersion: null });
@@ -343,6 +319,19 @@ export class PostgresKeyStore implements KeyStore<SqlExecutor> {
   readsCommitted(tx: SqlExecutor): boolean {
     return isPool(tx);
   }
+}
+
+/** The key a create or rotate statement just wrote: its version and time from `row`. */
+function newStoredKey(key: NewKey, row: Row): StoredKey {
+  return {
+    scope: key.scope,
+    scopeId: key.scopeId,
+    keyVersion: row[0] as number,
+    encryptedDek: copyBytes(key.encryptedDek),
+    systemKeyId: key.systemKeyId,
+    createdAt: row[1] as Date,
+    revokedAt: null,
+  };
 }
 
 function toStoredKey(scope: string, scopeId: string, row: Row): StoredKey {
