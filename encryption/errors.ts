@@ -44,6 +44,74 @@ export class InvalidInputError extends TypeError {
 }
 
 /**
+ * Base of the errors about one subject's key ({@link KeyNotFoundError}, {@link KeyDestroyedError},
+ * {@link KeyExistsError}): the scope and subject are always known, the version when one was asked
+ * for. Catch it to handle every key-state error alike.
+ *
+ * @example
+ * ```ts
+ * import { KeyNotFoundError, SubjectKeyError } from "@eventsalsa/eventsalsa/encryption";
+ * const error = new KeyNotFoundError({ scope: "user-pii", scopeId: "u-1" });
+ * console.log(error instanceof SubjectKeyError, error.scopeId); // true u-1
+ * ```
+ */
+export abstract class SubjectKeyError extends Error {
+  /** The key's scope. */
+  readonly scope: string;
+  /** The subject id. */
+  readonly scopeId: string;
+  /** The key version, or null when the active key was asked for. */
+  readonly keyVersion: number | null;
+
+  /** `message` is the Go sentinel text; the subject is appended. */
+  constructor(message: string, context: KeyErrorContext, options?: ErrorOptions) {
+    super(`${message}: ${where(context)}`, options);
+    this.scope = context.scope;
+    this.scopeId = context.scopeId;
+    this.keyVersion = context.keyVersion ?? null;
+  }
+}
+
+/**
+ * Base of {@link DecryptionError} and {@link EncryptionError}: a cipher operation failed for a
+ * `reason` given in words that never include keys or plaintext, with the subject when known.
+ *
+ * @example
+ * ```ts
+ * import { CipherOperationError, DecryptionError } from "@eventsalsa/eventsalsa/encryption";
+ * const error = new DecryptionError("authentication failed");
+ * console.log(error instanceof CipherOperationError, error.reason); // true authentication failed
+ * ```
+ */
+export abstract class CipherOperationError extends Error {
+  /** Why it failed, without secrets. */
+  readonly reason: string;
+  /** The scope, when the failure concerns a subject's value or key. */
+  readonly scope: string | null;
+  /** The subject id, when known. */
+  readonly scopeId: string | null;
+  /** The key version, when known. */
+  readonly keyVersion: number | null;
+
+  /** `operation` is `"decryption"` or `"encryption"`, as in the Go sentinel texts. */
+  constructor(
+    operation: string,
+    reason: string,
+    context?: KeyErrorContext,
+    options?: ErrorOptions,
+  ) {
+    super(
+      `${operation} failed${context === undefined ? "" : `: ${where(context)}`}: ${reason}`,
+      options,
+    );
+    this.reason = reason;
+    this.scope = context?.scope ?? null;
+    this.scopeId = context?.scopeId ?? null;
+    this.keyVersion = context?.keyVersion ?? null;
+  }
+}
+
+/**
  * No key exists for the subject (or for the requested version), and none was ever destroyed
  * there: the key was never created. Go's text: `encryption key not found`.
  *
@@ -54,24 +122,15 @@ export class InvalidInputError extends TypeError {
  * console.log(error.message); // encryption key not found: user-pii/u-1 v2
  * ```
  */
-export class KeyNotFoundError extends Error {
+export class KeyNotFoundError extends SubjectKeyError {
   /** Stable error name. */
   override readonly name: string = "KeyNotFoundError";
   /** Stable error code. */
   readonly code: string = "ERR_KEY_NOT_FOUND";
-  /** The key's scope. */
-  readonly scope: string;
-  /** The subject id within the scope. */
-  readonly scopeId: string;
-  /** The version asked for, or `null` when the active key was asked for. */
-  readonly keyVersion: number | null;
 
   /** Creates the error for the given subject (and version). */
   constructor(context: KeyErrorContext, options?: ErrorOptions) {
-    super(`encryption key not found: ${where(context)}`, options);
-    this.scope = context.scope;
-    this.scopeId = context.scopeId;
-    this.keyVersion = context.keyVersion ?? null;
+    super("encryption key not found", context, options);
   }
 }
 
@@ -87,26 +146,17 @@ export class KeyNotFoundError extends Error {
  * console.log(error.code); // ERR_KEY_DESTROYED
  * ```
  */
-export class KeyDestroyedError extends Error {
+export class KeyDestroyedError extends SubjectKeyError {
   /** Stable error name. */
   override readonly name: string = "KeyDestroyedError";
   /** Stable error code. */
   readonly code: string = "ERR_KEY_DESTROYED";
-  /** The key's scope. */
-  readonly scope: string;
-  /** The subject id within the scope. */
-  readonly scopeId: string;
-  /** The version asked for, or `null` when the active key was asked for. */
-  readonly keyVersion: number | null;
   /** When the keys were destroyed. */
   readonly destroyedAt: Date;
 
   /** Creates the error for the given subject (and version) and destruction time. */
   constructor(context: KeyErrorContext, destroyedAt: Date, options?: ErrorOptions) {
-    super(`encryption key has been destroyed: ${where(context)}`, options);
-    this.scope = context.scope;
-    this.scopeId = context.scopeId;
-    this.keyVersion = context.keyVersion ?? null;
+    super("encryption key has been destroyed", context, options);
     this.destroyedAt = destroyedAt;
   }
 }
@@ -122,24 +172,15 @@ export class KeyDestroyedError extends Error {
  * console.log(error.keyVersion); // 1
  * ```
  */
-export class KeyExistsError extends Error {
+export class KeyExistsError extends SubjectKeyError {
   /** Stable error name. */
   override readonly name: string = "KeyExistsError";
   /** Stable error code. */
   readonly code: string = "ERR_KEY_EXISTS";
-  /** The key's scope. */
-  readonly scope: string;
-  /** The subject id within the scope. */
-  readonly scopeId: string;
-  /** The existing active version, or `null` when a concurrent writer won and it is not known. */
-  readonly keyVersion: number | null;
 
   /** Creates the error for the given subject. */
   constructor(context: KeyErrorContext, options?: ErrorOptions) {
-    super(`encryption key already exists: ${where(context)}`, options);
-    this.scope = context.scope;
-    this.scopeId = context.scopeId;
-    this.keyVersion = context.keyVersion ?? null;
+    super("encryption key already exists", context, options);
   }
 }
 
@@ -196,30 +237,15 @@ export class SystemKeyNotFoundError extends Error {
  * console.log(error.message); // decryption failed: user-pii/u-1 v1: authentication failed
  * ```
  */
-export class DecryptionError extends Error {
+export class DecryptionError extends CipherOperationError {
   /** Stable error name. */
   override readonly name: string = "DecryptionError";
   /** Stable error code. */
   readonly code: string = "ERR_DECRYPTION";
-  /** Why it failed, without secrets. */
-  readonly reason: string;
-  /** The scope, when the failure concerns a subject's value or key. */
-  readonly scope: string | null;
-  /** The subject id, when known. */
-  readonly scopeId: string | null;
-  /** The key version, when known. */
-  readonly keyVersion: number | null;
 
   /** Creates the error with a reason and, optionally, the subject it concerns. */
   constructor(reason: string, context?: KeyErrorContext, options?: ErrorOptions) {
-    super(
-      `decryption failed${context === undefined ? "" : `: ${where(context)}`}: ${reason}`,
-      options,
-    );
-    this.reason = reason;
-    this.scope = context?.scope ?? null;
-    this.scopeId = context?.scopeId ?? null;
-    this.keyVersion = context?.keyVersion ?? null;
+    super("decryption", reason, context, options);
   }
 }
 
@@ -234,30 +260,15 @@ export class DecryptionError extends Error {
  * console.log(new EncryptionError("random source failed").code); // ERR_ENCRYPTION
  * ```
  */
-export class EncryptionError extends Error {
+export class EncryptionError extends CipherOperationError {
   /** Stable error name. */
   override readonly name: string = "EncryptionError";
   /** Stable error code. */
   readonly code: string = "ERR_ENCRYPTION";
-  /** Why it failed, without secrets. */
-  readonly reason: string;
-  /** The scope, when known. */
-  readonly scope: string | null;
-  /** The subject id, when known. */
-  readonly scopeId: string | null;
-  /** The key version, when known. */
-  readonly keyVersion: number | null;
 
   /** Creates the error with a reason and, optionally, the subject it concerns. */
   constructor(reason: string, context?: KeyErrorContext, options?: ErrorOptions) {
-    super(
-      `encryption failed${context === undefined ? "" : `: ${where(context)}`}: ${reason}`,
-      options,
-    );
-    this.reason = reason;
-    this.scope = context?.scope ?? null;
-    this.scopeId = context?.scopeId ?? null;
-    this.keyVersion = context?.keyVersion ?? null;
+    super("encryption", reason, context, options);
   }
 }
 

@@ -56,6 +56,7 @@
  * @module
  */
 export {
+  CipherOperationError,
   DecryptionError,
   EncryptionError,
   InvalidInputError,
@@ -65,6 +66,7 @@ export {
   KeyExistsError,
   KeyNotFoundError,
   KeyringError,
+  SubjectKeyError,
   SystemKeyNotFoundError,
 } from "./errors.ts";
 export {
