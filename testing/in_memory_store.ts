@@ -345,10 +345,11 @@ export class InMemoryEventStore implements EventStore<InMemoryTransaction | InMe
     expected: ExpectedVersion,
     events: readonly Event[],
   ): Promise<AppendResult> {
-    const batch = normalizeAppend(expected, events);
     if (tx instanceof InMemoryEventStore) {
+      // Auto-commit: the inner call validates, once.
       return await this.transaction((inner) => this.append(inner, expected, events));
     }
+    const batch = normalizeAppend(expected, events);
     tx.assertUsable();
     const { aggregateType, aggregateId } = batch;
     const key = keyOf(aggregateType, aggregateId);
