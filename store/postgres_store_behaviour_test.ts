@@ -37,6 +37,45 @@ describe("PostgresStore behaviour beyond the contract", () => {
     }
   });
 
+  it("a prepared append keeps its generic plan: planned once per connection, not per call", async () => {
+    // A statement PostgreSQL re-plans on every call costs ~150 µs of server CPU per append (see
+    // bench/README.md); this pins the statement shapes whose generic plan the planner keeps.
+    const db = await testDatabase();
+    try {
+      const sql = db.connect({ max: 1, prepare: true });
+      await migrate(sql);
+      const store = new PostgresStore();
+      const calls = 12;
+      for (const [size, expected] of [[1, any()], [10, any()], [3, noStream()]] as const) {
+        for (let i = 0; i < calls; i++) {
+          await sql.begin((tx) =>
+            store.append(
+              tx,
+              expected,
+              Array.from({ length: size }, () => ({
+                aggregateType: "P",
+                aggregateId: `p-${size}-${i}`,
+                eventType: "E",
+                payload,
+              })),
+            )
+          );
+        }
+      }
+      const plans = await sql<{ statement: string; generic: string; custom: string }[]>`
+        SELECT statement, generic_plans AS generic, custom_plans AS custom
+        FROM pg_prepared_statements WHERE statement LIKE 'WITH head AS%'`;
+      assert.equal(plans.length, 3, "one prepared statement per append shape");
+      for (const plan of plans) {
+        // PostgreSQL plans the first five calls for their values, then settles for good.
+        assert.equal(Number(plan.custom), 5, plan.statement);
+        assert.equal(Number(plan.generic), calls - 5, plan.statement);
+      }
+    } finally {
+      await db.close();
+    }
+  });
+
   it("logs appends and conflicts through the optional logger", async () => {
     const db = await testDatabase();
     try {
