@@ -7,6 +7,7 @@
 import { gcm } from "@noble/ciphers/aes.js";
 import { randomBytes as nobleRandomBytes } from "@noble/ciphers/utils.js";
 import { DecryptionError, EncryptionError, InvalidKeySizeError } from "./errors.ts";
+import { PreparedAesGcmKey } from "./prepared_key.ts";
 
 /**
  * An authenticated cipher. Implementations must be stateless (safe to share) and synchronous, and
@@ -86,7 +87,8 @@ export class AesGcmCipher implements Cipher {
     this.#random = options.randomBytes ?? nobleRandomBytes;
   }
 
-  #checkKey(key: Uint8Array): void {
+  #checkKey(key: Uint8Array | PreparedAesGcmKey): void {
+    if (key instanceof PreparedAesGcmKey) return;
     if (!(key instanceof Uint8Array) || key.length !== AES_256_KEY_SIZE) {
       throw new InvalidKeySizeError(
         "AES-256-GCM key",
@@ -96,8 +98,15 @@ export class AesGcmCipher implements Cipher {
     }
   }
 
-  /** Encrypts under `key` with a fresh nonce; `associatedData` is authenticated, not encrypted. */
-  encrypt(key: Uint8Array, plaintext: Uint8Array, associatedData?: Uint8Array): Uint8Array {
+  /**
+   * Encrypts under `key` (32 bytes, or a {@link PreparedAesGcmKey} to skip the key setup) with a
+   * fresh nonce; `associatedData` is authenticated, not encrypted.
+   */
+  encrypt(
+    key: Uint8Array | PreparedAesGcmKey,
+    plaintext: Uint8Array,
+    associatedData?: Uint8Array,
+  ): Uint8Array {
     const { nonce, sealed } = this.encryptDetached(key, plaintext, associatedData);
     const out = new Uint8Array(GCM_NONCE_SIZE + sealed.length);
     out.set(nonce, 0);
@@ -119,7 +128,7 @@ export class AesGcmCipher implements Cipher {
    * ```
    */
   encryptDetached(
-    key: Uint8Array,
+    key: Uint8Array | PreparedAesGcmKey,
     plaintext: Uint8Array,
     associatedData?: Uint8Array,
   ): { nonce: Uint8Array; sealed: Uint8Array } {
@@ -136,22 +145,34 @@ export class AesGcmCipher implements Cipher {
     try {
       return {
         nonce,
-        sealed: gcm(key, nonce, emptyToUndefined(associatedData)).encrypt(plaintext),
+        sealed: key instanceof PreparedAesGcmKey
+          ? key.seal(nonce, plaintext, associatedData)
+          : gcm(key, nonce, emptyToUndefined(associatedData)).encrypt(plaintext),
       };
     } catch (error) {
+      if (error instanceof EncryptionError) throw error;
       throw new EncryptionError("AES-GCM encryption failed", undefined, { cause: error });
     }
   }
 
-  /** Decrypts `nonce ‖ ciphertext ‖ tag`; any failure is a {@link DecryptionError}. */
-  decrypt(key: Uint8Array, ciphertext: Uint8Array, associatedData?: Uint8Array): Uint8Array {
+  /**
+   * Decrypts `nonce ‖ ciphertext ‖ tag` under `key` (bytes or a {@link PreparedAesGcmKey}); any
+   * failure to authenticate is a {@link DecryptionError}.
+   */
+  decrypt(
+    key: Uint8Array | PreparedAesGcmKey,
+    ciphertext: Uint8Array,
+    associatedData?: Uint8Array,
+  ): Uint8Array {
     this.#checkKey(key);
     if (ciphertext.length < GCM_NONCE_SIZE + GCM_TAG_SIZE) {
       throw new DecryptionError("ciphertext too short");
     }
+    const nonce = ciphertext.subarray(0, GCM_NONCE_SIZE);
+    const sealed = ciphertext.subarray(GCM_NONCE_SIZE);
+    if (key instanceof PreparedAesGcmKey) return key.open(nonce, sealed, associatedData);
     try {
-      return gcm(key, ciphertext.subarray(0, GCM_NONCE_SIZE), emptyToUndefined(associatedData))
-        .decrypt(ciphertext.subarray(GCM_NONCE_SIZE));
+      return gcm(key, nonce, emptyToUndefined(associatedData)).decrypt(sealed);
     } catch (error) {
       throw new DecryptionError("authentication failed", undefined, { cause: error });
     }

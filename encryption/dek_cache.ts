@@ -36,15 +36,49 @@ interface Timed<T> {
   expiresAt: number;
 }
 
+/**
+ * One cached data key. `dek` is the cache's own array: use it synchronously, never keep or modify
+ * it. `derived` is state built from the key by its user (the envelope keeps a
+ * `PreparedAesGcmKey` there), which the cache destroys when the key leaves it.
+ *
+ * @example
+ * ```ts
+ * import { DekCache, type CachedDek } from "@eventsalsa/eventsalsa/encryption";
+ * const cache = new DekCache();
+ * cache.setDek("user-pii", "u-1", 1, new Uint8Array(32));
+ * const cached: CachedDek | undefined = cache.getCached("user-pii", "u-1", 1);
+ * console.log(cached?.keyVersion, cached?.derived); // 1 null
+ * ```
+ */
+export interface CachedDek {
+  /** The key version. */
+  readonly keyVersion: number;
+  /** The unwrapped data key (zeroed when it leaves the cache). */
+  readonly dek: Uint8Array;
+  /** State derived from the key; destroyed with it. `null` until a user sets it. */
+  derived: { destroy(): void } | null;
+}
+
+interface Entry extends CachedDek {
+  expiresAt: number;
+}
+
 interface Subject {
   active: Timed<number> | null;
-  deks: Map<number, Timed<Uint8Array>>;
+  deks: Map<number, Entry>;
+}
+
+/** Zeroes the key and destroys what was derived from it. */
+function release(entry: Entry): void {
+  entry.dek.fill(0);
+  entry.derived?.destroy();
+  entry.derived = null;
 }
 
 /**
  * A bounded, expiring cache of unwrapped data keys, keyed by (scope, scopeId, version), plus each
- * subject's active version. Keys are zeroed when they leave the cache (expiry, eviction,
- * invalidation, {@link DekCache.clear}).
+ * subject's active version. Keys are zeroed, and state derived from them destroyed, when they leave
+ * the cache (expiry, eviction, invalidation, {@link DekCache.clear}).
  *
  * After {@link DekCache.invalidate} a subject is not cached again for one TTL: a destruction not yet
  * committed by the caller's transaction must not be undone by a concurrent read that still sees the
@@ -118,19 +152,34 @@ export class DekCache {
    * synchronously, do not keep or modify it.
    */
   getDek(scope: string, scopeId: string, keyVersion: number): Uint8Array | undefined {
+    return this.getCached(scope, scopeId, keyVersion)?.dek;
+  }
+
+  /**
+   * The cached entry of one version (key bytes and derived state), or `undefined`.
+   *
+   * @example
+   * ```ts
+   * import { DekCache } from "@eventsalsa/eventsalsa/encryption";
+   * const cache = new DekCache();
+   * cache.setDek("user-pii", "u-1", 2, new Uint8Array(32));
+   * console.log(cache.getCached("user-pii", "u-1", 2)?.dek.length); // 32
+   * ```
+   */
+  getCached(scope: string, scopeId: string, keyVersion: number): CachedDek | undefined {
     const now = this.#clock.now();
     const key = subjectKey(scope, scopeId);
     const subject = this.#subject(key, now);
     const entry = subject?.deks.get(keyVersion);
     if (subject === undefined || entry === undefined) return undefined;
     if (entry.expiresAt <= now) {
-      entry.value.fill(0);
+      release(entry);
       subject.deks.delete(keyVersion);
       this.#size--;
       this.#dropIfEmpty(key, subject);
       return undefined;
     }
-    return entry.value;
+    return entry;
   }
 
   /**
@@ -150,11 +199,15 @@ export class DekCache {
       this.#subjects.set(key, subject);
     }
     const old = subject.deks.get(keyVersion);
+    if (old !== undefined && old.dek === dek) {
+      old.expiresAt = now + this.ttlMs;
+      return;
+    }
     if (old !== undefined) {
-      if (old.value !== dek) old.value.fill(0);
+      release(old);
       this.#size--;
     }
-    subject.deks.set(keyVersion, { value: dek, expiresAt: now + this.ttlMs });
+    subject.deks.set(keyVersion, { keyVersion, dek, derived: null, expiresAt: now + this.ttlMs });
     this.#size++;
     this.#evict(key);
   }
@@ -163,14 +216,14 @@ export class DekCache {
    * The subject's cached active version and its key, in one lookup, or `undefined`. The key is the
    * cache's own: use it synchronously, do not keep or modify it.
    */
-  getActive(scope: string, scopeId: string): { keyVersion: number; dek: Uint8Array } | undefined {
+  getActive(scope: string, scopeId: string): CachedDek | undefined {
     const now = this.#clock.now();
     const subject = this.#subject(subjectKey(scope, scopeId), now);
     const active = subject?.active;
     if (active == null) return undefined;
     const entry = subject!.deks.get(active.value);
     if (entry === undefined || entry.expiresAt <= now) return undefined;
-    return { keyVersion: active.value, dek: entry.value };
+    return entry;
   }
 
   /** The subject's cached active version, or `undefined`. */
@@ -211,7 +264,7 @@ export class DekCache {
   }
 
   #drop(key: string, subject: Subject): void {
-    for (const entry of subject.deks.values()) entry.value.fill(0);
+    for (const entry of subject.deks.values()) release(entry);
     this.#size -= subject.deks.size;
     subject.deks.clear();
     this.#subjects.delete(key);
@@ -233,7 +286,7 @@ export class DekCache {
     if (subject === undefined) return;
     for (const [version, entry] of subject.deks) {
       if (this.#size <= this.maxEntries) return;
-      entry.value.fill(0);
+      release(entry);
       subject.deks.delete(version);
       this.#size--;
     }

@@ -7,6 +7,8 @@ import { createEncryption } from "./encryption.ts";
 import { InvalidInputError, KeyDestroyedError } from "./errors.ts";
 import { keyringFromMap } from "./keyring.ts";
 import type { KeyStore } from "./key_store.ts";
+import { AesGcmCipher } from "./cipher.ts";
+import { PreparedAesGcmKey } from "./prepared_key.ts";
 
 const dek = (fill: number) => new Uint8Array(32).fill(fill);
 
@@ -78,6 +80,42 @@ describe("DekCache", () => {
     assert.throws(() => new DekCache({ maxEntries: 0 }), InvalidInputError);
     assert.throws(() => new DekCache({ ttlMs: -1 }), InvalidInputError);
   });
+
+  it("destroys derived state whenever its key leaves: expiry, eviction, replacement, invalidate, clear", async () => {
+    const clock = new FakeClock(0);
+    const cache = new DekCache({ maxEntries: 2, ttlMs: 1000, clock });
+    const destroyed: string[] = [];
+    const derive = (scope: string, id: string, version: number) => {
+      const entry = cache.getCached(scope, id, version)!;
+      entry.derived = { destroy: () => destroyed.push(`${id}/${version}`) };
+    };
+    cache.setDek("s", "expires", 1, dek(1));
+    derive("s", "expires", 1);
+    await clock.advance(1000);
+    assert.equal(cache.getCached("s", "expires", 1), undefined);
+    assert.deepEqual(destroyed, ["expires/1"]);
+
+    cache.setDek("s", "a", 1, dek(2));
+    derive("s", "a", 1);
+    const same = cache.getDek("s", "a", 1)!;
+    cache.setDek("s", "a", 1, same); // the same array again: kept, derived state too
+    assert.deepEqual(destroyed, ["expires/1"]);
+    cache.setDek("s", "a", 1, dek(3)); // another array for the version: the old one goes
+    assert.deepEqual(destroyed, ["expires/1", "a/1"]);
+    assert.equal(cache.getCached("s", "a", 1)!.derived, null);
+
+    derive("s", "a", 1);
+    cache.setDek("s", "b", 1, dek(4));
+    derive("s", "b", 1);
+    cache.setDek("s", "c", 1, dek(5)); // evicts a, the least recently used
+    assert.deepEqual(destroyed.slice(2), ["a/1"]);
+    cache.invalidate("s", "b");
+    assert.deepEqual(destroyed.slice(3), ["b/1"]);
+    derive("s", "c", 1);
+    cache.clear();
+    assert.deepEqual(destroyed.slice(4), ["c/1"]);
+    assert.equal(cache.size, 0);
+  });
 });
 
 describe("DEK cache in the envelope", () => {
@@ -115,6 +153,44 @@ describe("DEK cache in the envelope", () => {
     }
     assert.equal(await pii.decrypt(null, "u-1", first), "a");
     assert.deepEqual(reads, ["getActiveKey"]);
+  });
+
+  it("keeps a prepared AES-GCM key beside each cached key and destroys it with the key", async () => {
+    const { encryption, cache } = setup();
+    await encryption.keyManager.createKey(null, "s", "i");
+    const value = await encryption.envelope.encrypt(null, "s", "i", "x");
+    assert.equal(cache.getCached("s", "i", 1)!.derived, null, "the store read used the bytes");
+    assert.equal(await encryption.envelope.decrypt(null, "s", "i", value), "x");
+    const prepared = cache.getCached("s", "i", 1)!.derived;
+    assert.ok(prepared instanceof PreparedAesGcmKey, "prepared on the first cache hit");
+    await encryption.envelope.encrypt(null, "s", "i", "y");
+    assert.equal(cache.getCached("s", "i", 1)!.derived, prepared, "built once, then reused");
+    await encryption.keyManager.rotateKey(null, "s", "i");
+    assert.equal(prepared.destroyed, true);
+    // Values written through the prepared key read back with a cacheless envelope, and back.
+    const { keyring, store } = setup();
+    const plain = createEncryption({ keyring, store });
+    await plain.keyManager.createKey(null, "t", "j");
+    const withCache = createEncryption({ keyring, store, cache: new DekCache() });
+    for (const text of ["", "a", "x".repeat(100), "ünïcødé ✓"]) {
+      const cached = await withCache.envelope.encrypt(null, "t", "j", text, { context: "f" });
+      assert.equal(await plain.envelope.decrypt(null, "t", "j", cached, { context: "f" }), text);
+      const uncached = await plain.envelope.encrypt(null, "t", "j", text);
+      assert.equal(await withCache.envelope.decrypt(null, "t", "j", uncached), text);
+    }
+  });
+
+  it("a custom cipher gets the key bytes: no prepared key is made for it", async () => {
+    class CountingCipher extends AesGcmCipher {}
+    const clock = new FakeClock(0);
+    const store = new InMemoryKeyStore({ clock });
+    const keyring = keyringFromMap({ k1: crypto.getRandomValues(new Uint8Array(32)) }, "k1");
+    const cache = new DekCache({ clock });
+    const encryption = createEncryption({ keyring, store, cache, cipher: new CountingCipher() });
+    await encryption.keyManager.createKey(null, "s", "i");
+    const value = await encryption.envelope.encrypt(null, "s", "i", "x");
+    assert.equal(await encryption.envelope.decrypt(null, "s", "i", value), "x");
+    assert.equal(cache.getCached("s", "i", 1)!.derived, null);
   });
 
   it("re-reads the store after the TTL", async () => {

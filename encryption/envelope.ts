@@ -7,7 +7,7 @@
  */
 import { AesGcmCipher, type Cipher } from "./cipher.ts";
 import { unwrapDek } from "./data_keys.ts";
-import type { DekCache } from "./dek_cache.ts";
+import type { CachedDek, DekCache } from "./dek_cache.ts";
 import { encodeBase64Std, utf8DecodeStrict, utf8Encode, zeroBytes } from "./encoding.ts";
 import {
   type EnvelopeFormat,
@@ -24,6 +24,7 @@ import {
 } from "./errors.ts";
 import type { Keyring } from "./keyring.ts";
 import type { KeyLookup, KeyStore, StoredKey } from "./key_store.ts";
+import { PreparedAesGcmKey } from "./prepared_key.ts";
 import { checkContext, checkKeyVersion, checkSubject } from "./validation.ts";
 
 /**
@@ -153,6 +154,8 @@ export class Envelope<Tx> {
   readonly #keyring: Keyring;
   readonly #store: KeyStore<Tx>;
   readonly #cipher: Cipher;
+  /** The cipher when it is our own AES-GCM (not a subclass): it takes prepared keys. */
+  readonly #aes: AesGcmCipher | null;
   readonly #cache: DekCache | null;
   /** The format new values are written in. */
   readonly writeFormat: EnvelopeFormat;
@@ -177,6 +180,9 @@ export class Envelope<Tx> {
     this.#keyring = options.keyring;
     this.#store = options.store;
     this.#cipher = options.cipher ?? new AesGcmCipher();
+    this.#aes = this.#cipher instanceof AesGcmCipher && this.#cipher.constructor === AesGcmCipher
+      ? this.#cipher
+      : null;
     this.#cache = options.cache ?? null;
     this.writeFormat = format;
   }
@@ -286,7 +292,7 @@ export class Envelope<Tx> {
     // Fast path, fully synchronous: a cached key cannot be zeroed while it is in use.
     const hit = this.#cache?.getActive(scope, scopeId);
     if (hit !== undefined) {
-      return this.#seal(hit.dek, scope, scopeId, hit.keyVersion, plaintext, context);
+      return this.#seal(this.#keyOf(hit), scope, scopeId, hit.keyVersion, plaintext, context);
     }
     return this.#encryptSlow(tx, scope, scopeId, plaintext, context);
   }
@@ -317,8 +323,20 @@ export class Envelope<Tx> {
     if (active) cache.setActiveVersion(key.scope, key.scopeId, key.keyVersion);
   }
 
+  /**
+   * The key to use for a cached entry: with our AES-GCM, the entry's prepared key (built on first
+   * use, destroyed by the cache with the entry), which skips the per-value key setup.
+   */
+  #keyOf(entry: CachedDek): Uint8Array | PreparedAesGcmKey {
+    if (this.#aes === null) return entry.dek;
+    const derived = entry.derived;
+    if (derived instanceof PreparedAesGcmKey && !derived.destroyed) return derived;
+    derived?.destroy();
+    return (entry.derived = new PreparedAesGcmKey(entry.dek));
+  }
+
   #seal(
-    dek: Uint8Array,
+    dek: Uint8Array | PreparedAesGcmKey,
     scope: string,
     scopeId: string,
     keyVersion: number,
@@ -336,21 +354,21 @@ export class Envelope<Tx> {
       bytes = utf8Encode(plaintext);
     }
     try {
+      // A prepared key only ever comes with `#aes` set (see #keyOf).
+      const aes = this.#aes;
       if (this.writeFormat === "go") {
-        return {
-          ciphertext: encodeBase64Std(this.#cipher.encrypt(dek, bytes)),
-          keyVersion,
-          format: "go",
-        };
+        const sealed = aes !== null
+          ? aes.encrypt(dek, bytes)
+          : this.#cipher.encrypt(dek as Uint8Array, bytes);
+        return { ciphertext: encodeBase64Std(sealed), keyVersion, format: "go" };
       }
       const aad = es2AssociatedData(scope, scopeId, keyVersion, context);
-      const cipher = this.#cipher;
       let ciphertext: string;
-      if (cipher instanceof AesGcmCipher && cipher.constructor === AesGcmCipher) {
-        const { nonce, sealed } = cipher.encryptDetached(dek, bytes, aad);
+      if (aes !== null) {
+        const { nonce, sealed } = aes.encryptDetached(dek, bytes, aad);
         ciphertext = formatEs2Detached(keyVersion, nonce, sealed);
       } else {
-        ciphertext = formatEs2(keyVersion, cipher.encrypt(dek, bytes, aad));
+        ciphertext = formatEs2(keyVersion, this.#cipher.encrypt(dek as Uint8Array, bytes, aad));
       }
       return { ciphertext, keyVersion, format: "es2" };
     } finally {
@@ -468,9 +486,9 @@ export class Envelope<Tx> {
       ? es2AssociatedData(scope, scopeId, keyVersion, context)
       : undefined;
     // Fast path, fully synchronous: a cached key cannot be zeroed while it is in use.
-    const cached = this.#cache?.getDek(scope, scopeId, keyVersion);
+    const cached = this.#cache?.getCached(scope, scopeId, keyVersion);
     if (cached !== undefined) {
-      return this.#open(cached, parsed.sealed, aad, scope, scopeId, keyVersion);
+      return this.#open(this.#keyOf(cached), parsed.sealed, aad, scope, scopeId, keyVersion);
     }
     // `sealed` may live in a scratch buffer: copy it before waiting for the store.
     return this.#decryptSlow(tx, scope, scopeId, keyVersion, parsed.sealed.slice(), aad);
@@ -496,7 +514,7 @@ export class Envelope<Tx> {
   }
 
   #open(
-    dek: Uint8Array,
+    dek: Uint8Array | PreparedAesGcmKey,
     sealed: Uint8Array,
     aad: Uint8Array | undefined,
     scope: string,
@@ -504,7 +522,9 @@ export class Envelope<Tx> {
     keyVersion: number,
   ): Uint8Array {
     try {
-      return this.#cipher.decrypt(dek, sealed, aad);
+      return this.#aes !== null
+        ? this.#aes.decrypt(dek, sealed, aad)
+        : this.#cipher.decrypt(dek as Uint8Array, sealed, aad);
     } catch (error) {
       const reason = error instanceof DecryptionError ? error.reason : "authentication failed";
       throw new DecryptionError(

@@ -77,6 +77,7 @@ export {
   GCM_NONCE_SIZE,
   GCM_TAG_SIZE,
 } from "./cipher.ts";
+export { PreparedAesGcmKey } from "./prepared_key.ts";
 export {
   type EnvKeyringOptions,
   type FileKeyringOptions,
@@ -115,7 +116,7 @@ export {
   type Normalizer,
   normalizers,
 } from "./blind_index.ts";
-export { DekCache, type DekCacheOptions } from "./dek_cache.ts";
+export { type CachedDek, DekCache, type DekCacheOptions } from "./dek_cache.ts";
 export {
   DEFAULT_REWRAP_BATCH_SIZE,
   driveRewrap,
