@@ -182,3 +182,43 @@ export class AesGcmCipher implements Cipher {
 function emptyToUndefined(data: Uint8Array | undefined): Uint8Array | undefined {
   return data === undefined || data.length === 0 ? undefined : data;
 }
+
+/** `cipher` when it is exactly {@link AesGcmCipher} (a subclass may change the format), else null. */
+export function plainAesGcm(cipher: Cipher): AesGcmCipher | null {
+  return cipher instanceof AesGcmCipher && cipher.constructor === AesGcmCipher ? cipher : null;
+}
+
+/** Encryption and decryption under one key; what the key-wrapping paths use. */
+export interface KeyOperations {
+  encrypt(plaintext: Uint8Array, associatedData?: Uint8Array): Uint8Array;
+  decrypt(ciphertext: Uint8Array, associatedData?: Uint8Array): Uint8Array;
+}
+
+/**
+ * Binds `key` to `cipher`; with our own AES-GCM, through a prepared key (the setup is paid once, not
+ * per call). `release` wipes what the binding made (a prepared key, a copy); never `key` itself.
+ */
+export function bindKey(
+  cipher: Cipher,
+  key: Uint8Array | PreparedAesGcmKey,
+): KeyOperations & { release(): void } {
+  const aes = plainAesGcm(cipher);
+  if (aes !== null) {
+    const prepared = key instanceof PreparedAesGcmKey ? key : new PreparedAesGcmKey(key);
+    return {
+      encrypt: (plaintext, associatedData) => aes.encrypt(prepared, plaintext, associatedData),
+      decrypt: (ciphertext, associatedData) => aes.decrypt(prepared, ciphertext, associatedData),
+      release: () => {
+        if (prepared !== key) prepared.destroy();
+      },
+    };
+  }
+  if (key instanceof PreparedAesGcmKey) {
+    throw new EncryptionError("a prepared AES-GCM key needs AesGcmCipher");
+  }
+  return {
+    encrypt: (plaintext, associatedData) => cipher.encrypt(key, plaintext, associatedData),
+    decrypt: (ciphertext, associatedData) => cipher.decrypt(key, ciphertext, associatedData),
+    release: () => {},
+  };
+}

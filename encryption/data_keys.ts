@@ -6,7 +6,7 @@
  * @module
  */
 import { randomBytes } from "@noble/ciphers/utils.js";
-import type { Cipher } from "./cipher.ts";
+import { bindKey, type Cipher, type KeyOperations, plainAesGcm } from "./cipher.ts";
 import { zeroBytes } from "./encoding.ts";
 import {
   DecryptionError,
@@ -34,7 +34,8 @@ export function newWrappedDek(
   random: (length: number) => Uint8Array = randomBytes,
 ): WrappedDek {
   let dek: Uint8Array | null = null;
-  const { keyId, key: kek } = keyring.activeKey();
+  const keyId = keyring.activeKeyId;
+  const kek = kekOperations(keyring, cipher, keyId);
   try {
     try {
       dek = random(cipher.keySize);
@@ -44,10 +45,10 @@ export function newWrappedDek(
     if (!(dek instanceof Uint8Array) || dek.length !== cipher.keySize) {
       throw new EncryptionError("random source returned a key of the wrong size", context);
     }
-    return { encryptedDek: cipher.encrypt(kek, dek), systemKeyId: keyId };
+    return { encryptedDek: kek.encrypt(dek), systemKeyId: keyId };
   } finally {
     zeroBytes(dek);
-    zeroBytes(kek);
+    kek.release();
   }
 }
 
@@ -59,10 +60,10 @@ export function newWrappedDek(
 export function unwrapDek(keyring: Keyring, cipher: Cipher, key: StoredKey): Uint8Array {
   const context = { scope: key.scope, scopeId: key.scopeId, keyVersion: key.keyVersion };
   if (!keyring.has(key.systemKeyId)) throw new SystemKeyNotFoundError(key.systemKeyId, context);
-  const kek = keyring.key(key.systemKeyId);
+  const kek = kekOperations(keyring, cipher, key.systemKeyId);
   let dek: Uint8Array;
   try {
-    dek = cipher.decrypt(kek, key.encryptedDek);
+    dek = kek.decrypt(key.encryptedDek);
   } catch (error) {
     throw new DecryptionError(
       `wrapped data key does not open under system key ${JSON.stringify(key.systemKeyId)}`,
@@ -70,11 +71,36 @@ export function unwrapDek(keyring: Keyring, cipher: Cipher, key: StoredKey): Uin
       { cause: error },
     );
   } finally {
-    zeroBytes(kek);
+    kek.release();
   }
   if (dek.length !== cipher.keySize) {
     zeroBytes(dek);
     throw new DecryptionError("unwrapped data key has the wrong size", context);
   }
   return dek;
+}
+
+/**
+ * The system key `keyId` bound to `cipher`: the keyring's prepared key when the cipher is our own
+ * AES-GCM and the keyring keeps prepared keys (nothing to wipe), else a copy of the key bytes that
+ * `release` zeroes.
+ */
+export function kekOperations(
+  keyring: Keyring,
+  cipher: Cipher,
+  keyId: string,
+): KeyOperations & { release(): void } {
+  if (plainAesGcm(cipher) !== null && keyring.preparedKey !== undefined) {
+    return bindKey(cipher, keyring.preparedKey(keyId));
+  }
+  const copy = keyring.key(keyId);
+  const bound = bindKey(cipher, copy);
+  return {
+    encrypt: bound.encrypt,
+    decrypt: bound.decrypt,
+    release: () => {
+      bound.release();
+      zeroBytes(copy);
+    },
+  };
 }

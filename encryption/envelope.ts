@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { AesGcmCipher, type Cipher } from "./cipher.ts";
+import { AesGcmCipher, type Cipher, plainAesGcm } from "./cipher.ts";
 import { unwrapDek } from "./data_keys.ts";
 import type { CachedDek, DekCache } from "./dek_cache.ts";
 import { encodeBase64Std, utf8DecodeStrict, utf8Encode, zeroBytes } from "./encoding.ts";
@@ -180,9 +180,7 @@ export class Envelope<Tx> {
     this.#keyring = options.keyring;
     this.#store = options.store;
     this.#cipher = options.cipher ?? new AesGcmCipher();
-    this.#aes = this.#cipher instanceof AesGcmCipher && this.#cipher.constructor === AesGcmCipher
-      ? this.#cipher
-      : null;
+    this.#aes = plainAesGcm(this.#cipher);
     this.#cache = options.cache ?? null;
     this.writeFormat = format;
   }

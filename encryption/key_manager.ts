@@ -6,9 +6,8 @@
  * @module
  */
 import { AesGcmCipher, type Cipher } from "./cipher.ts";
-import { newWrappedDek } from "./data_keys.ts";
+import { kekOperations, newWrappedDek } from "./data_keys.ts";
 import type { DekCache } from "./dek_cache.ts";
-import { zeroBytes } from "./encoding.ts";
 import {
   InvalidInputError,
   KeyDestroyedError,
@@ -253,22 +252,21 @@ export class KeyManager<Tx> {
     for (const id of [checked.from, checked.to]) {
       if (!this.#keyring.has(id)) throw new SystemKeyNotFoundError(id);
     }
-    const fromKek = this.#keyring.key(checked.from);
-    const toKek = this.#keyring.key(checked.to);
-    const cipher = this.#cipher;
+    const fromKek = kekOperations(this.#keyring, this.#cipher, checked.from);
+    const toKek = kekOperations(this.#keyring, this.#cipher, checked.to);
     try {
       return await this.#store.rewrapSystemKeys(tx, {
         fromSystemKeyId: checked.from,
         toSystemKeyId: checked.to,
         batchSize: checked.batchSize,
         dryRun: checked.dryRun,
-        rewrapRow: (row) => rewrapKey(cipher, fromKek, toKek, row),
+        rewrapRow: (row) => rewrapKey(fromKek, toKek, row),
         onProgress: options.onProgress,
         onRowError: options.onRowError,
       });
     } finally {
-      zeroBytes(fromKek);
-      zeroBytes(toKek);
+      fromKek.release();
+      toKek.release();
     }
   }
 }

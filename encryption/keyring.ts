@@ -13,6 +13,7 @@ import { readFile } from "node:fs/promises";
 import process from "node:process";
 import { decodeBase64Std } from "./encoding.ts";
 import { InvalidKeySizeError, KeyringError, SystemKeyNotFoundError } from "./errors.ts";
+import { PreparedAesGcmKey } from "./prepared_key.ts";
 
 /** Length of every system key: AES-256. */
 export const SYSTEM_KEY_SIZE = 32;
@@ -46,6 +47,12 @@ export interface Keyring {
   key(keyId: string): Uint8Array;
   /** The active key's id and a copy of its bytes. */
   activeKey(): { keyId: string; key: Uint8Array };
+  /**
+   * Optional: the key `keyId` prepared for AES-GCM, kept for the keyring's life, so wrapping and
+   * unwrapping data keys skip the per-call key setup. Keyrings without it are used through
+   * {@link Keyring.key}.
+   */
+  preparedKey?(keyId: string): PreparedAesGcmKey;
 }
 
 /**
@@ -65,6 +72,7 @@ class SystemKeyring implements Keyring {
   readonly activeKeyId: string;
   readonly keyIds: readonly string[];
   readonly #keys: Map<string, Uint8Array>;
+  readonly #prepared = new Map<string, PreparedAesGcmKey>();
 
   constructor(keys: Map<string, Uint8Array>, activeKeyId: string) {
     this.#keys = keys;
@@ -84,6 +92,17 @@ class SystemKeyring implements Keyring {
 
   activeKey(): { keyId: string; key: Uint8Array } {
     return { keyId: this.activeKeyId, key: this.key(this.activeKeyId) };
+  }
+
+  preparedKey(keyId: string): PreparedAesGcmKey {
+    let prepared = this.#prepared.get(keyId);
+    if (prepared === undefined) {
+      const key = this.#keys.get(keyId);
+      if (key === undefined) throw new SystemKeyNotFoundError(String(keyId));
+      prepared = new PreparedAesGcmKey(key);
+      this.#prepared.set(keyId, prepared);
+    }
+    return prepared;
   }
 
   toJSON(): { activeKeyId: string; keyIds: readonly string[] } {

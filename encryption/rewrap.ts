@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { Cipher } from "./cipher.ts";
+import type { KeyOperations } from "./cipher.ts";
 import { constantTimeEqual, zeroBytes } from "./encoding.ts";
 import { DecryptionError, EncryptionError, InvalidInputError } from "./errors.ts";
 import type { StoredKey } from "./key_store.ts";
@@ -254,14 +254,13 @@ export function checkRewrapOptions(options: RewrapSystemKeysOptions): CheckedRew
 }
 
 /**
- * The per-row work: open the wrapped key under `fromKek`, wrap it under `toKek` with a fresh nonce,
- * and check that the new wrap opens to the same key before it is written. The data key is zeroed
- * afterwards; the KEKs belong to the caller.
+ * The per-row work: open the wrapped key under the source system key, wrap it under the target
+ * with a fresh nonce, and check that the new wrap opens to the same key before it is written. The
+ * data key is zeroed afterwards; the bound keys belong to the caller.
  */
 export function rewrapKey(
-  cipher: Cipher,
-  fromKek: Uint8Array,
-  toKek: Uint8Array,
+  fromKek: KeyOperations,
+  toKek: KeyOperations,
   row: StoredKey,
 ): Uint8Array {
   const context = { scope: row.scope, scopeId: row.scopeId, keyVersion: row.keyVersion };
@@ -269,7 +268,7 @@ export function rewrapKey(
   let check: Uint8Array | null = null;
   try {
     try {
-      dek = cipher.decrypt(fromKek, row.encryptedDek);
+      dek = fromKek.decrypt(row.encryptedDek);
     } catch (error) {
       throw new DecryptionError(
         `wrapped key does not open under system key ${JSON.stringify(row.systemKeyId)}`,
@@ -277,8 +276,8 @@ export function rewrapKey(
         { cause: error },
       );
     }
-    const rewrapped = cipher.encrypt(toKek, dek);
-    check = cipher.decrypt(toKek, rewrapped);
+    const rewrapped = toKek.encrypt(dek);
+    check = toKek.decrypt(rewrapped);
     if (!constantTimeEqual(check, dek)) {
       throw new EncryptionError("rewrapped key did not verify", context);
     }

@@ -1,6 +1,6 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { AesGcmCipher } from "./cipher.ts";
+import { AesGcmCipher, bindKey } from "./cipher.ts";
 import { DecryptionError, EncryptionError, InvalidInputError } from "./errors.ts";
 import type { StoredKey } from "./key_store.ts";
 import {
@@ -58,14 +58,19 @@ describe("rewrapKey", () => {
   it("re-wraps the same DEK under the target key with a fresh nonce", () => {
     const dek = new Uint8Array(32).fill(9);
     const wrapped = cipher.encrypt(from, dek);
-    const rewrapped = rewrapKey(cipher, from, to, row(wrapped));
+    const rewrapped = rewrapKey(bindKey(cipher, from), bindKey(cipher, to), row(wrapped));
     assert.deepEqual(cipher.decrypt(to, rewrapped), dek);
     assert.notDeepEqual(rewrapped.subarray(0, 12), wrapped.subarray(0, 12));
   });
 
   it("a row that does not open under the source key is DecryptionError with its coordinates", () => {
     assert.throws(
-      () => rewrapKey(cipher, from, to, row(cipher.encrypt(to, new Uint8Array(32)), 7)),
+      () =>
+        rewrapKey(
+          bindKey(cipher, from),
+          bindKey(cipher, to),
+          row(cipher.encrypt(to, new Uint8Array(32)), 7),
+        ),
       (error) =>
         error instanceof DecryptionError && error.keyVersion === 7 && error.scopeId === "i",
     );
@@ -79,7 +84,10 @@ describe("rewrapKey", () => {
         key === to ? new Uint8Array(32) : cipher.decrypt(key, sealed),
     };
     const wrapped = cipher.encrypt(from, new Uint8Array(32).fill(3));
-    assert.throws(() => rewrapKey(lying, from, to, row(wrapped)), EncryptionError);
+    assert.throws(
+      () => rewrapKey(bindKey(lying, from), bindKey(lying, to), row(wrapped)),
+      EncryptionError,
+    );
   });
 });
 
