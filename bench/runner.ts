@@ -10,7 +10,7 @@ export interface BenchResult {
   opsPerSecond: number;
   baselineOpsPerSecond: number | null;
   ratio: number | null;
-  /** (max - min) / median of the library's rounds, as a fraction. */
+  /** (max - min) / median of the library's rounds (of the per-round ratios, when paired). */
   spread: number;
   note?: string;
 }
@@ -63,6 +63,85 @@ export async function compare(comparison: Comparison): Promise<BenchResult> {
     spread: (Math.max(...library) - Math.min(...library)) / opsPerSecond,
     note: comparison.note,
   };
+  printJson(result);
+  return result;
+}
+
+/**
+ * What to measure when the noise is in time rather than in the work (commit latency on a shared
+ * disk moves from second to second): the library's and the baseline's calls alternate inside every
+ * round on every connection, and each side's own call durations are summed, so both see the same
+ * moments. A side's throughput is its operations over its summed time per connection.
+ */
+export interface PairedComparison {
+  name: string;
+  /** Concurrent loops (one per connection). */
+  connections: number;
+  /** Calls of each side per round, split over the loops. */
+  calls: number;
+  /** Operations one call performs (events per append, say). */
+  opsPerCall: number;
+  run: () => Promise<unknown>;
+  baseline: () => Promise<unknown>;
+  rounds?: number;
+  note?: string;
+}
+
+/** Runs one paired comparison (a warm-up round, then `rounds`) and prints its JSON line. */
+export async function comparePaired(comparison: PairedComparison): Promise<BenchResult> {
+  const { connections, calls, opsPerCall } = comparison;
+  const perLoop = Math.ceil(calls / connections);
+  const ops = perLoop * connections * opsPerCall;
+  const time = async (work: () => Promise<unknown>) => {
+    const start = performance.now();
+    await work();
+    return performance.now() - start;
+  };
+  /** One round: the summed call time (ms) of each side. */
+  const round = async () => {
+    let library = 0;
+    let baseline = 0;
+    await Promise.all(Array.from({ length: connections }, async (_, loop) => {
+      for (let i = 0; i < perLoop; i++) {
+        // Alternate which side goes first, so neither always follows the other. (Await before
+        // adding: `sum += await x` reads `sum` before the wait and loses the other loops' adds.)
+        const libraryFirst = (i + loop) % 2 === 0;
+        const first = await time(libraryFirst ? comparison.run : comparison.baseline);
+        const second = await time(libraryFirst ? comparison.baseline : comparison.run);
+        library += libraryFirst ? first : second;
+        baseline += libraryFirst ? second : first;
+      }
+    }));
+    return { library, baseline };
+  };
+  await round();
+  const rounds = comparison.rounds ?? 7;
+  let library = 0;
+  let baseline = 0;
+  const ratios: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    const measured = await round();
+    library += measured.library;
+    baseline += measured.baseline;
+    ratios.push(measured.baseline / measured.library);
+  }
+  // Pooled over every round: call times are heavy-tailed (a collection or a slow fsync lands on
+  // one call), and a sum over all calls is steadier than the median of per-round ratios.
+  const perSecond = (total: number) => ops * rounds / (total / connections) * 1000;
+  const ratio = baseline / library;
+  const result: BenchResult = {
+    name: comparison.name,
+    opsPerSecond: perSecond(library),
+    baselineOpsPerSecond: perSecond(baseline),
+    ratio,
+    spread: (Math.max(...ratios) - Math.min(...ratios)) / ratio,
+    note: comparison.note,
+  };
+  printJson(result);
+  return result;
+}
+
+function printJson(result: BenchResult): void {
   console.log(JSON.stringify({
     name: result.name,
     ops_per_s: Math.round(result.opsPerSecond),
@@ -71,7 +150,6 @@ export async function compare(comparison: Comparison): Promise<BenchResult> {
       : Math.round(result.baselineOpsPerSecond),
     ratio: result.ratio === null ? null : Number(result.ratio.toFixed(3)),
   }));
-  return result;
 }
 
 /** Prints the human table. */

@@ -5,7 +5,7 @@
 import postgres from "postgres";
 import { any, exact, migrate, migrationSql, PostgresStore } from "../store/mod.ts";
 import { ConcurrencyError } from "../store/errors.ts";
-import { type BenchResult, compare, numberArgument, printTable } from "./runner.ts";
+import { type BenchResult, comparePaired, numberArgument, printTable } from "./runner.ts";
 import { readEnv } from "../internal/env.ts";
 
 const payload = new TextEncoder().encode(
@@ -62,39 +62,19 @@ export async function storeBenchmarks(
         created_at: new Date(),
       }));
     };
-    const inParallel = async (
-      connections: number,
-      transactions: number,
-      work: () => Promise<unknown>,
-    ) => {
-      const loops = Array.from({ length: connections }, async () => {
-        for (let i = 0; i < transactions / connections; i++) await work();
-      });
-      await Promise.all(loops);
-    };
-
     for (const connections of connectionCounts) {
       for (const size of [1, 10, 100]) {
-        // Commit latency (fsync) dominates small appends and varies from second to second on a
-        // shared disk: rounds of ~0.5 s and nine of them keep the median ratio within a few %.
-        const transactions = size === 100 ? 160 : 800;
+        // Commit latency (fsync) dominates small appends and moves from second to second on a
+        // shared disk, so library and baseline transactions alternate (see comparePaired).
         results.push(
-          await compare({
+          await comparePaired({
             name: `append ${size} event(s)/tx, ${connections} connection(s)`,
-            ops: transactions * size,
-            rounds: 9,
-            run: () =>
-              inParallel(
-                connections,
-                transactions,
-                () => sql.begin((tx) => store.append(tx, any(), batch(size))),
-              ),
-            baseline: () =>
-              inParallel(
-                connections,
-                transactions,
-                () => sql.begin((tx) => tx`INSERT INTO raw_events ${tx(rawRows(size))}`),
-              ),
+            connections,
+            calls: size === 100 ? 160 : 400,
+            opsPerCall: size,
+            rounds: 7,
+            run: () => sql.begin((tx) => store.append(tx, any(), batch(size))),
+            baseline: () => sql.begin((tx) => tx`INSERT INTO raw_events ${tx(rawRows(size))}`),
             note: "events/s",
           }),
         );
@@ -168,23 +148,25 @@ export async function storeBenchmarks(
         ),
       );
     }
+    // Both sides on one reserved connection: on a pool they would land on different backends,
+    // whose placement on the two cores then decides more than the code does.
+    const reader = await sql.reserve();
     results.push(
-      await compare({
+      await comparePaired({
         name: "readStream 1,000-event aggregate",
-        // Rounds of ~0.5 s: shorter ones let a single GC pause swing the ratio by ±50 %.
-        ops: 100,
-        rounds: 7,
-        run: async () => {
-          for (let i = 0; i < 100; i++) await store.readStream(sql, "Big", "1");
-        },
-        baseline: async () => {
-          for (let i = 0; i < 100; i++) {
-            await sql`SELECT * FROM events WHERE aggregate_type = 'Big' AND aggregate_id = '1' ORDER BY aggregate_version`;
-          }
-        },
+        connections: 1,
+        calls: 100,
+        opsPerCall: 1,
+        // Each read allocates ~1,000 rows on both sides, so garbage collection lands on either
+        // side unevenly from round to round; fifteen rounds keep the median steady.
+        rounds: 15,
+        run: () => store.readStream(reader, "Big", "1"),
+        baseline: () =>
+          reader`SELECT * FROM events WHERE aggregate_type = 'Big' AND aggregate_id = '1' ORDER BY aggregate_version`,
         note: "reads/s",
       }),
     );
+    reader.release();
 
     // readEvents paging through the whole log vs the raw keyset select.
     const present = await store.latestPosition(sql);
@@ -193,34 +175,35 @@ export async function storeBenchmarks(
         for (let i = 0; i < 10; i++) await store.append(tx, any(), batch(100));
       });
     }
-    const pageAll = async (read: (after: number) => Promise<number | null>) => {
+    // The first `totalEvents` events in pages of 1,000, on one reserved connection (as above).
+    const pages = Math.ceil(totalEvents / 1000);
+    const pageThrough = async (read: (after: number) => Promise<number>) => {
       let after = 0;
-      for (;;) {
-        const next = await read(after);
-        if (next === null) return;
-        after = next;
-      }
+      for (let page = 0; page < pages; page++) after = await read(after);
     };
-    const total = await sql`SELECT count(*)::int AS n FROM events`;
+    const pager = await sql.reserve();
     results.push(
-      await compare({
-        name: `readEvents paging ${total[0].n.toLocaleString("en")} events, pages of 1,000`,
-        ops: total[0].n,
-        rounds: 3,
+      await comparePaired({
+        name: `readEvents paging ${(pages * 1000).toLocaleString("en")} events, pages of 1,000`,
+        connections: 1,
+        calls: 1,
+        opsPerCall: pages * 1000,
+        rounds: 5,
         run: () =>
-          pageAll(async (after) => {
-            const page = await store.readEvents(sql, after, 1000);
-            return page.length === 0 ? null : page[page.length - 1].globalPosition;
+          pageThrough(async (after) => {
+            const page = await store.readEvents(pager, after, 1000);
+            return page[page.length - 1].globalPosition;
           }),
         baseline: () =>
-          pageAll(async (after) => {
+          pageThrough(async (after) => {
             const page =
-              await sql`SELECT * FROM events WHERE global_position > ${after} ORDER BY global_position LIMIT 1000`;
-            return page.length === 0 ? null : Number(page[page.length - 1].global_position);
+              await pager`SELECT * FROM events WHERE global_position > ${after} ORDER BY global_position LIMIT 1000`;
+            return Number(page[page.length - 1].global_position);
           }),
         note: "events/s",
       }),
     );
+    pager.release();
   } finally {
     await sql.end();
     if (isolate) {

@@ -5,8 +5,13 @@ import type postgres from "postgres";
  * `sql.begin(...)`, or (for convenience) the pool or a reserved connection, in which case the
  * component opens its own transaction where it needs one.
  */
-// deno-lint-ignore no-explicit-any
-export type SqlExecutor = postgres.Sql<any> | postgres.TransactionSql<any>;
+export type SqlExecutor =
+  // deno-lint-ignore no-explicit-any
+  | postgres.Sql<any>
+  // deno-lint-ignore no-explicit-any
+  | postgres.ReservedSql<any>
+  // deno-lint-ignore no-explicit-any
+  | postgres.TransactionSql<any>;
 
 /** A pool or reserved connection, as opposed to a transaction: it can `begin`. */
 // deno-lint-ignore no-explicit-any

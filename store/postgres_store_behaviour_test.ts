@@ -37,11 +37,15 @@ describe("PostgresStore behaviour beyond the contract", () => {
     }
   });
 
-  it("a prepared append keeps its generic plan: planned once per connection, not per call", async () => {
+  it("a prepared append keeps its generic plan: planned once per connection, not per call", async (t) => {
     // A statement PostgreSQL re-plans on every call costs ~150 µs of server CPU per append (see
-    // bench/README.md); this pins the statement shapes whose generic plan the planner keeps.
+    // docs/decisions.md); this pins the statement shapes whose generic plan the planner keeps.
     const db = await testDatabase();
     try {
+      if (!db.supportsConcurrency) {
+        // Every socket shares PGlite's one session, so its pg_prepared_statements mixes them.
+        return t.skip(db.concurrencySkipReason!);
+      }
       const sql = db.connect({ max: 1, prepare: true });
       await migrate(sql);
       const store = new PostgresStore();
@@ -71,6 +75,28 @@ describe("PostgresStore behaviour beyond the contract", () => {
         assert.equal(Number(plan.custom), 5, plan.statement);
         assert.equal(Number(plan.generic), calls - 5, plan.statement);
       }
+    } finally {
+      await db.close();
+    }
+  });
+
+  it("takes a reserved connection like the pool: appends open their own transaction", async () => {
+    const db = await testDatabase();
+    try {
+      await migrate(db.sql);
+      const store = new PostgresStore();
+      const reserved = await db.sql.reserve();
+      try {
+        const event = { aggregateType: "Z", aggregateId: "1", eventType: "E", payload };
+        const result = await store.append(reserved, noStream(), [event, event]);
+        assert.equal(result.toVersion, 2);
+        assert.equal((await store.readStream(reserved, "Z", "1")).events.length, 2);
+        assert.equal(await store.headVersion(reserved, "Z", "1"), 2);
+      } finally {
+        reserved.release();
+      }
+      // Committed, not left open on the reserved connection: the pool sees it.
+      assert.equal(await store.headVersion(db.sql, "Z", "1"), 2);
     } finally {
       await db.close();
     }
