@@ -29,6 +29,7 @@ import {
   keyringFromMap,
   migrate,
   PostgresKeyStore,
+  PreparedAesGcmKey,
 } from "../encryption/mod.ts";
 import { toHex } from "../encryption/encoding.ts";
 import { InMemoryKeyStore } from "../testing/in_memory_key_store.ts";
@@ -249,6 +250,28 @@ async function rewrapBenchmark(url: string): Promise<Result> {
   }
 }
 
+/**
+ * Heap held per prepared AES-GCM key, measured over 1,000 keys (the DEK cache keeps one per cached
+ * key, the keyring one per system key). Exact when a collector is exposed (`--v8-flags=--expose-gc`,
+ * as bench/main.ts runs it, or Bun); otherwise it also counts the garbage of building them.
+ */
+function preparedKeyHeap(): string {
+  const runtime = globalThis as { gc?: () => void; Bun?: { gc(force: boolean): void } };
+  const collect = () => {
+    runtime.gc?.();
+    runtime.Bun?.gc(true);
+  };
+  const exact = runtime.gc !== undefined || runtime.Bun !== undefined;
+  collect();
+  const before = process.memoryUsage().heapUsed;
+  const keys = Array.from({ length: 1000 }, () => new PreparedAesGcmKey(randomBytes(32)));
+  collect();
+  const perKey = (process.memoryUsage().heapUsed - before) / keys.length / 1024;
+  for (const key of keys) key.destroy();
+  return `prepared AES-GCM key: ${perKey.toFixed(1)} KiB of heap each` +
+    (exact ? "" : " (approximate: no collector exposed)");
+}
+
 const results: Result[] = [];
 results.push(...await envelopeBenchmarks());
 results.push(...await hmacBenchmarks());
@@ -266,4 +289,5 @@ for (const r of results) {
   );
 }
 if (skipped) console.log(skipped);
+console.log(preparedKeyHeap());
 for (const r of results) console.log(JSON.stringify(r));

@@ -50,7 +50,9 @@ if (!url) {
       const path = new URL(script, import.meta.url);
       if (!existsSync(path)) continue;
       console.log(`\n--- bench/${script}`);
-      const child = new Deno.Command(Deno.execPath(), { args: ["run", "-A", path.pathname] })
+      const child = new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "--v8-flags=--expose-gc", path.pathname],
+      })
         .spawn();
       await child.status;
     }

@@ -5,8 +5,7 @@
  */
 import postgres from "postgres";
 import { any, migrate, PostgresStore } from "../store/mod.ts";
-import { readEnv } from "../internal/env.ts";
-import { numberArgument } from "./runner.ts";
+import { databaseUrl, numberArgument } from "./runner.ts";
 
 const rssMiB = (): number => {
   // deno-lint-ignore no-explicit-any
@@ -67,11 +66,9 @@ export async function replayMemory(url: string, total: number): Promise<Record<s
 }
 
 if (import.meta.main) {
-  const url = readEnv("DATABASE_URL");
+  const url = databaseUrl("memory.ts");
   const total = numberArgument("events", 1_000_000);
-  if (!url) {
-    console.log("bench/memory.ts needs DATABASE_URL (a real PostgreSQL); skipping.");
-  } else {
+  if (url) {
     const s = await replayMemory(url, total);
     console.log(
       `replayed ${s.events.toLocaleString("en")} events at ${

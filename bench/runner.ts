@@ -3,6 +3,7 @@
  * (so machine drift hits both alike), medians and spread, a human table and one JSON line per
  * benchmark: `{"name","ops_per_s","baseline_ops_per_s","ratio"}`.
  */
+import { readEnv } from "../internal/env.ts";
 
 /** One measured comparison. */
 export interface BenchResult {
@@ -32,7 +33,7 @@ const median = (values: number[]): number => {
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 };
 
-async function timed(work: () => Promise<void>): Promise<number> {
+async function timed(work: () => Promise<unknown>): Promise<number> {
   const start = performance.now();
   await work();
   return performance.now() - start;
@@ -92,11 +93,6 @@ export async function comparePaired(comparison: PairedComparison): Promise<Bench
   const { connections, calls, opsPerCall } = comparison;
   const perLoop = Math.ceil(calls / connections);
   const ops = perLoop * connections * opsPerCall;
-  const time = async (work: () => Promise<unknown>) => {
-    const start = performance.now();
-    await work();
-    return performance.now() - start;
-  };
   /** One round: the summed call time (ms) of each side. */
   const round = async () => {
     let library = 0;
@@ -106,8 +102,8 @@ export async function comparePaired(comparison: PairedComparison): Promise<Bench
         // Alternate which side goes first, so neither always follows the other. (Await before
         // adding: `sum += await x` reads `sum` before the wait and loses the other loops' adds.)
         const libraryFirst = (i + loop) % 2 === 0;
-        const first = await time(libraryFirst ? comparison.run : comparison.baseline);
-        const second = await time(libraryFirst ? comparison.baseline : comparison.run);
+        const first = await timed(libraryFirst ? comparison.run : comparison.baseline);
+        const second = await timed(libraryFirst ? comparison.baseline : comparison.run);
         library += libraryFirst ? first : second;
         baseline += libraryFirst ? second : first;
       }
@@ -168,6 +164,19 @@ export function printTable(results: BenchResult[]): void {
   console.log("\n" + line(header));
   console.log(widths.map((w) => "-".repeat(w)).join("  "));
   for (const row of rows) console.log(line(row));
+}
+
+/** `DATABASE_URL`, or null after saying that `script` needs it and skips. */
+export function databaseUrl(script: string): string | null {
+  const url = readEnv("DATABASE_URL");
+  if (!url) {
+    console.log(
+      `bench/${script} needs DATABASE_URL pointing at PostgreSQL, ` +
+        "e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/test; skipping.",
+    );
+    return null;
+  }
+  return url;
 }
 
 /** A numeric `--name value` command-line flag, or `fallback`. */

@@ -16,11 +16,10 @@
  * ratio by 0.15). Several processes: bench/worker_fleet.ts.
  */
 import postgres from "postgres";
-import { readEnv } from "../internal/env.ts";
 import { migrate as migrateStore } from "../store/migration.ts";
 import { PostgresStore } from "../store/postgres_store.ts";
 import { type Consumer, migrate, Worker, type WorkerTransaction } from "../worker/mod.ts";
-import { type BenchResult, compare, numberArgument, printTable } from "./runner.ts";
+import { type BenchResult, compare, databaseUrl, numberArgument, printTable } from "./runner.ts";
 
 const BATCH = 100;
 
@@ -132,13 +131,8 @@ export async function workerBenchmarks(url: string, events: number): Promise<Ben
 }
 
 if (import.meta.main) {
-  const url = readEnv("DATABASE_URL");
-  if (!url) {
-    console.log(
-      "bench/worker.ts needs DATABASE_URL pointing at PostgreSQL, " +
-        "e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/test; skipping.",
-    );
-  } else {
+  const url = databaseUrl("worker.ts");
+  if (url) {
     const events = numberArgument("events", 40_000);
     console.log(`Worker benchmarks on DATABASE_URL, ${events} events, ${new Date().toISOString()}`);
     printTable(await workerBenchmarks(url, events));

@@ -28,7 +28,7 @@ import { migrate as migrateStore } from "../store/migration.ts";
 import { any } from "../store/expected_version.ts";
 import { PostgresStore } from "../store/postgres_store.ts";
 import { type LeaderStrategy, migrate, Worker, type WorkerOptions } from "../worker/mod.ts";
-import { type BenchResult, numberArgument, printTable } from "./runner.ts";
+import { type BenchResult, databaseUrl, numberArgument, printTable } from "./runner.ts";
 
 const CHILD_ENV = "EVENTSALSA_BENCH_FLEET_CHILD";
 const CONSUMERS = 20;
@@ -369,13 +369,8 @@ const childPlan = process.env[CHILD_ENV];
 if (childPlan !== undefined) {
   await child(JSON.parse(childPlan));
 } else if (import.meta.main) {
-  const url = readEnv("DATABASE_URL");
-  if (!url) {
-    console.log(
-      "bench/worker_fleet.ts needs DATABASE_URL pointing at PostgreSQL, " +
-        "e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/test; skipping.",
-    );
-  } else {
+  const url = databaseUrl("worker_fleet.ts");
+  if (url) {
     const events = numberArgument("events", 40_000);
     console.log(
       `Worker fleet benchmarks on DATABASE_URL, ${events} events, ${new Date().toISOString()}`,
