@@ -181,12 +181,12 @@ describe("DEK cache in the envelope", () => {
   });
 
   it("a custom cipher gets the key bytes: no prepared key is made for it", async () => {
-    class CountingCipher extends AesGcmCipher {}
+    class SubclassedCipher extends AesGcmCipher {}
     const clock = new FakeClock(0);
     const store = new InMemoryKeyStore({ clock });
     const keyring = keyringFromMap({ k1: crypto.getRandomValues(new Uint8Array(32)) }, "k1");
     const cache = new DekCache({ clock });
-    const encryption = createEncryption({ keyring, store, cache, cipher: new CountingCipher() });
+    const encryption = createEncryption({ keyring, store, cache, cipher: new SubclassedCipher() });
     await encryption.keyManager.createKey(null, "s", "i");
     const value = await encryption.envelope.encrypt(null, "s", "i", "x");
     assert.equal(await encryption.envelope.decrypt(null, "s", "i", value), "x");
