@@ -8,8 +8,10 @@
  * eventsalsa keys rewrap --from id --to id --key-file id=path ...
  * ```
  *
- * Reads `DATABASE_URL`. A user mistake prints one line and exits with status 2; a failure of the
- * database exits with status 1; neither prints a stack trace.
+ * Reads `DATABASE_URL` (and `EVENTSALSA_CONNECT_TIMEOUT`, seconds, 10 by default). A user mistake
+ * (bad flag, missing or malformed `DATABASE_URL`) prints one line and exits with status 2; a failure
+ * of the database (unreachable, not answering as PostgreSQL within the timeout, an SQL error) exits
+ * with status 1; neither prints a stack trace, and no message contains the database password.
  *
  * @example
  * ```ts
@@ -24,7 +26,9 @@ import { migrateCommand, migrateUsage } from "./cli/migrate.ts";
 import { statusCommand, statusUsage } from "./cli/status.ts";
 import { deadLettersCommand, deadLettersUsage } from "./cli/dead_letters.ts";
 import { keysCommand, keysUsage } from "./cli/keys.ts";
+import { redactor } from "./cli/redact.ts";
 import { readEnv } from "./internal/env.ts";
+import process from "node:process";
 
 export type { CliIo };
 
@@ -59,6 +63,10 @@ function usage(): string {
   return [
     "usage: eventsalsa <command> [options]",
     "",
+    "environment: DATABASE_URL=postgres://user:password@host:5432/database",
+    "             EVENTSALSA_CONNECT_TIMEOUT=seconds to wait for a usable connection (10)",
+    "exit status: 0 done, 1 runtime failure, 2 usage or configuration error",
+    "",
     ...Object.values(commands).map((c) => c.usage),
   ]
     .join("\n");
@@ -79,7 +87,16 @@ function usage(): string {
  * });
  * ```
  */
-export async function runCli(args: readonly string[], io: CliIo = consoleIo): Promise<number> {
+export async function runCli(
+  args: readonly string[],
+  callerIo: CliIo = consoleIo,
+): Promise<number> {
+  // Every error line is masked: whatever a library or the server says, the password stays out.
+  const redact = redactor({
+    url: callerIo.env("DATABASE_URL"),
+    password: callerIo.env("PGPASSWORD"),
+  });
+  const io: CliIo = { ...callerIo, err: (line) => callerIo.err(redact(line)) };
   const [name, ...rest] = args;
   if (name === undefined || name === "help" || name === "--help" || name === "-h") {
     io.out(usage());
@@ -110,10 +127,27 @@ if (import.meta.main) {
   // deno-lint-ignore no-explicit-any
   const runtime = globalThis as any;
   const args: string[] = runtime.Deno?.args ?? runtime.process.argv.slice(2);
+  const exit = (status: number): void =>
+    runtime.Deno ? runtime.Deno.exit(status) : process.exit(status);
+  // Last resort for a rejection nobody awaited (a library's internal query on a dropped
+  // connection): one masked line and status 1, not the runtime's stack trace and `cause` dump.
+  const redact = redactor({ url: readEnv("DATABASE_URL"), password: readEnv("PGPASSWORD") });
+  const crash = (error: unknown) => {
+    const message = error instanceof Error ? error.message : String(error);
+    console.error(`eventsalsa: unexpected error: ${redact(message.split("\n")[0])}`);
+    exit(1);
+  };
+  process.on("uncaughtException", crash);
+  process.on("unhandledRejection", crash);
+  // postgres.js reports bytes it cannot parse on the console ("Postgres.js : Unknown Message: 72");
+  // the command's own error line says what happened.
+  const consoleError = console.error;
+  console.error = (...data: unknown[]) => {
+    if (typeof data[0] === "string" && data[0].startsWith("Postgres.js : ")) return;
+    consoleError(...data);
+  };
   const controller = new AbortController();
   if (runtime.Deno) runtime.Deno.addSignalListener("SIGINT", () => controller.abort());
   else runtime.process.on("SIGINT", () => controller.abort());
-  const status = await runCli(args, { ...consoleIo, signal: controller.signal });
-  if (runtime.Deno) runtime.Deno.exit(status);
-  else runtime.process.exit(status);
+  exit(await runCli(args, { ...consoleIo, signal: controller.signal }));
 }

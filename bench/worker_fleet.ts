@@ -33,7 +33,7 @@ import { type BenchResult, databaseUrl, numberArgument, printTable } from "./run
 const CHILD_ENV = "EVENTSALSA_BENCH_FLEET_CHILD";
 const CONSUMERS = 20;
 const BATCH = 100;
-const POOL = 10;
+const POOL = CONSUMERS + 1;
 
 interface ChildPlan {
   url: string;

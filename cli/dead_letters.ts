@@ -73,7 +73,7 @@ export async function deadLettersCommand(args: string[], io: CliIo): Promise<num
     const position = integerFlag(values.position, "position");
     if (position === undefined) throw new CliUsageError("retry needs --position");
     const consumer = await loadConsumer(values.module, values.consumer);
-    const sql = connectFromEnvironment(io);
+    const sql = await connectFromEnvironment(io);
     try {
       const store = new PostgresStore(pickOptions(values, ["eventsTable", "headsTable"]));
       const event = await retryDeadLetter(sql, store, consumer, position, tableOptions);
@@ -83,7 +83,7 @@ export async function deadLettersCommand(args: string[], io: CliIo): Promise<num
     }
     return 0;
   }
-  const sql = connectFromEnvironment(io);
+  const sql = await connectFromEnvironment(io);
   try {
     const rows = await run(
       sql,

@@ -79,7 +79,7 @@ export async function keysCommand(args: string[], io: CliIo): Promise<number> {
       : undefined,
   });
   const encryption = createEncryption({ keyring, store });
-  const sql = connectFromEnvironment(io);
+  const sql = await connectFromEnvironment(io);
   let result: RewrapResult;
   try {
     result = await encryption.keyManager.rewrapSystemKeys(sql, {

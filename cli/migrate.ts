@@ -89,7 +89,7 @@ export async function migrateCommand(args: string[], io: CliIo): Promise<number>
     io.out(ddl);
     return 0;
   }
-  const sql = connectFromEnvironment(io);
+  const sql = await connectFromEnvironment(io);
   try {
     await applyMigration(sql, ddl);
   } finally {

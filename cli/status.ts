@@ -60,6 +60,7 @@ export function renderStatus(report: WorkerStatus, now: Date = new Date()): stri
       for (const b of c.gap!.blockers) {
         lines.push(
           `    pid ${b.pid ?? "?"} xid ${b.xid ?? "?"}` +
+            (b.database ? ` in database ${JSON.stringify(b.database)}` : "") +
             (b.transactionAgeMs === null
               ? ""
               : `, transaction ${formatDuration(b.transactionAgeMs)} old`) +
@@ -87,7 +88,7 @@ export async function statusCommand(args: string[], io: CliIo): Promise<number> 
     ...pickOptions(values, ["eventsTable", ...WORKER_TABLES]),
     heartbeatTimeout: integerFlag(values["heartbeat-timeout"], "heartbeat-timeout"),
   };
-  const sql: postgres.Sql = connectFromEnvironment(io);
+  const sql: postgres.Sql = await connectFromEnvironment(io);
   try {
     for (;;) {
       const report = await workerStatus(sql, options);

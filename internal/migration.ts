@@ -1,4 +1,5 @@
 import type postgres from "postgres";
+import { begin } from "./transaction.ts";
 
 /**
  * Serialises concurrent migrations of one database (two processes starting at once), for the
@@ -19,7 +20,7 @@ export const MIGRATION_LOCK_KEY = 7_290_412_853;
  * ```
  */
 export async function applyMigration(sql: postgres.Sql, ddl: string): Promise<void> {
-  await sql.begin(async (tx) => {
+  await begin(sql, async (tx) => {
     await tx`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`;
     await tx.unsafe(ddl);
   });

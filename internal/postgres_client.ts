@@ -1,4 +1,5 @@
 import type postgres from "postgres";
+import { begin } from "./transaction.ts";
 
 /**
  * What every component accepts as "the caller's transaction": a postgres.js `TransactionSql` from
@@ -25,6 +26,6 @@ export async function inTransaction<T>(
   // deno-lint-ignore no-explicit-any
   work: (tx: postgres.TransactionSql<any>) => Promise<T>,
 ): Promise<T> {
-  if (isPool(sql)) return await sql.begin((tx) => work(tx)) as T;
+  if (isPool(sql)) return await begin(sql, (tx) => work(tx));
   return await work(sql);
 }

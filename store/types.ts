@@ -25,27 +25,27 @@ export type JsonObject = { [key: string]: JsonValue };
  * ```
  */
 export interface Event {
-  /** The aggregate's category, e.g. `"Order"`. Non-empty. */
+  /** The aggregate's category, e.g. `"Order"`. Non-empty, at most 1,024 UTF-8 bytes. */
   aggregateType: string;
-  /** The aggregate's identity within its type. Non-empty. */
+  /** The aggregate's identity within its type. Non-empty, at most 1,024 UTF-8 bytes. */
   aggregateId: string;
   /** A UUID identifying this event; generated (v4) when omitted. Unique across the log. */
   eventId?: string;
-  /** The discriminator, e.g. `"OrderPlaced"`. Non-empty. */
+  /** The discriminator, e.g. `"OrderPlaced"`. Non-empty, at most 1,024 UTF-8 bytes. */
   eventType: string;
   /** The payload's schema version, a positive integer; 1 when omitted. */
   eventVersion?: number;
-  /** The event's body, as bytes. */
+  /** The event's body, as bytes (any `Uint8Array`, a `Buffer` too). */
   payload: Uint8Array;
-  /** A JSON object, or null/omitted for none. */
+  /** A plain JSON object at most 100 levels deep, or null/omitted for none. */
   metadata?: JsonObject | null;
-  /** When the event happened; now when omitted. */
+  /** When the event happened, from 0100-01-01 to 9999-12-31 (UTC); now when omitted. */
   createdAt?: Date;
-  /** Optional tracing id; `""` is stored as null. */
+  /** Optional tracing id, at most 1,024 UTF-8 bytes; `""` is stored as null. */
   traceId?: string | null;
-  /** Optional correlation id; `""` is stored as null. */
+  /** Optional correlation id, at most 1,024 UTF-8 bytes; `""` is stored as null. */
   correlationId?: string | null;
-  /** Optional causation id; `""` is stored as null. */
+  /** Optional causation id, at most 1,024 UTF-8 bytes; `""` is stored as null. */
   causationId?: string | null;
 }
 

@@ -103,6 +103,18 @@ function gate(): { promise: Promise<void>; open: () => void } {
   return { promise, open };
 }
 
+/** A metadata object nested `levels` deep (the object itself is level 1). */
+function nestedMetadata(levels: number): Record<string, unknown> {
+  const root: Record<string, unknown> = { level: 1 };
+  let current = root;
+  for (let level = 2; level <= levels; level++) {
+    const child: Record<string, unknown> = { level };
+    current.child = child;
+    current = child;
+  }
+  return root;
+}
+
 type Outcome = "ok" | "conflict" | "other";
 
 /**
@@ -646,6 +658,8 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
         async (h, store) => {
           const p = new Uint8Array([1]);
           const base = { aggregateType: "V", aggregateId: "1", eventType: "E", payload: p };
+          const cyclic: Record<string, unknown> = {};
+          cyclic.self = cyclic;
           await h.transaction(async (tx) => {
             await assert.rejects(store.append(tx, any(), []), NoEventsError);
             const bad: Array<[string, unknown[]]> = [
@@ -666,6 +680,19 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
               ["eventVersion 1.5", [{ ...base, eventVersion: 1.5 }]],
               ["invalid createdAt", [{ ...base, createdAt: new Date("nope") }]],
               ["NUL in id", [{ ...base, aggregateId: "a\u0000" }]],
+              ["id over 1,024 UTF-8 bytes", [{ ...base, aggregateId: "x".repeat(1022) + "€" }]],
+              ["type over 1,024 bytes", [{ ...base, aggregateType: "t".repeat(3000) }]],
+              ["correlationId over 1,024 bytes", [{ ...base, correlationId: "c".repeat(1025) }]],
+              ["createdAt before 0100", [{ ...base, createdAt: new Date("0050-01-01T00:00:00Z") }]],
+              ["createdAt after 9999", [{
+                ...base,
+                createdAt: new Date("+010000-01-01T00:00:00Z"),
+              }]],
+              ["sparse batch", Object.assign(new Array(2), { 1: base })],
+              ["metadata 101 levels deep", [{ ...base, metadata: nestedMetadata(101) }]],
+              ["cyclic metadata", [{ ...base, metadata: cyclic }]],
+              ["metadata BigInt", [{ ...base, metadata: { n: 1n } }]],
+              ["payload ArrayBuffer", [{ ...base, payload: new ArrayBuffer(1) }]],
               ["repeated eventId", [
                 { ...base, eventId: "0b6c6f1e-7d0a-4d5e-9f43-2a1c3b4d5e6f" },
                 { ...base, eventId: "0b6c6f1e-7d0a-4d5e-9f43-2a1c3b4d5e6f" },
@@ -682,6 +709,11 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
             await assert.rejects(store.readEvents(tx, 0, -1), ValidationError);
             await assert.rejects(store.readEvents(tx, 0.5, 10), ValidationError);
             await assert.rejects(store.readStream(tx, "", "1"), ValidationError);
+            await assert.rejects(store.readStream(tx, "V", "i".repeat(1025)), ValidationError);
+            await assert.rejects(
+              store.readEvents(tx, 0, 10, { aggregateTypes: new Array(1) }),
+              ValidationError,
+            );
             await assert.rejects(
               store.readStream(tx, "V", "1", { fromVersion: -2 }),
               ValidationError,
@@ -698,6 +730,45 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
           assert.equal(await h.transaction((tx) => store.latestPosition(tx)) > 0, true);
           assert.throws(() => exact(-1), ValidationError);
           assert.throws(() => exact(1.5), TypeError);
+        },
+      );
+    });
+
+    describe("input limits (docs/decisions.md)", () => {
+      scenario(
+        "the largest accepted values are stored and read back unchanged",
+        async (h, store) => {
+          // 1,024 UTF-8 bytes each (1 + 113 × (2 + 3 + 4) + 6), in characters of every width.
+          const limit = (first: string) => first + "é€😀".repeat(113) + "x".repeat(6);
+          const [type, id] = [limit("T"), limit("I")];
+          assert.equal(encoder.encode(type).length, 1024);
+          const input = event(type, id, {
+            eventType: limit("E"),
+            traceId: limit("R"),
+            correlationId: limit("C"),
+            causationId: limit("U"),
+            metadata: nestedMetadata(100) as Event["metadata"],
+          });
+          const earliest = event(type, id, { createdAt: new Date("0100-01-01T00:00:00.000Z") });
+          const latest = event(type, id, { createdAt: new Date("9999-12-31T23:59:59.999Z") });
+          await append(h, noStream(), [input, earliest, latest]);
+          const stream = await h.transaction((tx) => store.readStream(tx, type, id));
+          assert.equal(stream.version, 3);
+          const [read, first, last] = stream.events;
+          assert.equal(read.aggregateType, type);
+          assert.equal(read.aggregateId, id);
+          assert.equal(read.eventType, input.eventType);
+          assert.equal(read.traceId, input.traceId);
+          assert.equal(read.correlationId, input.correlationId);
+          assert.equal(read.causationId, input.causationId);
+          assert.deepEqual(read.metadata, input.metadata);
+          // The earliest instant is only compared where the session's time zone prints it with an
+          // offset postgres.js parses (UTC does; local mean time offsets with seconds do not).
+          if (!Number.isNaN(first.createdAt.getTime())) {
+            assert.equal(first.createdAt.getTime(), earliest.createdAt!.getTime());
+          }
+          assert.equal(last.createdAt.getTime(), latest.createdAt!.getTime());
+          assert.equal(await h.transaction((tx) => store.headVersion(tx, type, id)), 3);
         },
       );
     });

@@ -107,6 +107,34 @@ export class WorkerRegistrationLostError extends Error {
 }
 
 /**
+ * A statement was sent on a batch's `tx` after the batch was over: its signal fired (batch timeout
+ * or shutdown), it committed or rolled back, or its connection was lost. The statement was refused
+ * and never reached the database, so nothing commits outside the batch. Handlers that outlive
+ * their batch (ignoring `context.signal`) see this error.
+ *
+ * @example
+ * ```ts
+ * import { BatchClosedError } from "@eventsalsa/eventsalsa/worker";
+ * const error = new BatchClosedError("projection");
+ * console.log(error.name, error.consumer);
+ * ```
+ */
+export class BatchClosedError extends Error {
+  /** Stable error name. */
+  override readonly name: string = "BatchClosedError";
+  /** The consumer whose batch is over. */
+  readonly consumer: string;
+  /** Creates the error for `consumer`'s batch. */
+  constructor(consumer: string) {
+    super(
+      `the batch transaction of consumer ${consumer} is over (committed, rolled back, timed out, ` +
+        `stopped or its connection lost); the statement was refused`,
+    );
+    this.consumer = consumer;
+  }
+}
+
+/**
  * A handler (or `handleBatch`) threw. Wraps the original error as `cause` and names the event
  * when the failure can be attributed to one.
  *

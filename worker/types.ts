@@ -159,8 +159,18 @@ export interface GapBlocker {
   readonly state: string | null;
   /** The backend's application name. */
   readonly applicationName: string | null;
-  /** The start of its current or last statement. */
+  /**
+   * The start of its current or last statement; only for a transaction of the worker's own
+   * database (null for another database's, whose SQL is never copied into reports or logs).
+   */
   readonly query: string | null;
+  /**
+   * The database the transaction runs in, or null when unknown. Another database's transaction is
+   * named only while the worker cannot trust the activity view and waits for the whole server.
+   * Absent from adapters without databases (the in-memory one) and from reports written by
+   * earlier versions (`status()` reads those as null).
+   */
+  readonly database?: string | null;
 }
 
 /**

@@ -26,6 +26,25 @@ function checkPool(sql: unknown): postgres.Sql<any> {
   return sql as postgres.Sql<any>;
 }
 
+/**
+ * Every batch holds a pool connection until it commits, so a pool with no connection beyond one
+ * per consumer lets hanging handlers starve the healthy consumers (and the worker's own
+ * heartbeats and reads). A pool of one is the embedded single-session database: everything is
+ * serialised there anyway.
+ */
+// deno-lint-ignore no-explicit-any
+function checkPoolSize(pool: postgres.Sql<any>, consumers: unknown): void {
+  const max = (pool as { options?: { max?: unknown } }).options?.max;
+  if (typeof max !== "number" || max <= 1 || !Array.isArray(consumers)) return;
+  if (max < consumers.length + 1) {
+    throw new WorkerConfigError(
+      `the pool has max ${max} connections but the worker runs ${consumers.length} consumers; ` +
+        `each running batch holds a connection, so a slow or hanging handler would starve the ` +
+        `others: use postgres(url, { max: ${consumers.length + 1} }) or more`,
+    );
+  }
+}
+
 function checkStore(store: unknown): WorkerStore {
   const s = store as Partial<WorkerStore> | null;
   if (
@@ -50,7 +69,8 @@ function checkStore(store: unknown): WorkerStore {
  * consumer (paused, partitioned, demoted) can never commit for it.
  *
  * Every option is validated here: a bad one throws `WorkerConfigError` before anything touches the
- * database. `start` checks the schema (tables present, position sequence at `CACHE 1`).
+ * database. The pool needs a connection per consumer plus one (each running batch holds one), so
+ * a hanging handler never starves the others. `start` checks the schema (tables present, position sequence at `CACHE 1`).
  *
  * @example
  * ```ts
@@ -81,6 +101,7 @@ export class Worker extends WorkerRuntime<WorkerTransaction> {
     options: WorkerOptions = {},
   ) {
     const pool = checkPool(sql);
+    checkPoolSize(pool, consumers);
     const checkedStore = checkStore(store);
     if (typeof options !== "object" || options === null) {
       throw new WorkerConfigError("worker options must be an object");

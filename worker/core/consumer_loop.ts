@@ -90,6 +90,15 @@ export class ConsumerLoop<Tx> {
   #catchUp = false;
   /** After a `handleBatch` failure without a named event, handle one event at a time. */
   #isolate = false;
+  /** How many events the next window may hold: halved after a failure, doubled after a commit. */
+  #limit: number;
+  /**
+   * After a handler failed on an event that was not the batch's first, the next batch stops
+   * short of it (commits what came before); after one that was first, the event goes alone.
+   */
+  #cap: number | null = null;
+  /** The first event handed to handlers in the current batch. */
+  #firstHandled: number | null = null;
   #gapReportedAt: number | null = null;
 
   /** Creates the loop; nothing runs until {@link ConsumerLoop.run}. */
@@ -97,6 +106,7 @@ export class ConsumerLoop<Tx> {
     this.#c = context;
     this.#name = context.consumer.name;
     this.#tracker = new GapTracker(context.options.maxGapWait);
+    this.#limit = context.options.batchSize;
   }
 
   /** The checkpoint as the loop last saw it (null before the first read). */
@@ -141,8 +151,32 @@ export class ConsumerLoop<Tx> {
         result = await this.#iterate();
       } catch (error) {
         if (signal.aborted) return { reason: "stopped" };
-        if ((await this.#onFailure(error)) === "skip") {
+        const decision = await this.#onFailure(error);
+        if (decision === "skip") {
           delay = 0;
+          continue;
+        }
+        if (decision === "narrowed") {
+          // Not counted: the next batch is strictly smaller and commits what came before.
+          delay = 0;
+          const failures = this.#failures;
+          safely(() =>
+            o.logger.error?.(
+              "consumer batch failed; committing the events before the failing one",
+              {
+                consumer: this.#name,
+                error: errorText(error),
+              },
+            )
+          );
+          safely(() =>
+            o.observer.batchFailed?.({
+              consumer: this.#name,
+              error,
+              consecutiveFailures: failures,
+              retryInMs: 0,
+            })
+          );
           continue;
         }
         this.#failures++;
@@ -231,11 +265,11 @@ export class ConsumerLoop<Tx> {
       if (!this.#catchUp && !this.#tracker.skipDue(o.clock.now())) {
         const read = await coordinator.readWindow(
           from,
-          o.batchSize,
+          this.#limit,
           this.#tracker.pendingToken,
           batch.signal,
         );
-        plan = await this.#tracker.plan(from, read, o.clock.now());
+        plan = this.#narrow(from, await this.#tracker.plan(from, read, o.clock.now()));
         if (plan.skip === null && plan.target <= from) return this.#noProgress(plan);
         // A maxGapWait skip is decided again inside the transaction, on a fresh read.
         if (plan.skip !== null) plan = null;
@@ -248,10 +282,11 @@ export class ConsumerLoop<Tx> {
         signal: batch.signal,
         idleTimeout: this.#idleTimeout(),
         read: probed === null
-          ? { limit: o.batchSize, pendingToken: this.#tracker.pendingToken }
+          ? { limit: this.#limit, pendingToken: this.#tracker.pendingToken }
           : null,
       }, async (session) => {
-        const p = probed ?? await this.#tracker.plan(from, session.read!, o.clock.now());
+        const p = probed ??
+          this.#narrow(from, await this.#tracker.plan(from, session.read!, o.clock.now()));
         if (p.target <= from) return { plan: p, handled: 0, deadLetters: [] };
         return await this.#apply(session, p, from, batch.signal);
       });
@@ -300,6 +335,31 @@ export class ConsumerLoop<Tx> {
     };
   }
 
+  /**
+   * Applies the cap of a failure: the plan stops short of the event that failed (or at it, when it
+   * was the first). A cap at or below the checkpoint is stale (the checkpoint moved past it).
+   */
+  #narrow(from: number, plan: GapPlan): GapPlan {
+    const cap = this.#cap;
+    if (cap === null || cap <= from || plan.target <= cap) return plan;
+    const skipped = plan.skip?.skippedPositions.filter((p) => p <= cap) ?? [];
+    return {
+      ...plan,
+      target: cap,
+      events: plan.events.filter((e) => e.globalPosition <= cap),
+      passedHoles: plan.passedHoles
+        .filter(([start]) => start <= cap)
+        .map(([start, end]) => [start, Math.min(end, cap)] as const),
+      skip: plan.skip === null || skipped.length === 0 ? null : {
+        ...plan.skip,
+        gapPosition: skipped[0],
+        skippedPositions: skipped,
+      },
+      // More follows: the loop goes on at once.
+      windowSize: Math.max(plan.windowSize, this.#c.options.batchSize),
+    };
+  }
+
   #noProgress(plan: GapPlan): IterationResult {
     this.#catchUp = false;
     return plan.hole === null ? { kind: "idle", plan } : { kind: "waiting", plan };
@@ -315,9 +375,11 @@ export class ConsumerLoop<Tx> {
     const { options: o } = this.#c;
     const to = plan.target;
     this.#checkpoint = to;
-    this.#catchUp = plan.windowSize >= o.batchSize;
+    this.#catchUp = plan.windowSize >= this.#limit;
     this.#isolate = false;
     this.#attempts = null;
+    this.#cap = null;
+    this.#limit = Math.min(o.batchSize, this.#limit * 2);
     for (const position of [...this.#poisonSkips.keys()]) {
       if (position <= to) this.#poisonSkips.delete(position);
     }
@@ -404,7 +466,11 @@ export class ConsumerLoop<Tx> {
       workerId: o.workerId,
       attempt: this.#failures + 1,
     };
+    this.#firstHandled = selected[0]?.globalPosition ?? null;
     await this.#handle(session.tx, selected, context);
+    // A batch given up on (timeout, shutdown) writes nothing more, checkpoint included: the
+    // adapter refuses it too, this keeps the rule in one place for every adapter.
+    if (signal.aborted) throw signal.reason;
     const resolved = [...this.#blocking].filter((p) => p > from && p <= plan.target);
     if (resolved.length > 0) await session.resolveDeadLetters(this.#name, resolved);
     await session.saveCheckpoint(plan.target);
@@ -435,16 +501,30 @@ export class ConsumerLoop<Tx> {
     }
   }
 
-  /** Applies the poison policy to a failure; "skip" means retry at once, skipping the event. */
-  async #onFailure(error: unknown): Promise<"skip" | "failure"> {
+  /**
+   * Narrows the next batch after a failure and applies the poison policy. "narrowed": the next
+   * batch stops short of a failing event that was not first; "skip": the policy skips the event;
+   * both retry at once, uncounted. "failure": counted, retried after back-off.
+   */
+  async #onFailure(error: unknown): Promise<"narrowed" | "skip" | "failure"> {
     const { consumer, options: o } = this.#c;
-    if (!(error instanceof HandlerError)) return "failure";
-    const event = error.event;
-    if (event === null) {
-      if (consumer.handleBatch !== undefined) this.#isolate = true;
+    const handlerError = error instanceof HandlerError ? error : null;
+    const event = handlerError?.event ?? null;
+    if (handlerError === null || event === null) {
+      // Nothing names the culprit: a smaller window next time (a batch too big for batchTimeout
+      // also ends here), one event at a time for handleBatch.
+      this.#limit = Math.max(1, Math.floor(this.#limit / 2));
+      if (handlerError !== null && consumer.handleBatch !== undefined) this.#isolate = true;
       return "failure";
     }
     const position = event.globalPosition;
+    if (this.#firstHandled !== null && position > this.#firstHandled) {
+      // Events before it were handled: commit them without it (transient failures cost
+      // throughput, not progress). Strictly smaller each time, so this ends.
+      this.#cap = position - 1;
+      return "narrowed";
+    }
+    this.#cap = position;
     const count = this.#attempts?.position === position ? this.#attempts.count + 1 : 1;
     this.#attempts = { position, count };
     let decision: PoisonDecision;
@@ -452,7 +532,7 @@ export class ConsumerLoop<Tx> {
       decision = (consumer.onPoison ?? o.onPoison)({
         consumer: this.#name,
         event,
-        error: error.cause,
+        error: handlerError.cause,
         attempts: count,
       });
     } catch (policyError) {
@@ -469,7 +549,7 @@ export class ConsumerLoop<Tx> {
       consumer: this.#name,
       workerId: o.workerId,
       event,
-      error: errorText(error.cause),
+      error: errorText(handlerError.cause),
       attempts: count,
       skipped: decision === "skip",
     };

@@ -12,6 +12,7 @@ import type { WorkerRuntimeOptions } from "../options.ts";
 import { draft, tick, until } from "../support_test.ts";
 import type { Consumer, GapWait } from "../types.ts";
 import { skipPoisonEvents } from "./poison.ts";
+import { SeededRandom } from "../../testing/seeded_random.ts";
 
 type Tx = InMemoryTransaction;
 
@@ -155,7 +156,7 @@ describe("consumer loop on the in-memory coordinator", () => {
     await running;
   });
 
-  it("scenario 7: a failing batch commits nothing, is retried from the checkpoint, then succeeds", async () => {
+  it("scenario 7: a failing batch commits nothing; the events before the failing one commit without it; the failing one retries alone with back-off", async () => {
     const h = harness();
     let failing = true;
     const flaky = recorder("flaky", {
@@ -175,14 +176,112 @@ describe("consumer loop on the in-memory coordinator", () => {
       observer: { batchFailed: (f) => failures.push(f.retryInMs) },
     });
     const running = worker.start();
-    await until(() => failures.length >= 3, { clock: h.clock, step: 500 });
-    assert.deepEqual(flaky.committed, []);
-    assert.equal(h.coordinator.checkpoint("flaky"), 0);
-    assert.deepEqual(failures.slice(0, 3), [1_000, 2_000, 4_000], "retries back off");
+    await until(() => failures.length >= 4, { clock: h.clock, step: 500 });
+    assert.deepEqual(flaky.committed, [1], "the failing batch committed nothing; its prefix did");
+    assert.equal(h.coordinator.checkpoint("flaky"), 1);
+    assert.deepEqual(
+      failures.slice(0, 4),
+      [0, 1_000, 2_000, 4_000],
+      "narrowed at once, then the event alone backs off",
+    );
+    assert.equal(flaky.attempts.get(3), undefined, "nothing after the failing event ran");
     failing = false;
     await until(() => h.coordinator.checkpoint("flaky") === 3, { clock: h.clock, step: 500 });
     assert.deepEqual(flaky.committed, [1, 2, 3]);
-    assert.ok(flaky.attempts.get(1)! >= 2, "the whole batch was retried");
+    assert.equal(flaky.attempts.get(1), 2, "handled in the failed batch, then in its prefix");
+    await worker.stop();
+    await running;
+  });
+
+  it("transient failures cost throughput, not progress: 5 % random failures, default options, 500 events", async () => {
+    for (const form of ["handle", "handleBatch"] as const) {
+      const h = harness();
+      const random = new SeededRandom(11);
+      const committed: number[] = [];
+      const fails = () => random.next() < 0.05;
+      const consumer: Consumer<Tx> = form === "handle"
+        ? {
+          name: "flaky",
+          handle(tx, event) {
+            if (fails()) throw new Error("transient");
+            tx.onCommit(() => committed.push(event.globalPosition));
+          },
+        }
+        : {
+          name: "flaky",
+          handleBatch(tx, events) {
+            for (const event of events) {
+              if (fails()) throw new Error("transient");
+              tx.onCommit(() => committed.push(event.globalPosition));
+            }
+          },
+        };
+      for (let i = 0; i < 500; i++) await h.append();
+      let failures = 0;
+      const worker = h.worker([consumer], { observer: { batchFailed: () => failures++ } });
+      const running = worker.start();
+      const outcome = running.then(() => null, (error) => error);
+      await until(
+        () => h.coordinator.checkpoint("flaky") === 500 || !worker.running,
+        { clock: h.clock, step: 1_000, timeoutMs: 60_000, what: `${form}: checkpoint 500` },
+      );
+      assert.equal(worker.running, true, `${form}: the worker is still running`);
+      assert.deepEqual(committed, Array.from({ length: 500 }, (_, i) => i + 1), form);
+      assert.ok(failures > 10, `${form}: failures happened (${failures})`);
+      await worker.stop();
+      assert.equal(await outcome, null);
+    }
+  });
+
+  it("at 30 % random failures with batches of 20, every event is handled exactly once", async () => {
+    const h = harness();
+    const random = new SeededRandom(5);
+    const committed: number[] = [];
+    const consumer: Consumer<Tx> = {
+      name: "flaky",
+      handle(tx, event) {
+        if (random.next() < 0.3) throw new Error("transient");
+        tx.onCommit(() => committed.push(event.globalPosition));
+      },
+    };
+    for (let i = 0; i < 1_000; i++) await h.append();
+    // Five failures in a row of one event alone (0.3^5 per event) is a real stop by the default;
+    // here the policy allows more so the run shows progress, not the odds.
+    const worker = h.worker([consumer], { batchSize: 20, maxConsecutiveFailures: 12 });
+    const running = worker.start();
+    await until(() => h.coordinator.checkpoint("flaky") === 1_000 || !worker.running, {
+      clock: h.clock,
+      step: 1_000,
+      timeoutMs: 120_000,
+      what: "checkpoint 1000",
+    });
+    assert.equal(worker.running, true);
+    assert.deepEqual(committed, Array.from({ length: 1_000 }, (_, i) => i + 1));
+    await worker.stop();
+    await running;
+  });
+
+  it("a batch that times out is retried smaller: a handler too slow for a full batch still progresses", async () => {
+    const h = harness();
+    const committed: number[] = [];
+    const consumer: Consumer<Tx> = {
+      name: "slow",
+      async handle(tx, event) {
+        await h.clock.sleep(100); // 100 events take 10 s, past batchTimeout
+        tx.onCommit(() => committed.push(event.globalPosition));
+      },
+    };
+    for (let i = 0; i < 100; i++) await h.append();
+    const worker = h.worker([consumer], { batchTimeout: 3_000, maxConsecutiveFailures: 10 });
+    const running = worker.start();
+    await until(() => h.coordinator.checkpoint("slow") === 100 || !worker.running, {
+      clock: h.clock,
+      step: 50,
+      timeoutMs: 60_000,
+      what: "checkpoint 100",
+    });
+    assert.equal(worker.running, true);
+    assert.deepEqual(committed, Array.from({ length: 100 }, (_, i) => i + 1));
     await worker.stop();
     await running;
   });

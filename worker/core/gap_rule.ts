@@ -3,9 +3,10 @@
  * never timed out: when a read shows p missing while a later position is visible, the adapter
  * hands out a *snapshot token* taken at or after that read; once the token is *resolved* (every
  * transaction that was running when it was taken has ended) a fresh read shows p or p is gone for
- * good. On PostgreSQL the token is `pg_snapshot_xmax(pg_current_snapshot())` and resolution is
- * `pg_snapshot_xmin(pg_current_snapshot()) >= token`; the in-memory adapter uses the positions
- * its open transactions hold.
+ * good. On PostgreSQL the token bounds every transaction id assigned when it is taken and lists
+ * the transactions of the worker's own database then running; it resolves when all of those have
+ * ended, or when the server's oldest running transaction is past the bound (worker/postgres/
+ * gap_horizon.ts). The in-memory adapter uses the positions its open transactions hold.
  *
  * @module
  */

@@ -25,9 +25,16 @@ import type {
 import { AdvisoryElection, type ElectionContext, LeaseElection } from "./leadership.ts";
 import type { GapToken, WindowRead } from "../core/gap_rule.ts";
 import { rejectOnAbort } from "../core/wakeup.ts";
-import { DeadLetterNotFoundError, WorkerIdInUseError, WorkerSetupError } from "../errors.ts";
+import {
+  BatchClosedError,
+  DeadLetterNotFoundError,
+  WorkerIdInUseError,
+  WorkerSetupError,
+} from "../errors.ts";
+import { begin } from "../../internal/transaction.ts";
 import type { GapBlocker, GapWait, WorkerTransaction } from "../types.ts";
 import { guardTransaction } from "./guarded_transaction.ts";
+import { GAP_BLOCKERS_SQL, GAP_RESOLVED_SQL, GAP_TOKEN_SQL } from "./gap_horizon.ts";
 import {
   affected,
   type Executor,
@@ -67,8 +74,6 @@ export interface PostgresCoordinatorSettings {
   readonly notifyConnection?: string | postgres.Options<any>;
 }
 
-const CANCELLED = "57014";
-
 function toBlocker(row: unknown[]): GapBlocker {
   return {
     pid: row[0] === null ? null : Number(row[0]),
@@ -77,6 +82,7 @@ function toBlocker(row: unknown[]): GapBlocker {
     state: row[3] as string | null,
     applicationName: row[4] as string | null,
     query: row[5] as string | null,
+    database: row[6] as string | null,
   };
 }
 
@@ -148,18 +154,10 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
       checkpoint: `SELECT last_position FROM ${C.quoted} WHERE consumer_name = $1`,
       blocking: `SELECT global_position FROM ${D.quoted}
         WHERE consumer_name = $1 AND NOT skipped AND resolved_at IS NULL`,
-      token: `SELECT pg_snapshot_xmax(pg_current_snapshot())::text`,
-      resolved: `SELECT pg_snapshot_xmin(pg_current_snapshot()) >= $1::text::xid8`,
-      // Running transactions whose xid is older than the token (32-bit xids compared modulo 2^32
-      // against the token's low bits: live xids are always within 2^31 of each other).
-      blockers: `SELECT pid, backend_xid::text,
-          (extract(epoch FROM clock_timestamp() - xact_start) * 1000)::bigint, state, application_name,
-          left(query, 300)
-        FROM pg_stat_activity
-        WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
-          AND ((($1::text::bigint - backend_xid::text::bigint) % 4294967296) + 4294967296) % 4294967296
-            BETWEEN 1 AND 2147483647
-        ORDER BY xact_start LIMIT 20`,
+      // The gap token, its resolution and its blockers: see ./gap_horizon.ts.
+      token: GAP_TOKEN_SQL,
+      resolved: GAP_RESOLVED_SQL,
+      blockers: GAP_BLOCKERS_SQL,
       reportGap:
         `UPDATE ${C.quoted} SET gap_position = $2::bigint, gap_since = $3::text::timestamptz,
         gap_blockers = $4::text::jsonb WHERE consumer_name = $1`,
@@ -284,7 +282,7 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
   ): Promise<void> {
     const names = textArrayLiteral(consumers);
     const tag = await this.#tag();
-    await this.#sql.begin(async (tx) => {
+    await begin(this.#sql, async (tx) => {
       const inserted = await affected(tx, this.#q.register, [
         workerId,
         names,
@@ -404,7 +402,11 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
     return this.#store.latestPosition(this.#sql);
   }
 
-  /** Transactions from `pg_stat_activity` with an xid older than the token. */
+  /**
+   * The transactions holding the wait (see ./gap_horizon.ts): this database's running ones the
+   * token lists, or without a list every running one older than its horizon, this database's
+   * first. Another database's query text is never read into the report.
+   */
   async gapBlockers(token: GapToken): Promise<GapBlocker[]> {
     return (await run(this.#sql, this.#q.blockers, [token as string])).map(toBlocker);
   }
@@ -437,11 +439,16 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
   ): Promise<BatchOutcome<T>> {
     const { consumer, workerId, expectedCheckpoint, signal, read } = request;
     if (signal.aborted) throw signal.reason;
+    // Open until the signal fires, the work ends, or the connection is lost. Closed first thing
+    // on abort (before any cancel or rollback), so no statement of the batch is sent after it.
     let open = true;
+    const close = () => (open = false);
+    signal.addEventListener("abort", close, { once: true });
     let cleanup = () => {};
     const save: { pending: Promise<{ count: number }> | null } = { pending: null };
     try {
-      const outcome = await this.#sql.begin(async (raw): Promise<BatchOutcome<T>> => {
+      const outcome = await begin(this.#sql, async (raw, link): Promise<BatchOutcome<T>> => {
+        const isOpen = () => open && !link.lost;
         const fenceQuery = statement(raw, this.#q.fence, [
           consumer,
           request.idleTimeout === undefined ? null : String(Math.round(request.idleTimeout)),
@@ -456,6 +463,7 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
         const cancel: { running: Promise<void> | null } = { running: null };
         const aborted = new Promise<never>((_, reject) => {
           const onAbort = () => {
+            close();
             // Every query sent on the transaction's connection carries its backend key; the
             // fence was the first, so its pid is the transaction's backend.
             const pid = (fenceQuery as unknown as { state?: { pid?: number } | null }).state?.pid;
@@ -485,13 +493,30 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
           const events = await guarded(eventsRead);
           windowRead = { events, pendingResolved, token: () => this.#token(raw) };
         }
-        const tx = guardTransaction(raw, () => open, `consumer ${consumer}`);
-        const session = this.#session(raw, tx, consumer, expectedCheckpoint, windowRead, save);
-        const value = await guarded(work(session));
-        if (signal.aborted) {
+        const tx = guardTransaction(raw, isOpen, consumer);
+        const session = this.#session(
+          raw,
+          tx,
+          consumer,
+          expectedCheckpoint,
+          windowRead,
+          save,
+          () => {
+            if (!isOpen()) throw new BatchClosedError(consumer);
+          },
+        );
+        let value: T;
+        try {
+          value = await guarded(work(session));
+        } finally {
+          // Whatever the handler still has running sends nothing more: not before COMMIT (it would
+          // join a batch already decided), not after it (it would run outside any transaction).
+          close();
+        }
+        if (signal.aborted || link.lost) {
           // Aborted as the work finished: do not commit a batch the worker has given up on.
           await cancel.running;
-          throw signal.reason;
+          throw signal.aborted ? signal.reason : new BatchClosedError(consumer);
         }
         return { kind: "committed", value };
       });
@@ -503,10 +528,11 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
       }
       return outcome;
     } catch (error) {
-      if (signal.aborted && (error as { code?: string })?.code === CANCELLED) throw signal.reason;
+      if (signal.aborted) throw signal.reason;
       throw error;
     } finally {
-      open = false;
+      close();
+      signal.removeEventListener("abort", close);
       cleanup();
     }
   }
@@ -518,12 +544,14 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
     expectedCheckpoint: number,
     read: WindowRead | null,
     save: { pending: Promise<{ count: number }> | null },
+    assertOpen: () => void,
   ): BatchSession<WorkerTransaction> {
     const q = this.#q;
     return {
       tx,
       read,
       saveCheckpoint: (position: number) => {
+        assertOpen();
         // Sent now, awaited by runBatch after COMMIT: the batch's last statement shares COMMIT's
         // round trip. The fence holds the row, so the update cannot miss.
         const pending = raw.unsafe(q.save, [consumer, position, expectedCheckpoint], {
@@ -534,6 +562,7 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
         return Promise.resolve();
       },
       recordDeadLetter: async (record: DeadLetterRecord) => {
+        assertOpen();
         const e = record.event;
         await affected(raw, q.deadLetter, [
           record.consumer,
@@ -549,9 +578,11 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
         ]);
       },
       resolveDeadLetters: async (name: string, positions: readonly number[]) => {
+        assertOpen();
         await affected(raw, q.resolve, [name, `{${positions.join(",")}}`]);
       },
       recordGapSkip: async (record: GapSkipRecord) => {
+        assertOpen();
         await affected(raw, q.gapSkip, [
           record.consumer,
           record.workerId,
@@ -573,7 +604,7 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
   ): Promise<T> {
     let open = true;
     try {
-      return await this.#sql.begin(async (raw) => {
+      return await begin(this.#sql, async (raw, link) => {
         await run(raw, this.#q.lockAssignment, [consumer]);
         if ((await run(raw, this.#q.redriveFind, [consumer, position])).length === 0) {
           throw new DeadLetterNotFoundError(consumer, position);
@@ -582,10 +613,12 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
         if (event === undefined || event.globalPosition !== position) {
           throw new DeadLetterNotFoundError(consumer, position, "the event is not in the store");
         }
-        const result = await work(
-          guardTransaction(raw, () => open, `the redrive of ${consumer}`),
-          event,
-        );
+        let result: T;
+        try {
+          result = await work(guardTransaction(raw, () => open && !link.lost, consumer), event);
+        } finally {
+          open = false;
+        }
         await affected(raw, this.#q.redriven, [consumer, position]);
         return result;
       }) as T;

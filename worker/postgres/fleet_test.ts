@@ -527,10 +527,12 @@ describe("several workers on PostgreSQL", () => {
         const active: Worker[] = [];
         const runs = new Map<Worker, Promise<void>>();
         let latest = 0;
+        // Each worker registers all 25: its pool needs a connection per consumer plus one.
+        const pool = h.db.connect({ max: names.length + 1, onnotice: () => {} });
         for (const size of [1, 2, 3, 5, 7, 5, 3, 1]) {
           const before = await assignments(h);
           while (active.length < size) {
-            const worker = h.worker(consumers, FLEET);
+            const worker = h.worker(consumers, FLEET, pool);
             runs.set(worker, worker.start());
             active.push(worker);
           }

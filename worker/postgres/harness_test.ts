@@ -33,7 +33,8 @@ export interface PgHarness {
   projection(name: string, extra?: Partial<Consumer>): Consumer;
   rows(consumer: string): Promise<number[]>;
   checkpoint(consumer: string): Promise<number>;
-  worker(consumers: Consumer[], options?: WorkerOptions): Worker;
+  /** A worker on the harness pool, or on `pool` (for fleets needing more connections). */
+  worker(consumers: Consumer[], options?: WorkerOptions, pool?: postgres.Sql): Worker;
   close(): Promise<void>;
 }
 
@@ -111,8 +112,8 @@ export async function pgHarness(options: PgHarnessOptions = {}): Promise<PgHarne
         await sql`SELECT last_position FROM consumer_checkpoints WHERE consumer_name = ${consumer}`;
       return rows.length === 0 ? 0 : Number(rows[0].last_position);
     },
-    worker(consumers, extra = {}) {
-      const worker = new Worker(sql, store, consumers, {
+    worker(consumers, extra = {}, pool = sql) {
+      const worker = new Worker(pool, store, consumers, {
         clock,
         workerId: `w-${workers.length + 1}`,
         pollInterval: 1_000,

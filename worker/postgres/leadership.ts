@@ -26,6 +26,7 @@ import type { SqlIdentifier } from "../../internal/sql_identifier.ts";
 import type { AssignmentChange, AssignmentSnapshot, WorkerMembership } from "../core/assignment.ts";
 import type { LeaderElection, LeaderElectionSettings } from "../core/coordination.ts";
 import type { WorkerTables } from "./tables.ts";
+import { begin } from "../../internal/transaction.ts";
 
 /** High half of the advisory lock key ("esWr"); the low half is the worker_nodes table's oid. */
 export const ADVISORY_LOCK_CLASSID = 0x65735772;
@@ -233,7 +234,7 @@ export class AdvisoryElection implements LeaderElection {
     const oid = await this.#c.nodesOid();
     return await cancellable(this.#c, () => this.#pid, signal, async () => {
       for (let attempt = 0; attempt < 3; attempt++) {
-        const result = await session.begin(async (tx) => {
+        const result = await begin(session, async (tx) => {
           const [[, held, pid]] = await rows(
             tx,
             prepare,
@@ -328,7 +329,7 @@ export class LeaseElection implements LeaderElection {
     const oid = await this.#c.nodesOid();
     return await cancellable(this.#c, () => pid, signal, async () => {
       for (let attempt = 0; attempt < 3; attempt++) {
-        const result = await this.#c.sql.begin(async (tx) => {
+        const result = await begin(this.#c.sql, async (tx) => {
           const fence = await rows(tx, this.#c.prepare, this.#q.fence, [
             this.#workerId,
             String(Math.round(this.#settings.rebalanceLockTimeoutMs)),

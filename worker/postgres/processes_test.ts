@@ -31,7 +31,7 @@ interface ChildPlan {
 /** The child: a worker running all six consumers; p0 stalls once, mid-batch, at STALL_AT. */
 async function child(plan: ChildPlan): Promise<void> {
   const sql = postgres(plan.url, {
-    max: 6,
+    max: CONSUMERS.length + 1,
     onnotice: () => {},
     connection: { search_path: plan.schema },
   });

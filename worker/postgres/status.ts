@@ -13,6 +13,7 @@ import type {
 import { ADVISORY_LOCK_CLASSID } from "./leadership.ts";
 import { run } from "../../internal/postgres_query.ts";
 import { workerTables } from "./tables.ts";
+import { begin } from "../../internal/transaction.ts";
 
 /**
  * Options for {@link status}: the table names used by the workers and the store.
@@ -58,7 +59,7 @@ export async function status(
       `heartbeatTimeout must be a positive number of milliseconds, got ${timeout}`,
     );
   }
-  return await sql.begin("isolation level repeatable read read only", async (tx) => {
+  return await begin(sql, async (tx) => {
     const latestRows = await run(
       tx,
       `SELECT global_position FROM ${events.quoted} ORDER BY global_position DESC LIMIT 1`,
@@ -125,7 +126,12 @@ export async function status(
           position: toSafeNumber(row[4], "gap_position"),
           since: date(row[5]),
           waitingMs: Math.max(0, toSafeNumber(row[7] ?? 0, "gap wait")),
-          blockers: row[6] === null ? [] : JSON.parse(row[6] as string) as GapBlocker[],
+          blockers: row[6] === null
+            ? []
+            : (JSON.parse(row[6] as string) as GapBlocker[]).map((b) => ({
+              ...b,
+              database: b.database ?? null,
+            })),
         },
         deadLetters: {
           skipped: toSafeNumber(row[8], "dead letters"),
@@ -135,5 +141,5 @@ export async function status(
       };
     });
     return { latestPosition: latest, workers, leader, consumers };
-  }) as WorkerStatus;
+  }, "isolation level repeatable read read only") as WorkerStatus;
 }
