@@ -286,6 +286,37 @@ describe("consumer loop on the in-memory coordinator", () => {
     await running;
   });
 
+  it("a connection lost while starting is retried: start-up and the dispatcher's first read", async () => {
+    const h = harness();
+    const lost = () => Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" });
+    let prepares = 0;
+    let reads = 0;
+    const flaky = new (class extends InMemoryCoordinator {
+      override prepare(): Promise<void> {
+        return ++prepares <= 2 ? Promise.reject(lost()) : super.prepare();
+      }
+      override latestPosition(): Promise<number> {
+        return ++reads <= 2 ? Promise.reject(lost()) : super.latestPosition();
+      }
+    })(h.store, { clock: h.clock });
+    const all = recorder("all");
+    const worker = new InMemoryWorker(flaky, [all.consumer], {
+      clock: h.clock,
+      workerId: "w-1",
+      pollInterval: 1_000,
+    });
+    const running = worker.start();
+    await h.append();
+    await until(() => flaky.checkpoint("all") === 1 && reads >= 3, {
+      clock: h.clock,
+      step: 500,
+    });
+    assert.equal(prepares, 3);
+    assert.equal(worker.running, true);
+    await worker.stop();
+    await running;
+  });
+
   it("maxConsecutiveFailures makes start reject with a typed error", async () => {
     const h = harness();
     await h.append();

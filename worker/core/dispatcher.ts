@@ -69,18 +69,33 @@ class PositionWatch {
   }
 }
 
+/**
+ * The position to watch from. A failed read (a connection lost while starting) is retried with
+ * back-off until it succeeds or the worker stops (-1: stopped); the consumers poll on their own
+ * meanwhile, so nothing waits for it.
+ */
 async function initialPosition(context: DispatcherContext, kind: string): Promise<number> {
-  try {
-    return await context.coordinator.latestPosition();
-  } catch (error) {
-    throw new Error(`${kind} dispatcher could not read the initial position: ${errorText(error)}`, {
-      cause: error,
-    });
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await context.coordinator.latestPosition();
+    } catch (error) {
+      if (context.signal.aborted) return -1;
+      const delay = Math.min(30_000, 100 * 2 ** Math.min(attempt, 9));
+      try {
+        context.logger.error?.(`${kind} dispatcher could not read the initial position; retrying`, {
+          retryInMs: delay,
+          error: errorText(error),
+        });
+      } catch {
+        // the caller's logger failing is not the dispatcher's failure
+      }
+      if (!await pause(context.clock, delay, context.signal)) return -1;
+    }
   }
 }
 
 /**
- * Runs the poll dispatcher until the signal aborts. Rejects only if the first read fails.
+ * Runs the poll dispatcher until the signal aborts; never rejects (failed reads are retried).
  */
 export async function runPollDispatcher(
   context: DispatcherContext,
@@ -91,7 +106,7 @@ export async function runPollDispatcher(
 }
 
 /**
- * Runs the notify dispatcher until the signal aborts. Rejects only if the first read fails;
+ * Runs the notify dispatcher until the signal aborts; never rejects (failed reads are retried);
  * listener failures are logged and retried with back-off while the reconciliation poll goes on.
  */
 export async function runNotifyDispatcher(

@@ -6,7 +6,14 @@
  *
  * @module
  */
-import { errorText, WorkerAlreadyStartedError, WorkerRegistrationLostError } from "../errors.ts";
+import {
+  errorText,
+  WorkerAlreadyStartedError,
+  WorkerIdInUseError,
+  WorkerRegistrationLostError,
+  WorkerSetupError,
+} from "../errors.ts";
+import { failureBackoff } from "./backoff.ts";
 import {
   checkConsumers,
   type ResolvedRuntimeOptions,
@@ -128,10 +135,7 @@ export class WorkerRuntime<Tx> {
     let registered = false;
     const tasks: Promise<unknown>[] = [];
     try {
-      await coordinator.prepare();
-      if (signal.aborted) return;
-      await this.#cleanup();
-      await coordinator.registerWorker(this.id, names, o.heartbeatTimeout);
+      if (!await this.#startUp(names, signal)) return;
       registered = true;
       safely(() => o.logger.info?.("worker started", { workerId: this.id, consumers: names }));
       const events = new Wakeup();
@@ -216,6 +220,38 @@ export class WorkerRuntime<Tx> {
       );
     }
     if (fatal !== null) throw fatal;
+  }
+
+  /**
+   * Checks the schema and registers, retrying what may be transient (a connection lost while
+   * starting) with back-off, up to `maxConsecutiveFailures` attempts. A missing schema or a worker
+   * id in use is final at once. False when the signal aborted first.
+   */
+  async #startUp(names: readonly string[], signal: AbortSignal): Promise<boolean> {
+    const o = this.#options;
+    for (let attempt = 1;; attempt++) {
+      try {
+        await this.#coordinator.prepare();
+        if (signal.aborted) return false;
+        await this.#cleanup();
+        await this.#coordinator.registerWorker(this.id, names, o.heartbeatTimeout);
+        return true;
+      } catch (error) {
+        const final = error instanceof WorkerSetupError || error instanceof WorkerIdInUseError ||
+          error instanceof TypeError || attempt >= o.maxConsecutiveFailures;
+        if (final || signal.aborted) throw error;
+        const delay = failureBackoff(attempt, o.pollInterval, o.maxPollInterval);
+        safely(() =>
+          o.logger.error?.("worker start-up failed; retrying", {
+            workerId: this.id,
+            attempt,
+            retryInMs: delay,
+            error: errorText(error),
+          })
+        );
+        if (!await pause(o.clock, delay, signal)) return false;
+      }
+    }
   }
 
   /** Start-up cleanup: registrations silent for twice the heartbeat timeout are crashed workers. */
