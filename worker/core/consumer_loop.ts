@@ -159,44 +159,17 @@ export class ConsumerLoop<Tx> {
         if (decision === "narrowed") {
           // Not counted: the next batch is strictly smaller and commits what came before.
           delay = 0;
-          const failures = this.#failures;
-          safely(() =>
-            o.logger.error?.(
-              "consumer batch failed; committing the events before the failing one",
-              {
-                consumer: this.#name,
-                error: errorText(error),
-              },
-            )
-          );
-          safely(() =>
-            o.observer.batchFailed?.({
-              consumer: this.#name,
-              error,
-              consecutiveFailures: failures,
-              retryInMs: 0,
-            })
+          this.#reportFailure(
+            "consumer batch failed; committing the events before the failing one",
+            error,
+            0,
           );
           continue;
         }
         this.#failures++;
         const failures = this.#failures;
         if (failures >= o.maxConsecutiveFailures) {
-          safely(() =>
-            o.logger.error?.("consumer failed too many times; stopping the worker", {
-              consumer: this.#name,
-              consecutiveFailures: failures,
-              error: errorText(error),
-            })
-          );
-          safely(() =>
-            o.observer.batchFailed?.({
-              consumer: this.#name,
-              error,
-              consecutiveFailures: failures,
-              retryInMs: -1,
-            })
-          );
+          this.#reportFailure("consumer failed too many times; stopping the worker", error, -1);
           return {
             reason: "failed",
             error: new ConsecutiveFailuresError(this.#name, failures, error),
@@ -204,22 +177,7 @@ export class ConsumerLoop<Tx> {
         }
         delay = failureBackoff(failures, o.pollInterval, o.maxPollInterval);
         interruptible = false;
-        safely(() =>
-          o.logger.error?.("consumer batch failed; retrying", {
-            consumer: this.#name,
-            consecutiveFailures: failures,
-            retryInMs: delay,
-            error: errorText(error),
-          })
-        );
-        safely(() =>
-          o.observer.batchFailed?.({
-            consumer: this.#name,
-            error,
-            consecutiveFailures: failures,
-            retryInMs: delay,
-          })
-        );
+        this.#reportFailure("consumer batch failed; retrying", error, delay);
         continue;
       }
       this.#failures = 0;
@@ -248,6 +206,26 @@ export class ConsumerLoop<Tx> {
       }
       await this.#reportGap(result.plan);
     }
+  }
+
+  /** Logs a failed batch and tells the observer (retryInMs: 0 at once, -1 never). */
+  #reportFailure(message: string, error: unknown, retryInMs: number): void {
+    const o = this.#c.options;
+    const failure = {
+      consumer: this.#name,
+      error,
+      consecutiveFailures: this.#failures,
+      retryInMs,
+    };
+    safely(() =>
+      o.logger.error?.(message, {
+        consumer: this.#name,
+        consecutiveFailures: failure.consecutiveFailures,
+        retryInMs,
+        error: errorText(error),
+      })
+    );
+    safely(() => o.observer.batchFailed?.(failure));
   }
 
   async #iterate(): Promise<IterationResult> {
