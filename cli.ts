@@ -2,10 +2,12 @@
  * The eventsalsa command line: `deno run -A jsr:@eventsalsa/eventsalsa/cli <command>`.
  *
  * ```
- * eventsalsa migrate [--apply] [--only store,worker,encryption] [--events-table name] ...
+ * eventsalsa migrate [--apply | --all] [--only store,worker,encryption] [--events-table name] ...
  * eventsalsa status [--json] [--watch]
  * eventsalsa dead-letters list|retry ...
  * eventsalsa keys rewrap --from id --to id --key-file id=path ...
+ * eventsalsa <command> --help        # any command or subcommand: its usage, exit 0
+ * eventsalsa --version
  * ```
  *
  * Reads `DATABASE_URL` (and `EVENTSALSA_CONNECT_TIMEOUT`, seconds, 10 by default). A user mistake
@@ -27,6 +29,7 @@ import { statusCommand, statusUsage } from "./cli/status.ts";
 import { deadLettersCommand, deadLettersUsage } from "./cli/dead_letters.ts";
 import { keysCommand, keysUsage } from "./cli/keys.ts";
 import { redactor } from "./cli/redact.ts";
+import { VERSION } from "./cli/version.ts";
 import { readEnv } from "./internal/env.ts";
 import process from "node:process";
 
@@ -53,11 +56,28 @@ const USER_ERRORS = new Set([
   "DeadLetterNotFoundError",
 ]);
 
+/** Whether standard output is a terminal (not a pipe or a file), under Deno or Bun. */
+function stdoutIsTerminal(): boolean {
+  // deno-lint-ignore no-explicit-any
+  const deno = (globalThis as any).Deno;
+  try {
+    return deno ? deno.stdout.isTerminal() === true : process.stdout.isTTY === true;
+  } catch {
+    return false;
+  }
+}
+
 const consoleIo: CliIo = {
   out: (line) => console.log(line),
   err: (line) => console.error(line),
   env: readEnv,
 };
+
+/** Whether `args` ask for help: `--help` or `-h` anywhere before a `--`. */
+function asksForHelp(args: readonly string[]): boolean {
+  const end = args.indexOf("--");
+  return (end < 0 ? args : args.slice(0, end)).some((arg) => arg === "--help" || arg === "-h");
+}
 
 function usage(): string {
   return [
@@ -66,6 +86,7 @@ function usage(): string {
     "environment: DATABASE_URL=postgres://user:password@host:5432/database",
     "             EVENTSALSA_CONNECT_TIMEOUT=seconds to wait for a usable connection (10)",
     "exit status: 0 done, 1 runtime failure, 2 usage or configuration error",
+    "options: -h, --help (also after a command: its own help), --version",
     "",
     ...Object.values(commands).map((c) => c.usage),
   ]
@@ -98,6 +119,14 @@ export async function runCli(
   });
   const io: CliIo = { ...callerIo, err: (line) => callerIo.err(redact(line)) };
   const [name, ...rest] = args;
+  if (name === "--version" || name === "-V" || name === "version") {
+    io.out(`eventsalsa ${VERSION}`);
+    return 0;
+  }
+  if (name === "help" && rest.length > 0 && commands[rest[0]]) {
+    io.out(commands[rest[0]].usage);
+    return 0;
+  }
   if (name === undefined || name === "help" || name === "--help" || name === "-h") {
     io.out(usage());
     return name === undefined ? 2 : 0;
@@ -106,6 +135,12 @@ export async function runCli(
   if (!command) {
     io.err(`eventsalsa: unknown command ${JSON.stringify(name)}; try "eventsalsa help"`);
     return 2;
+  }
+  // Every command and subcommand (`keys rewrap --help`, `dead-letters list -h`) answers with its
+  // usage and status 0, whatever else is on the line.
+  if (asksForHelp(rest)) {
+    io.out(command.usage);
+    return 0;
   }
   try {
     return await command.run(rest, io);
@@ -149,5 +184,11 @@ if (import.meta.main) {
   const controller = new AbortController();
   if (runtime.Deno) runtime.Deno.addSignalListener("SIGINT", () => controller.abort());
   else runtime.process.on("SIGINT", () => controller.abort());
-  exit(await runCli(args, { ...consoleIo, signal: controller.signal }));
+  exit(
+    await runCli(args, {
+      ...consoleIo,
+      signal: controller.signal,
+      isTerminal: stdoutIsTerminal(),
+    }),
+  );
 }

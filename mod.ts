@@ -6,9 +6,10 @@
  * @example
  * ```ts
  * import postgres from "postgres";
+ * import process from "node:process";
  * import { exact, PostgresStore } from "@eventsalsa/eventsalsa";
  *
- * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+ * const sql = postgres(process.env.DATABASE_URL!);
  * const store = new PostgresStore();
  * const stream = await store.readStream(sql, "Order", "o-1");
  * await sql.begin((tx) =>
@@ -37,6 +38,7 @@ export {
   PostgresStore,
   type Stream,
   streamExists,
+  type Telemetry,
   ValidationError,
 } from "./store/mod.ts";
 export type { Clock } from "./internal/clock.ts";

@@ -1,6 +1,6 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 
 const read = (file: string) => JSON.parse(readFileSync(new URL(file, import.meta.url), "utf8"));
 
@@ -28,6 +28,31 @@ describe("package configuration", () => {
     assert.equal(pkg.version, jsr.version);
     assert.deepEqual(deno.exports, jsr.exports);
     assert.deepEqual(deno.publish, jsr.publish);
+  });
+
+  it("devDependencies (the OpenTelemetry SDK of the tests) are imported by test files only", () => {
+    const dev = Object.keys(pkg.devDependencies ?? {});
+    assert.ok(
+      dev.every((name) => !(name in deno.imports)),
+      "dev dependencies stay out of deno.json",
+    );
+    const root = new URL("./", import.meta.url);
+    const files = (readdirSync(root, { recursive: true }) as string[])
+      .filter((file) => file.endsWith(".ts") && !file.endsWith("_test.ts"))
+      .filter((file) => !/^(node_modules|\.ci|\.git)[\\/]/.test(file));
+    // Import and export statements at the start of a line (JSDoc examples are not code).
+    const specifier = /^(?:import|export)\b[^;]*?\bfrom\s*"([^"]+)"|\bimport\(\s*"([^"]+)"\s*\)/gm;
+    for (const file of files) {
+      const text = readFileSync(new URL(file, root), "utf8");
+      for (const match of text.matchAll(specifier)) {
+        const imported = (match[1] ?? match[2]).replace(/^npm:/, "");
+        const named = dev.find((name) =>
+          imported === name || imported.startsWith(`${name}@`) ||
+          imported.startsWith(`${name}/`)
+        );
+        assert.equal(named, undefined, `${file} imports the dev dependency ${imported}`);
+      }
+    }
   });
 
   it("every export points at an existing mod.ts", () => {

@@ -11,7 +11,7 @@
  * rows and checks ownership; the gap rule checks the window), so the ratio is the price of those
  * guarantees. Each worker round also includes the worker's start-up — registration, leader
  * election, the leader's assignment and the sync that starts the consumer, a few tens of
- * milliseconds — which weighs on small sizes. DESIGN §8 target: ≥ 0.8×. Rounds alternate baseline
+ * milliseconds — which weighs on small sizes. The project's target: ≥ 0.8×. Rounds alternate baseline
  * and worker; medians of seven count (with three, one round on a busier backend or core moved the
  * ratio by 0.15). Several processes: bench/worker_fleet.ts.
  */

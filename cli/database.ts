@@ -278,7 +278,15 @@ export async function connectFromEnvironment(io: CliIo): Promise<postgres.Sql> {
   checkDatabaseUrl(url);
   const seconds = connectTimeout(io);
   const redact = redactor({ url, password: io.env("PGPASSWORD") });
-  const options: PoolOptions = { max: 2, onnotice: () => {}, connect_timeout: seconds };
+  // Unnamed statements only (`prepare: false`): a command runs a handful of queries, and named
+  // prepared statements break behind a transaction pooler (PgBouncer), where consecutive
+  // transactions may run on different server connections (docs/pgbouncer.md).
+  const options: PoolOptions = {
+    max: 2,
+    onnotice: () => {},
+    connect_timeout: seconds,
+    prepare: false,
+  };
   let sql: postgres.Sql;
   try {
     sql = postgres(url, options);

@@ -1,23 +1,31 @@
+import type postgres from "postgres";
 import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { run } from "../internal/postgres_query.ts";
 import { toSafeNumber } from "../internal/safe_number.ts";
 import { PostgresStore } from "../store/postgres_store.ts";
 import { retryDeadLetter } from "../worker/postgres/dead_letters.ts";
-import { TABLE_OPTION_KEYS as WORKER_TABLES, workerTables } from "../worker/postgres/tables.ts";
+import {
+  TABLE_OPTION_KEYS as WORKER_TABLES,
+  type WorkerTables,
+  workerTables,
+} from "../worker/postgres/tables.ts";
 import type { Consumer } from "../worker/types.ts";
 import { connectFromEnvironment } from "./database.ts";
 import { integerFlag, parseFlags, pickOptions, tableFlags } from "./flags.ts";
 import { type CliIo, CliUsageError } from "./io.ts";
 import { formatTable } from "./table.ts";
 
-/** The usage line of `dead-letters`. */
+/** The usage of `dead-letters`. */
 export const deadLettersUsage: string =
-  `eventsalsa dead-letters list [--consumer name] [--all] [--json]
-eventsalsa dead-letters retry --consumer name --position n --module ./consumers.ts
-  list: open dead letters (--all: also resolved and redriven ones). retry: handles the event again
-  through the consumer exported by --module (a Consumer object, or an array of them), in one
-  transaction with marking the dead letter redriven.`;
+  `eventsalsa dead-letters list [--consumer name] [--all] [--json] [table flags]
+eventsalsa dead-letters retry --consumer name --position n --module ./consumers.ts [table flags]
+  list: open dead letters, blocking and skipped (--all: also resolved and redriven ones);
+        --consumer narrows it to one consumer, which must exist (a checkpoint, an assignment or a
+        dead letter): an unknown name is an error (exit 2), not an empty list.
+  retry: handles the event again through the consumer exported by --module (a Consumer object,
+        or an array of them), in one transaction with marking the dead letter redriven.
+    table flags          --events-table --heads-table and the worker's, as for migrate`;
 
 function isConsumer(value: unknown): value is Consumer {
   return typeof value === "object" && value !== null &&
@@ -47,6 +55,33 @@ async function loadConsumer(modulePath: string, name: string): Promise<Consumer>
     );
   }
   return found;
+}
+
+/**
+ * Fails with `no such consumer "name"` (exit 2) unless the worker's tables know the consumer: a
+ * checkpoint, an assignment or a dead letter names it. Lists the known names.
+ */
+async function checkConsumer(
+  sql: postgres.Sql,
+  tables: WorkerTables,
+  name: string,
+): Promise<void> {
+  const named = (table: string) => `SELECT consumer_name FROM ${table}`;
+  const union = [tables.checkpoints, tables.assignments, tables.deadLetters]
+    .map((t) => named(t.quoted)).join(" UNION ");
+  const [[found]] = await run(
+    sql,
+    `SELECT EXISTS (SELECT 1 FROM (${union}) AS known WHERE consumer_name = $1)`,
+    [name],
+  );
+  if (found === true) return;
+  const known = (await run(sql, `${union} ORDER BY 1 LIMIT 11`)).map((r) => r[0] as string);
+  throw new CliUsageError(
+    `no such consumer ${JSON.stringify(name)}` +
+      (known.length === 0
+        ? " (no consumer has run against these tables)"
+        : ` (known: ${known.slice(0, 10).join(", ")}${known.length > 10 ? ", ..." : ""})`),
+  );
 }
 
 /** `eventsalsa dead-letters list|retry`. */
@@ -85,6 +120,7 @@ export async function deadLettersCommand(args: string[], io: CliIo): Promise<num
   }
   const sql = await connectFromEnvironment(io);
   try {
+    if (typeof values.consumer === "string") await checkConsumer(sql, tables, values.consumer);
     const rows = await run(
       sql,
       `SELECT consumer_name, global_position, event_type, aggregate_type, aggregate_id, attempts,

@@ -10,6 +10,11 @@ export interface CliIo {
   env(name: string): string | undefined;
   /** Aborts long-running commands (`status --watch`); Ctrl-C in the real CLI. */
   signal?: AbortSignal;
+  /**
+   * Whether `out` goes to a terminal: `status --watch` clears the screen only then, and prints
+   * plain snapshots separated by a blank line otherwise (a pipe, a file). False when omitted.
+   */
+  isTerminal?: boolean;
 }
 
 /** A user mistake (bad flag, missing DATABASE_URL): printed as one line, exit code 2. */

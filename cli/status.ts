@@ -1,17 +1,50 @@
 import type postgres from "postgres";
+import { type ComponentSchema, schemaStates } from "../internal/migration.ts";
+import { encryptionSchema, keyStoreTables } from "../encryption/migration.ts";
+import { storeSchema } from "../store/migration.ts";
+import { workerSchema } from "../worker/postgres/migration.ts";
 import { status as workerStatus } from "../worker/postgres/status.ts";
 import { TABLE_OPTION_KEYS as WORKER_TABLES } from "../worker/postgres/tables.ts";
 import type { WorkerStatus } from "../worker/types.ts";
 import { connectFromEnvironment } from "./database.ts";
 import { integerFlag, parseFlags, pickOptions, tableFlags } from "./flags.ts";
 import type { CliIo } from "./io.ts";
+import { schemaSummary } from "./migrate.ts";
 import { formatDuration, formatTable } from "./table.ts";
 
-/** The usage line of `status`. */
+/** The usage of `status`. */
 export const statusUsage: string =
-  `eventsalsa status [--json] [--watch] [--interval seconds] [--events-table name ...]
-  Workers, leader, assignments, per-consumer checkpoint and lag, gap waits with the blocking
-  backend, dead letters. --watch refreshes every --interval seconds (2) until interrupted.`;
+  `eventsalsa status [--json] [--watch] [--interval seconds] [--heartbeat-timeout ms] [table flags]
+  Whether the schema is at the version this library expects (behind: run migrate --apply), then
+  workers, leader, assignments, per-consumer checkpoint and lag, gap waits with the blocking
+  backend, dead letters.
+    --json               one JSON object (the worker's status() plus "schema")
+    --watch              refresh every --interval seconds (2) until interrupted: the screen is
+                         cleared on a terminal; elsewhere (a pipe, a file) snapshots follow each
+                         other separated by a blank line (--json: one line each)
+    --heartbeat-timeout  milliseconds after which a worker counts as not live
+    table flags          --events-table, the worker's and --keys-table (the encryption schema is
+                         checked when its keys table exists), as for migrate`;
+
+const KEY_TABLES = ["keysTable", "keysTombstoneTable"];
+
+/** The schemas status checks: store and worker, and encryption when its keys table exists. */
+async function checkedSchemas(
+  sql: postgres.Sql,
+  values: Record<string, unknown>,
+): Promise<ComponentSchema[]> {
+  const schemas = [
+    storeSchema(pickOptions(values, ["eventsTable"])),
+    workerSchema(pickOptions(values, WORKER_TABLES)),
+  ];
+  const picked = pickOptions(values, KEY_TABLES);
+  const keys = { table: picked.keysTable, tombstoneTable: picked.keysTombstoneTable };
+  const [[exists]] = await sql.unsafe("SELECT to_regclass($1) IS NOT NULL", [
+    keyStoreTables(keys).keys.quoted,
+  ]).values();
+  if (exists === true) schemas.push(encryptionSchema(keys));
+  return schemas;
+}
 
 /** Renders a status snapshot for people. */
 export function renderStatus(report: WorkerStatus, now: Date = new Date()): string[] {
@@ -81,7 +114,7 @@ export async function statusCommand(args: string[], io: CliIo): Promise<number> 
     watch: { type: "boolean" },
     interval: { type: "string" },
     "heartbeat-timeout": { type: "string" },
-    ...tableFlags(["eventsTable", ...WORKER_TABLES]),
+    ...tableFlags(["eventsTable", ...WORKER_TABLES, ...KEY_TABLES]),
   });
   const interval = integerFlag(values.interval, "interval", 2)!;
   const options = {
@@ -90,11 +123,25 @@ export async function statusCommand(args: string[], io: CliIo): Promise<number> 
   };
   const sql: postgres.Sql = await connectFromEnvironment(io);
   try {
-    for (;;) {
+    const schemas = await checkedSchemas(sql, values);
+    for (let snapshot = 0;; snapshot++) {
+      const states = await schemaStates(sql, schemas);
       const report = await workerStatus(sql, options);
       // Dates serialise as ISO strings through their toJSON.
-      const text = values.json ? [JSON.stringify(report)] : renderStatus(report);
-      if (values.watch && !values.json) io.out("\x1b[2J\x1b[H" + new Date().toISOString());
+      const text = values.json
+        ? [JSON.stringify({
+          ...report,
+          schema: {
+            upToDate: states.every((s) => s.pending.length === 0 && !s.ahead),
+            components: states,
+          },
+        })]
+        : [schemaSummary(states), ...renderStatus(report)];
+      if (values.watch && !values.json) {
+        // Escape codes only for a terminal; a pipe or a log file gets plain snapshots.
+        if (io.isTerminal) io.out("\x1b[2J\x1b[H" + new Date().toISOString());
+        else io.out((snapshot > 0 ? "\n" : "") + new Date().toISOString());
+      }
       for (const line of text) io.out(line);
       if (!values.watch || io.signal?.aborted) return 0;
       const stopped = await new Promise<boolean>((resolve) => {

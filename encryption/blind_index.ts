@@ -19,7 +19,15 @@ import { sha256 } from "@noble/hashes/sha2.js";
 import { constantTimeEqualText, decodeBase64Std, toHex, utf8Encode } from "./encoding.ts";
 import { InvalidInputError, InvalidKeySizeError, KeyringError } from "./errors.ts";
 
-/** The shortest accepted blind-index key. */
+/**
+ * The shortest accepted blind-index key, in bytes.
+ *
+ * @example
+ * ```ts
+ * import { MIN_BLIND_INDEX_KEY_SIZE } from "@eventsalsa/eventsalsa/encryption";
+ * const indexKey = crypto.getRandomValues(new Uint8Array(MIN_BLIND_INDEX_KEY_SIZE));
+ * ```
+ */
 export const MIN_BLIND_INDEX_KEY_SIZE = 32;
 
 const KEY_ID = /^[A-Za-z0-9_.-]{1,64}$/;

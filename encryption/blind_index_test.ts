@@ -8,7 +8,7 @@ import { InvalidInputError, InvalidKeySizeError, KeyringError } from "./errors.t
 
 const goHasher = (key: string) => new GoCompatibleHasher(utf8Encode(key));
 
-describe("GoCompatibleHasher (spec §5 15-18 and §2.2 vectors)", () => {
+describe("GoCompatibleHasher (scenarios 15-18, and the Go known-answer vectors)", () => {
   it("matches the Go known-answer vectors for key test-key", () => {
     const hasher = goHasher("test-key");
     assert.equal(

@@ -33,11 +33,35 @@ export interface Cipher {
   decrypt(key: Uint8Array, ciphertext: Uint8Array, associatedData?: Uint8Array): Uint8Array;
 }
 
-/** Size of the random GCM nonce: 96 bits. */
+/**
+ * Size of the random GCM nonce: 96 bits.
+ *
+ * @example
+ * ```ts
+ * import { GCM_NONCE_SIZE, GCM_TAG_SIZE } from "@eventsalsa/eventsalsa/encryption";
+ * const overhead = GCM_NONCE_SIZE + GCM_TAG_SIZE; // 28 bytes on top of each plaintext
+ * ```
+ */
 export const GCM_NONCE_SIZE = 12;
-/** Size of the GCM authentication tag: 128 bits. */
+/**
+ * Size of the GCM authentication tag: 128 bits.
+ *
+ * @example
+ * ```ts
+ * import { GCM_TAG_SIZE } from "@eventsalsa/eventsalsa/encryption";
+ * const sealedLength = (plaintextLength: number) => plaintextLength + GCM_TAG_SIZE;
+ * ```
+ */
 export const GCM_TAG_SIZE = 16;
-/** Key size of AES-256. */
+/**
+ * Key size of AES-256.
+ *
+ * @example
+ * ```ts
+ * import { AES_256_KEY_SIZE } from "@eventsalsa/eventsalsa/encryption";
+ * const key = crypto.getRandomValues(new Uint8Array(AES_256_KEY_SIZE));
+ * ```
+ */
 export const AES_256_KEY_SIZE = 32;
 
 /**

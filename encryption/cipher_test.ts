@@ -108,7 +108,7 @@ describe("AES-256-GCM cipher", () => {
   });
 });
 
-describe("Go known-answer vectors (spec §2.2)", () => {
+describe("Go known-answer vectors", () => {
   it("wraps the DEK under the KEK with nonce …01 to the 60-byte vector, and back", () => {
     const expected =
       "00000000000000000000000135f79ddf60d1163926077b12c08b14d825ae2e67508762b34b3939e21a0d4d6146cbc154a30130ab11e30f4ce3624eec";

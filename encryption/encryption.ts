@@ -14,6 +14,7 @@ import type { Keyring } from "./keyring.ts";
 import type { KeyStore } from "./key_store.ts";
 import { PiiAdapter, type PiiAdapterOptions } from "./pii.ts";
 import { SecretAdapter } from "./secret.ts";
+import type { Telemetry } from "../internal/telemetry.ts";
 
 /**
  * Options of {@link createEncryption}.
@@ -43,6 +44,12 @@ export interface EncryptionOptions<Tx> {
   cache?: boolean | DekCacheOptions | DekCache;
   /** Format of new values: `"es2"` (default) or `"go"`; see `EnvelopeOptions.writeFormat`. */
   writeFormat?: EnvelopeFormat;
+  /**
+   * OpenTelemetry `{ tracer }`: spans for key operations (create, rotate, revoke, destroy,
+   * rewrap) and for encryptions and decryptions that fetch their key from the store. See
+   * `KeyManagerOptions.telemetry` and `EnvelopeOptions.telemetry`. No telemetry when omitted.
+   */
+  telemetry?: Telemetry;
 }
 
 /**
@@ -79,7 +86,8 @@ export interface Encryption<Tx> {
  * ```ts
  * import { createEncryption, keyringFromEnv, PostgresKeyStore } from "@eventsalsa/eventsalsa/encryption";
  * import postgres from "postgres";
- * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+ * import process from "node:process";
+ * const sql = postgres(process.env.DATABASE_URL!);
  * const encryption = createEncryption({
  *   keyring: keyringFromEnv({ variables: { k1: "EVENTSALSA_KEK_1" }, activeKeyId: "k1" }),
  *   store: new PostgresKeyStore(),
@@ -108,6 +116,7 @@ export function createEncryption<Tx>(options: EncryptionOptions<Tx>): Encryption
     store: options.store,
     cipher,
     cache,
+    telemetry: options.telemetry,
   });
   const envelope = new Envelope({
     keyring: options.keyring,
@@ -115,6 +124,7 @@ export function createEncryption<Tx>(options: EncryptionOptions<Tx>): Encryption
     cipher,
     cache,
     writeFormat: options.writeFormat,
+    telemetry: options.telemetry,
   });
   const secrets = new SecretAdapter(envelope);
   return {

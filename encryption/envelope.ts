@@ -26,6 +26,8 @@ import type { Keyring } from "./keyring.ts";
 import type { KeyLookup, KeyStore, StoredKey } from "./key_store.ts";
 import { PreparedAesGcmKey } from "./prepared_key.ts";
 import { checkContext, checkKeyVersion, checkSubject } from "./validation.ts";
+import { checkTelemetry, type Telemetry, type TelemetryTracer } from "../internal/telemetry.ts";
+import { fetchKeySpan } from "./telemetry.ts";
 
 /**
  * What an {@link Envelope} is built from.
@@ -56,6 +58,13 @@ export interface EnvelopeOptions<Tx> {
    * `"go"` (the Go library's bare base64, for data that Go services must still read).
    */
   writeFormat?: EnvelopeFormat;
+  /**
+   * OpenTelemetry: with a `tracer`, a span (`eventsalsa.encryption.fetch_key`) for every
+   * encryption or decryption that fetches its key from the key store; values served from the DEK
+   * cache make none. Spans name the scope, scope id and key version, never keys or values. No
+   * telemetry when omitted; a `meter` is not used.
+   */
+  telemetry?: Telemetry;
 }
 
 /**
@@ -157,6 +166,7 @@ export class Envelope<Tx> {
   /** The cipher when it is our own AES-GCM (not a subclass): it takes prepared keys. */
   readonly #aes: AesGcmCipher | null;
   readonly #cache: DekCache | null;
+  readonly #tracer: TelemetryTracer | null;
   /** The format new values are written in. */
   readonly writeFormat: EnvelopeFormat;
 
@@ -182,6 +192,9 @@ export class Envelope<Tx> {
     this.#cipher = options.cipher ?? new AesGcmCipher();
     this.#aes = plainAesGcm(this.#cipher);
     this.#cache = options.cache ?? null;
+    this.#tracer =
+      checkTelemetry(options.telemetry, (message) => new InvalidInputError(message))?.tracer ??
+        null;
     this.writeFormat = format;
   }
 
@@ -292,7 +305,17 @@ export class Envelope<Tx> {
     if (hit !== undefined) {
       return this.#seal(this.#keyOf(hit), scope, scopeId, hit.keyVersion, plaintext, context);
     }
-    return this.#encryptSlow(tx, scope, scopeId, plaintext, context);
+    const tracer = this.#tracer;
+    if (tracer === null) return this.#encryptSlow(tx, scope, scopeId, plaintext, context);
+    return fetchKeySpan(
+      tracer,
+      "encrypt",
+      scope,
+      scopeId,
+      null,
+      () => this.#encryptSlow(tx, scope, scopeId, plaintext, context),
+      (span, result) => span.setAttribute("eventsalsa.encryption.key_version", result.keyVersion),
+    );
   }
 
   async #encryptSlow(
@@ -489,7 +512,17 @@ export class Envelope<Tx> {
       return this.#open(this.#keyOf(cached), parsed.sealed, aad, scope, scopeId, keyVersion);
     }
     // `sealed` may live in a scratch buffer: copy it before waiting for the store.
-    return this.#decryptSlow(tx, scope, scopeId, keyVersion, parsed.sealed.slice(), aad);
+    const sealed = parsed.sealed.slice();
+    const tracer = this.#tracer;
+    if (tracer === null) return this.#decryptSlow(tx, scope, scopeId, keyVersion, sealed, aad);
+    return fetchKeySpan(
+      tracer,
+      "decrypt",
+      scope,
+      scopeId,
+      keyVersion,
+      () => this.#decryptSlow(tx, scope, scopeId, keyVersion, sealed, aad),
+    );
   }
 
   async #decryptSlow(

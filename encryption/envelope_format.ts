@@ -16,10 +16,26 @@ import { GCM_NONCE_SIZE, GCM_TAG_SIZE } from "./cipher.ts";
 import { decodeBase64Std, decodeBase64Url, encodeBase64Url, utf8Encode } from "./encoding.ts";
 import { MAX_KEY_VERSION } from "./validation.ts";
 
-/** The prefix of every es2 value. */
+/**
+ * The prefix of every es2 value.
+ *
+ * @example
+ * ```ts
+ * import { ES2_PREFIX } from "@eventsalsa/eventsalsa/encryption";
+ * const isEs2 = (value: string) => value.startsWith(ES2_PREFIX);
+ * ```
+ */
 export const ES2_PREFIX = "es2:";
 
-/** Formats an envelope can be in. */
+/**
+ * Formats an envelope can be in.
+ *
+ * @example
+ * ```ts
+ * import type { EnvelopeFormat } from "@eventsalsa/eventsalsa/encryption";
+ * const writeFormat: EnvelopeFormat = "go"; // only while Go services must still read new values
+ * ```
+ */
 export type EnvelopeFormat = "es2" | "go";
 
 /**

@@ -51,7 +51,7 @@ function setup() {
   return { memory, store, calls, keyring, keys, envelope };
 }
 
-/** The Go mock store of spec §5: tenant/abc v1 wrapped with the KAT KEK under sys-key-1. */
+/** The Go library's test mock store: tenant/abc v1 wrapped with the KAT KEK under sys-key-1. */
 function goSeeded() {
   const memory = new InMemoryKeyStore();
   memory.seed({
@@ -65,7 +65,7 @@ function goSeeded() {
   return { memory, keyring, envelope: new Envelope({ keyring, store: memory }) };
 }
 
-describe("Envelope (spec §5 10-14)", () => {
+describe("Envelope (scenarios 10-14)", () => {
   it("10. round-trips hello world", async () => {
     const { keys, envelope } = setup();
     await keys.createKey(null, "tenant", "abc");
@@ -200,7 +200,7 @@ describe("associated data binds scope, subject, version and context", () => {
   });
 });
 
-describe("Go format interop (spec §2.2 vectors)", () => {
+describe("Go format interop (Go known-answer vectors)", () => {
   it("decrypts the Go known-answer values with the KAT keys", async () => {
     const { envelope } = goSeeded();
     assert.equal(

@@ -7,7 +7,16 @@
  * @module
  */
 
-/** Where a key error happened: the subject's scope and id, and the key version when known. */
+/**
+ * Where a key error happened: the subject's scope and id, and the key version when known.
+ *
+ * @example
+ * ```ts
+ * import { type KeyErrorContext, KeyNotFoundError } from "@eventsalsa/eventsalsa/encryption";
+ * const context: KeyErrorContext = { scope: "user-pii", scopeId: "u-1", keyVersion: 2 };
+ * console.log(new KeyNotFoundError(context).message);
+ * ```
+ */
 export interface KeyErrorContext {
   /** The key's scope, e.g. `"user-pii"`. */
   readonly scope: string;

@@ -24,6 +24,13 @@ import {
   type RewrapSystemKeysOptions,
 } from "./rewrap.ts";
 import { checkSubject } from "./validation.ts";
+import {
+  checkTelemetry,
+  inSpan,
+  type Telemetry,
+  type TelemetryTracer,
+} from "../internal/telemetry.ts";
+import { keySpan } from "./telemetry.ts";
 
 /**
  * What a {@link KeyManager} is built from.
@@ -50,6 +57,12 @@ export interface KeyManagerOptions<Tx> {
   cache?: DekCache | null;
   /** Source of new data keys; the platform CSPRNG when omitted. For tests only. */
   randomBytes?: (length: number) => Uint8Array;
+  /**
+   * OpenTelemetry: with a `tracer`, a span per create, rotate, revoke, destroy and rewrap, naming
+   * the scope, the scope id and the resulting version or count (never key material). No telemetry
+   * when omitted; a `meter` is not used.
+   */
+  telemetry?: Telemetry;
 }
 
 /**
@@ -85,6 +98,7 @@ export class KeyManager<Tx> {
   readonly #cipher: Cipher;
   readonly #cache: DekCache | null;
   readonly #random: ((length: number) => Uint8Array) | undefined;
+  readonly #tracer: TelemetryTracer | null;
 
   /** Builds a manager; see {@link KeyManagerOptions}. */
   constructor(options: KeyManagerOptions<Tx>) {
@@ -102,6 +116,9 @@ export class KeyManager<Tx> {
     this.#cipher = options.cipher ?? new AesGcmCipher();
     this.#cache = options.cache ?? null;
     this.#random = options.randomBytes;
+    this.#tracer =
+      checkTelemetry(options.telemetry, (message) => new InvalidInputError(message))?.tracer ??
+        null;
   }
 
   /**
@@ -119,7 +136,20 @@ export class KeyManager<Tx> {
    * }
    * ```
    */
-  async createKey(tx: Tx, scope: string, scopeId: string): Promise<number> {
+  createKey(tx: Tx, scope: string, scopeId: string): Promise<number> {
+    const tracer = this.#tracer;
+    if (tracer === null) return this.#createKey(tx, scope, scopeId);
+    return keySpan(
+      tracer,
+      "create_key",
+      scope,
+      scopeId,
+      "key_version",
+      () => this.#createKey(tx, scope, scopeId),
+    );
+  }
+
+  async #createKey(tx: Tx, scope: string, scopeId: string): Promise<number> {
     checkSubject(scope, scopeId);
     const wrapped = newWrappedDek(this.#keyring, this.#cipher, { scope, scopeId }, this.#random);
     const result = await this.#store.createKey(tx, { scope, scopeId, ...wrapped });
@@ -141,7 +171,20 @@ export class KeyManager<Tx> {
    * const version = await keys.rotateKey(null, "integration", "stripe");
    * ```
    */
-  async rotateKey(tx: Tx, scope: string, scopeId: string): Promise<number> {
+  rotateKey(tx: Tx, scope: string, scopeId: string): Promise<number> {
+    const tracer = this.#tracer;
+    if (tracer === null) return this.#rotateKey(tx, scope, scopeId);
+    return keySpan(
+      tracer,
+      "rotate_key",
+      scope,
+      scopeId,
+      "key_version",
+      () => this.#rotateKey(tx, scope, scopeId),
+    );
+  }
+
+  async #rotateKey(tx: Tx, scope: string, scopeId: string): Promise<number> {
     checkSubject(scope, scopeId);
     const wrapped = newWrappedDek(this.#keyring, this.#cipher, { scope, scopeId }, this.#random);
     this.#cache?.invalidate(scope, scopeId);
@@ -164,7 +207,20 @@ export class KeyManager<Tx> {
    * await keys.revokeKeys(null, "integration", "stripe");
    * ```
    */
-  async revokeKeys(tx: Tx, scope: string, scopeId: string): Promise<number> {
+  revokeKeys(tx: Tx, scope: string, scopeId: string): Promise<number> {
+    const tracer = this.#tracer;
+    if (tracer === null) return this.#revokeKeys(tx, scope, scopeId);
+    return keySpan(
+      tracer,
+      "revoke_keys",
+      scope,
+      scopeId,
+      "revoked_versions",
+      () => this.#revokeKeys(tx, scope, scopeId),
+    );
+  }
+
+  async #revokeKeys(tx: Tx, scope: string, scopeId: string): Promise<number> {
     checkSubject(scope, scopeId);
     this.#cache?.invalidate(scope, scopeId);
     return await this.#store.revokeKeys(tx, scope, scopeId);
@@ -189,7 +245,20 @@ export class KeyManager<Tx> {
    * });
    * ```
    */
-  async destroyKeys(tx: Tx, scope: string, scopeId: string): Promise<number> {
+  destroyKeys(tx: Tx, scope: string, scopeId: string): Promise<number> {
+    const tracer = this.#tracer;
+    if (tracer === null) return this.#destroyKeys(tx, scope, scopeId);
+    return keySpan(
+      tracer,
+      "destroy_keys",
+      scope,
+      scopeId,
+      "destroyed_versions",
+      () => this.#destroyKeys(tx, scope, scopeId),
+    );
+  }
+
+  async #destroyKeys(tx: Tx, scope: string, scopeId: string): Promise<number> {
     checkSubject(scope, scopeId);
     this.#cache?.invalidate(scope, scopeId);
     try {
@@ -247,7 +316,23 @@ export class KeyManager<Tx> {
    * console.log(result.remainingRows, result.failedRows);
    * ```
    */
-  async rewrapSystemKeys(tx: Tx, options: RewrapSystemKeysOptions): Promise<RewrapResult> {
+  rewrapSystemKeys(tx: Tx, options: RewrapSystemKeysOptions): Promise<RewrapResult> {
+    const tracer = this.#tracer;
+    if (tracer === null) return this.#rewrapSystemKeys(tx, options);
+    return inSpan(tracer, "eventsalsa.encryption.rewrap", {}, async (span) => {
+      const result = await this.#rewrapSystemKeys(tx, options);
+      // System key ids are names, never key material.
+      span.setAttribute("eventsalsa.encryption.from_system_key", options.from);
+      span.setAttribute("eventsalsa.encryption.to_system_key", options.to);
+      span.setAttribute("eventsalsa.encryption.dry_run", result.dryRun);
+      span.setAttribute("eventsalsa.encryption.rewrapped_rows", result.rewrappedRows);
+      span.setAttribute("eventsalsa.encryption.failed_rows", result.failedRows);
+      span.setAttribute("eventsalsa.encryption.remaining_rows", result.remainingRows);
+      return result;
+    });
+  }
+
+  async #rewrapSystemKeys(tx: Tx, options: RewrapSystemKeysOptions): Promise<RewrapResult> {
     const checked = checkRewrapOptions(options);
     for (const id of [checked.from, checked.to]) {
       if (!this.#keyring.has(id)) throw new SystemKeyNotFoundError(id);

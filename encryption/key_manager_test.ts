@@ -14,7 +14,7 @@ import { KeyManager } from "./key_manager.ts";
 import { keyringFromMap } from "./keyring.ts";
 import type { RewrapFailure } from "./rewrap.ts";
 
-// Spec §5 keymanager: KEK = bytes 0..31 with id sk-1.
+// The Go library's key manager tests: KEK = bytes 0..31 with id sk-1.
 const SK1 = Uint8Array.from({ length: 32 }, (_, i) => i);
 
 function setup() {
@@ -23,7 +23,7 @@ function setup() {
   return { store, keyring, keys: new KeyManager({ keyring, store }) };
 }
 
-describe("KeyManager (spec §5 19-25)", () => {
+describe("KeyManager (scenarios 19-25)", () => {
   it("19. createKey returns 1", async () => {
     const { keys } = setup();
     assert.equal(await keys.createKey(null, "user", "u-1"), 1);

@@ -15,7 +15,15 @@ import { decodeBase64Std } from "./encoding.ts";
 import { InvalidKeySizeError, KeyringError, SystemKeyNotFoundError } from "./errors.ts";
 import { PreparedAesGcmKey } from "./prepared_key.ts";
 
-/** Length of every system key: AES-256. */
+/**
+ * Length of every system key: AES-256.
+ *
+ * @example
+ * ```ts
+ * import { SYSTEM_KEY_SIZE } from "@eventsalsa/eventsalsa/encryption";
+ * const systemKey = crypto.getRandomValues(new Uint8Array(SYSTEM_KEY_SIZE)); // base64 it into a file
+ * ```
+ */
 export const SYSTEM_KEY_SIZE = 32;
 
 const KEY_ID = /^[\x21-\x7e]{1,128}$/;
@@ -242,7 +250,7 @@ export interface FileKeyringOptions {
  * `openssl rand -base64 32 > kek.b64`). Leading and trailing whitespace is ignored. Files are read
  * in the order given and the first problem is reported: {@link KeyringError} for an unreadable
  * file, bad base64 or a missing active id, {@link InvalidKeySizeError} for a key that is not 32
- * bytes. Works on Deno, Bun and Node (`node:fs`).
+ * bytes. Uses `node:fs`, so it works on Deno and Bun (tested) and should on Node (untested).
  *
  * @example
  * ```ts
@@ -299,8 +307,8 @@ export interface EnvKeyringOptions {
   /** The id of the key that wraps new data keys. */
   activeKeyId: string;
   /**
-   * Where to read variables; the process environment (`node:process`, which works on Deno with
-   * `--allow-env`, Bun and Node) when omitted.
+   * Where to read variables; the process environment (`node:process`: Deno with `--allow-env` and
+   * Bun are tested, Node is not) when omitted.
    */
   env?: Record<string, string | undefined>;
 }

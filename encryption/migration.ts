@@ -5,8 +5,8 @@
  *
  * @module
  */
-import type postgres from "postgres";
-import { applyMigration } from "../internal/migration.ts";
+import type { Sql } from "postgres";
+import { type ComponentSchema, componentSchema, migrateSchemas } from "../internal/migration.ts";
 import {
   derivedIdentifier,
   IdentifierError,
@@ -16,7 +16,16 @@ import {
 } from "../internal/sql_identifier.ts";
 import { InvalidInputError } from "./errors.ts";
 
-/** Default keys table (resolved through `search_path`). Go's default is `infrastructure.encryption_keys`. */
+/**
+ * Default keys table (resolved through `search_path`). The Go library's default is
+ * `infrastructure.encryption_keys`.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_KEYS_TABLE, migrationSql } from "@eventsalsa/eventsalsa/encryption";
+ * console.log(migrationSql().includes(DEFAULT_KEYS_TABLE)); // true
+ * ```
+ */
 export const DEFAULT_KEYS_TABLE = "encryption_keys";
 
 /**
@@ -156,19 +165,35 @@ CREATE TABLE IF NOT EXISTS ${tombstones.quoted} (
 }
 
 /**
+ * The key store's schema versions; this library expects the last. Version 1 is
+ * {@link migrationSql}'s DDL (idempotent). The versions table sits beside the keys table; the Go
+ * library ignores it.
+ */
+export function encryptionSchema(options: EncryptionMigrationOptions = {}): ComponentSchema {
+  return componentSchema("encryption", keyStoreTables(options).keys, [{
+    version: 1,
+    description: "encryption keys (the Go library's table) and key tombstones",
+    sql: migrationSql(options),
+  }]);
+}
+
+/**
  * Applies {@link migrationSql} in one transaction under the advisory lock every eventsalsa
- * migration takes (store, worker and encryption tables can be migrated concurrently).
+ * migration takes (store, worker and encryption tables can be migrated concurrently), and records
+ * the schema version in `eventsalsa_schema_versions` beside the keys table (a recorded version is
+ * not run again).
  *
  * @example
  * ```ts
  * import postgres from "postgres";
+ * import process from "node:process";
  * import { migrate } from "@eventsalsa/eventsalsa/encryption";
- * await migrate(postgres(Deno.env.get("DATABASE_URL")!), { table: "encryption_keys" });
+ * await migrate(postgres(process.env.DATABASE_URL!), { table: "encryption_keys" });
  * ```
  */
 export async function migrate(
-  sql: postgres.Sql,
+  sql: Sql,
   options: EncryptionMigrationOptions = {},
 ): Promise<void> {
-  await applyMigration(sql, migrationSql(options));
+  await migrateSchemas(sql, [encryptionSchema(options)]);
 }

@@ -4,7 +4,7 @@ import { InvalidInputError } from "./errors.ts";
 import { keyStoreTables, migrationSql } from "./migration.ts";
 import { PostgresKeyStore } from "./postgres_key_store.ts";
 
-// The Go library's embedded 001_encryption_keys.sql, as given in spec §3.1.
+// The Go library's embedded 001_encryption_keys.sql, verbatim.
 const GO_DDL = `CREATE TABLE IF NOT EXISTS infrastructure.encryption_keys (
     scope TEXT NOT NULL,
     scope_id TEXT NOT NULL,

@@ -21,6 +21,7 @@
  * @example
  * ```ts
  * import postgres from "postgres";
+ * import process from "node:process";
  * import {
  *   createEncryption,
  *   KeyDestroyedError,
@@ -29,7 +30,7 @@
  *   PostgresKeyStore,
  * } from "@eventsalsa/eventsalsa/encryption";
  *
- * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+ * const sql = postgres(process.env.DATABASE_URL!);
  * await migrate(sql); // creates encryption_keys and encryption_keys_tombstones
  * const encryption = createEncryption({
  *   // In production: keyringFromFiles / keyringFromEnv with `openssl rand -base64 32` keys.
@@ -132,6 +133,7 @@ export {
   type RewrapUpdate,
 } from "./rewrap.ts";
 export { zeroBytes } from "./encoding.ts";
+export type { Telemetry } from "../internal/telemetry.ts";
 export { createEncryption, type Encryption, type EncryptionOptions } from "./encryption.ts";
 export {
   DEFAULT_KEYS_TABLE,
@@ -145,3 +147,9 @@ export {
   type PostgresKeyStoreOptions,
   type SqlExecutor,
 } from "./postgres_key_store.ts";
+// postgres.js's types that appear in this module's signatures, under names that say whose they are.
+export type {
+  ReservedSql as PostgresReservedSql,
+  Sql as PostgresSql,
+  TransactionSql as PostgresTransactionSql,
+} from "postgres";

@@ -23,7 +23,7 @@ function setup(writeFormat?: "es2" | "go") {
   return { store, encryption, pii: encryption.pii("user-pii") };
 }
 
-describe("PII values (spec §5 63-65)", () => {
+describe("PII values (scenarios 63-65)", () => {
   it("63/64. values are strings; isEmptyValue is true only for nothing", () => {
     assert.equal(isEmptyValue(""), true);
     assert.equal(isEmptyValue(null), true);
@@ -36,7 +36,7 @@ describe("PII values (spec §5 63-65)", () => {
   });
 });
 
-describe("PiiAdapter (spec §5 66-69)", () => {
+describe("PiiAdapter (scenarios 66-69)", () => {
   it("66. round-trips alice@example.com for u-1; the value is not empty", async () => {
     const { encryption, pii } = setup();
     await encryption.keyManager.createKey(null, "user-pii", "u-1");
@@ -108,7 +108,7 @@ describe("PiiAdapter across key lifecycles", () => {
     assert.equal(await pii.decrypt(null, "u-1", fresh), "after");
   });
 
-  it("reads Go-format PII values with version 1 (spec KAT)", async () => {
+  it("reads Go-format PII values with version 1 (Go known-answer values)", async () => {
     const store = new InMemoryKeyStore();
     store.seed({
       scope: "user-pii",

@@ -62,8 +62,9 @@ const KEY_COLUMNS = "key_version, encrypted_key, system_key_id, created_at, revo
  * @example
  * ```ts
  * import postgres from "postgres";
+ * import process from "node:process";
  * import { createEncryption, keyringFromFiles, migrate, PostgresKeyStore } from "@eventsalsa/eventsalsa/encryption";
- * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+ * const sql = postgres(process.env.DATABASE_URL!);
  * await migrate(sql);
  * const encryption = createEncryption({
  *   keyring: await keyringFromFiles({ keyPaths: { k1: "/run/secrets/k1" }, activeKeyId: "k1" }),

@@ -11,9 +11,25 @@ import { constantTimeEqual, zeroBytes } from "./encoding.ts";
 import { DecryptionError, EncryptionError, InvalidInputError } from "./errors.ts";
 import type { StoredKey } from "./key_store.ts";
 
-/** Rows per batch when `batchSize` is omitted. */
+/**
+ * Rows per batch when `batchSize` is omitted.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_REWRAP_BATCH_SIZE } from "@eventsalsa/eventsalsa/encryption";
+ * const batches = (rows: number) => Math.ceil(rows / DEFAULT_REWRAP_BATCH_SIZE);
+ * ```
+ */
 export const DEFAULT_REWRAP_BATCH_SIZE = 100;
-/** The largest accepted `batchSize`. */
+/**
+ * The largest accepted `batchSize`.
+ *
+ * @example
+ * ```ts
+ * import { MAX_REWRAP_BATCH_SIZE } from "@eventsalsa/eventsalsa/encryption";
+ * const batchSize = Math.min(5_000, MAX_REWRAP_BATCH_SIZE);
+ * ```
+ */
 export const MAX_REWRAP_BATCH_SIZE = 10_000;
 /** How many failures a result lists in full; `failedRows` counts them all. */
 export const MAX_LISTED_FAILURES = 100;
@@ -324,6 +340,23 @@ export class RewrapAbortedError extends Error {
  * Runs a rewrap over a store's batch primitives: keyset pagination in (scope, scopeId, keyVersion)
  * order, so a row that fails is passed over instead of being read again forever; per-row failures
  * are counted, reported and skipped; progress after each batch.
+ *
+ * @example
+ * ```ts
+ * import { driveRewrap, type RewrapBatchIo } from "@eventsalsa/eventsalsa/encryption";
+ * const emptyStore: RewrapBatchIo = {
+ *   runBatch: async () => ({ rows: 0, applied: 0 }),
+ *   countRemaining: async () => 0,
+ * };
+ * const result = await driveRewrap({
+ *   fromSystemKeyId: "kek-2025",
+ *   toSystemKeyId: "kek-2026",
+ *   batchSize: 100,
+ *   dryRun: false,
+ *   rewrapRow: (row) => row.encryptedDek, // a real store re-wraps here
+ * }, emptyStore);
+ * console.log(result.rewrappedRows); // 0
+ * ```
  */
 export async function driveRewrap(
   request: RewrapRequest,

@@ -22,7 +22,7 @@ const row = (encryptedDek: Uint8Array, keyVersion = 1): StoredKey => ({
   revokedAt: null,
 });
 
-describe("checkRewrapOptions (spec §5 33-38)", () => {
+describe("checkRewrapOptions (scenarios 33-38)", () => {
   it("fills the default batch size and passes good options", () => {
     assert.deepEqual(checkRewrapOptions({ from: "old", to: "new" }), {
       from: "old",

@@ -19,7 +19,7 @@ function setup(writeFormat?: "es2" | "go") {
   });
 }
 
-describe("SecretValue (spec §5 70-73)", () => {
+describe("SecretValue (scenarios 70-73)", () => {
   it("70. secretValue keeps content and version", () => {
     assert.deepEqual(secretValue("encrypted-data", 3), {
       content: "encrypted-data",
@@ -40,7 +40,7 @@ describe("SecretValue (spec §5 70-73)", () => {
   });
 });
 
-describe("SecretAdapter (spec §5 74-77)", () => {
+describe("SecretAdapter (scenarios 74-77)", () => {
   it("74. round-trips sk_live_xxx on integration/stripe, version 1", async () => {
     const { keyManager, secrets } = setup();
     await keyManager.createKey(null, "integration", "stripe");

@@ -1,6 +1,6 @@
 /**
- * The seed's `worker.go` in TypeScript: an asynchronous projection of `Account` events, run by a
- * worker with batch size 100 and a 500 ms poll interval. Its writes go through the batch's `tx`,
+ * An asynchronous projection of `Account` events, run by a worker with batch size 100 and a
+ * 500 ms poll interval. Its writes go through the batch's `tx`,
  * so they commit together with the checkpoint: effectively once.
  *
  *   deno run -A examples/account_projection.ts
@@ -43,7 +43,6 @@ try {
   const worker = new Worker(db.sql, store, [accountProjection], {
     batchSize: 100,
     pollInterval: 500,
-    leaderStrategy: "lease",
   });
   const controller = new AbortController();
   const running = worker.start(controller.signal);

@@ -1,7 +1,7 @@
 /**
- * `deno task demo`: the whole stack in one run, on the embedded PGlite when DATABASE_URL is unset
- * (on your PostgreSQL when it is set, in a schema `eventsalsa_demo`). Re-runnable: every run uses
- * fresh ids.
+ * `deno task demo` or `bun run demo`: the whole stack in one run, on the embedded PGlite when
+ * DATABASE_URL is unset (on your PostgreSQL when it is set, in a schema `eventsalsa_demo`).
+ * Re-runnable: every run uses fresh ids.
  *
  * 1. migrates the store, worker and encryption tables;
  * 2. registers customers with encrypted PII and an HMAC blind index for e-mail lookups;
@@ -202,7 +202,6 @@ try {
     maxPollInterval: 500,
     batchSize: 200,
     batchPause: 0,
-    leaderStrategy: "lease",
   });
   const controller = new AbortController();
   const running = worker.start(controller.signal);

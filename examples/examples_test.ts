@@ -21,6 +21,10 @@ describe("examples", () => {
       ["demo.ts", /PII is unreadable \(KeyDestroyedError\)\ndone in/],
       ["register_user.ts", /refused duplicate: EmailReservation\//],
       ["inline_projection.ts", /balance 125 at version 2; stream head 2/],
+      [
+        "aggregate_snapshots.ts",
+        /versions 26, 27, 28, 29, 30, 31\n.*\nada: balance 250 at version 32; snapshot at version 30 \+ 2 events\nafter TRUNCATE: same state from 32 events/,
+      ],
       ["account_projection.ts", /account-\w+: 3 deposits, balance 425/],
       [
         "pii_shredding.ts",

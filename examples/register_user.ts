@@ -1,6 +1,6 @@
 /**
- * The seed's `main.go` in TypeScript: register a user with `noStream()` inside your own
- * transaction, and use a reservation aggregate to keep e-mail addresses unique.
+ * Register a user with `noStream()` inside your own transaction, and use a reservation aggregate
+ * to keep e-mail addresses unique.
  *
  *   deno run -A examples/register_user.ts
  */

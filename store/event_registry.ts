@@ -83,7 +83,16 @@ export function eventType<Data>(
   return { version, codec: options.codec, upcasters };
 }
 
-/** The data type of a definition. */
+/**
+ * The data type of a definition.
+ *
+ * @example
+ * ```ts
+ * import { type DataOf, eventType } from "@eventsalsa/eventsalsa/store";
+ * const OrderShipped = eventType<{ carrier: string }>();
+ * const data: DataOf<typeof OrderShipped> = { carrier: "DHL" };
+ * ```
+ */
 export type DataOf<Definition> = Definition extends EventTypeDefinition<infer Data> ? Data : never;
 
 /**

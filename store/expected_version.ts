@@ -3,6 +3,12 @@ import { ValidationError } from "./errors.ts";
 /**
  * What the caller believes about an aggregate's head before appending. Build one with {@link any},
  * {@link noStream}, {@link exact} or {@link streamExists}.
+ *
+ * @example
+ * ```ts
+ * import { exact, type ExpectedVersion } from "@eventsalsa/eventsalsa/store";
+ * const expected: ExpectedVersion = exact(3); // { kind: "exact", version: 3 }
+ * ```
  */
 export type ExpectedVersion =
   | { readonly kind: "any" }

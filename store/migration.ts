@@ -1,4 +1,4 @@
-import type postgres from "postgres";
+import type { Sql } from "postgres";
 import {
   derivedIdentifier,
   IdentifierError,
@@ -6,7 +6,7 @@ import {
   parseIdentifier,
   type SqlIdentifier,
 } from "../internal/sql_identifier.ts";
-import { applyMigration } from "../internal/migration.ts";
+import { type ComponentSchema, componentSchema, migrateSchemas } from "../internal/migration.ts";
 import { ValidationError } from "./errors.ts";
 
 /**
@@ -77,7 +77,15 @@ function positiveInteger(value: number | undefined, fallback: number, what: stri
   return value;
 }
 
-/** Name of the partition holding positions `from` to `to` inclusive, e.g. `events_p0000000001_p0000000005`. */
+/**
+ * Name of the partition holding positions `from` to `to` inclusive.
+ *
+ * @example
+ * ```ts
+ * import { partitionName } from "@eventsalsa/eventsalsa/store";
+ * console.log(partitionName("events", 1, 5)); // "events_p0000000001_p0000000005"
+ * ```
+ */
 export function partitionName(eventsTable: string, from: number, to: number): string {
   const pad = (n: number) => String(n).padStart(10, "0");
   return `${eventsTable}_p${pad(from)}_p${pad(to)}`;
@@ -178,19 +186,34 @@ export function migrationSql(options: StoreMigrationOptions = {}): string {
 export { applyMigration, MIGRATION_LOCK_KEY } from "../internal/migration.ts";
 
 /**
- * Creates the store's tables if they do not exist (shorthand for
- * `applyMigration(sql, migrationSql(options))`).
+ * The store's schema versions; this library expects the last. Version 1 is {@link migrationSql}'s
+ * DDL (idempotent, so databases migrated before versions were recorded are brought under them).
+ * A later change appends a version here, and its DDL to `migrationSql`'s output.
+ */
+export function storeSchema(options: StoreMigrationOptions = {}): ComponentSchema {
+  return componentSchema("store", storeTables(options).events, [{
+    version: 1,
+    description: "events table, position sequence (CACHE 1), aggregate heads, indexes",
+    sql: migrationSql(options),
+  }]);
+}
+
+/**
+ * Creates the store's tables if they do not exist, in one transaction under the migration lock,
+ * and records the schema version in `eventsalsa_schema_versions` beside the events table (a
+ * recorded version is not run again).
  *
  * @example
  * ```ts
  * import postgres from "postgres";
+ * import process from "node:process";
  * import { migrate } from "@eventsalsa/eventsalsa/store";
- * await migrate(postgres(Deno.env.get("DATABASE_URL")!), { eventsTable: "events" });
+ * await migrate(postgres(process.env.DATABASE_URL!), { eventsTable: "events" });
  * ```
  */
 export async function migrate(
-  sql: postgres.Sql,
+  sql: Sql,
   options: StoreMigrationOptions = {},
 ): Promise<void> {
-  await applyMigration(sql, migrationSql(options));
+  await migrateSchemas(sql, [storeSchema(options)]);
 }

@@ -5,9 +5,10 @@
  * @example
  * ```ts
  * import postgres from "postgres";
+ * import process from "node:process";
  * import { migrate, noStream, PostgresStore } from "@eventsalsa/eventsalsa/store";
  *
- * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+ * const sql = postgres(process.env.DATABASE_URL!);
  * await migrate(sql);
  * const store = new PostgresStore();
  * await sql.begin((tx) =>
@@ -50,7 +51,28 @@ export {
   ValidationError,
 } from "./errors.ts";
 export type { Logger } from "./logger.ts";
+export type {
+  Telemetry,
+  TelemetryAttributes,
+  TelemetryCounter,
+  TelemetryHistogram,
+  TelemetryMeter,
+  TelemetryMetricOptions,
+  TelemetryObservableCallback,
+  TelemetryObservableGauge,
+  TelemetryObservableResult,
+  TelemetrySpan,
+  TelemetrySpanContext,
+  TelemetrySpanOptions,
+  TelemetryTracer,
+} from "../internal/telemetry.ts";
 export { PostgresStore, type PostgresStoreOptions, type SqlExecutor } from "./postgres_store.ts";
+// postgres.js's types that appear in this module's signatures, under names that say whose they are.
+export type {
+  ReservedSql as PostgresReservedSql,
+  Sql as PostgresSql,
+  TransactionSql as PostgresTransactionSql,
+} from "postgres";
 export {
   applyMigration,
   migrate,

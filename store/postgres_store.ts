@@ -3,6 +3,14 @@ import { toSafeNumber } from "../internal/safe_number.ts";
 import { textArrayLiteral, toHex } from "../internal/postgres_array.ts";
 import { inTransaction, type SqlExecutor } from "../internal/postgres_client.ts";
 import { run } from "../internal/postgres_query.ts";
+import {
+  checkTelemetry,
+  inSpan,
+  type Telemetry,
+  type TelemetryAttributes,
+  type TelemetryTracer,
+  traceIdOf,
+} from "../internal/telemetry.ts";
 import { ConcurrencyError, DuplicateEventIdError, ValidationError } from "./errors.ts";
 import { describeExpectedVersion, type ExpectedVersion } from "./expected_version.ts";
 import { iteratePages } from "./iterate.ts";
@@ -50,6 +58,12 @@ export interface PostgresStoreOptions {
   notifyChannel?: string | null;
   /** Receives debug/info/error records; no logging when omitted. */
   logger?: Logger;
+  /**
+   * OpenTelemetry: with a `tracer`, spans for `append`, `readStream` and `readEvents`, and an
+   * append fills each event's `traceId` it was not given from the active trace. The store records
+   * no metrics (a `meter` is ignored). No telemetry when omitted.
+   */
+  telemetry?: Telemetry;
 }
 
 const COLUMNS = "global_position, aggregate_type, aggregate_id, aggregate_version, event_id, " +
@@ -88,6 +102,15 @@ function ordinals(count: number): string {
   return out + "}";
 }
 
+/** The batch with `traceId` set on every event that has none (the same batch when all have one). */
+function withTraceId(batch: NormalizedAppend, traceId: string): NormalizedAppend {
+  if (batch.events.every((event) => event.traceId !== null)) return batch;
+  const events = batch.events.map((event) =>
+    event.traceId === null ? { ...event, traceId } : event
+  );
+  return { ...batch, events };
+}
+
 interface PostgresErrorLike {
   code?: string;
   constraint_name?: string;
@@ -106,9 +129,10 @@ interface PostgresErrorLike {
  * @example
  * ```ts
  * import postgres from "postgres";
+ * import process from "node:process";
  * import { exact, noStream, PostgresStore } from "@eventsalsa/eventsalsa/store";
  *
- * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+ * const sql = postgres(process.env.DATABASE_URL!);
  * const store = new PostgresStore();
  * const payload = new TextEncoder().encode('{"total":42}');
  * await sql.begin(async (tx) => {
@@ -132,6 +156,7 @@ export class PostgresStore implements EventStore<SqlExecutor> {
   /** The NOTIFY channel, or null when notifications are off. */
   readonly notifyChannel: string | null;
   readonly #logger: Logger | undefined;
+  readonly #tracer: TelemetryTracer | null;
   readonly #appendSql: Record<ExpectedVersion["kind"], string>;
   readonly #appendSingleSql: Record<ExpectedVersion["kind"], string>;
   readonly #headSql: string;
@@ -156,6 +181,8 @@ export class PostgresStore implements EventStore<SqlExecutor> {
     this.headsTable = heads.text;
     this.notifyChannel = channel;
     this.#logger = options.logger;
+    this.#tracer =
+      checkTelemetry(options.telemetry, (message) => new ValidationError(message))?.tracer ?? null;
 
     const E = events.quoted;
     const H = heads.quoted;
@@ -175,7 +202,8 @@ export class PostgresStore implements EventStore<SqlExecutor> {
         WHERE ${key}`,
     };
     // The heads write comes first and the insert reads its output, so the transaction has an xid
-    // before any position is drawn (DESIGN §4 rule 1), and a conflict (no head row) draws none.
+    // before any position is drawn (the gap rule's P1, docs/design.md), and a conflict (no head
+    // row) draws none.
     // The last event (its version is the new head) sends the one notification of the append.
     const notify = channel === null ? "" : `,
         CASE WHEN aggregate_version = (SELECT aggregate_version FROM head)
@@ -239,8 +267,9 @@ export class PostgresStore implements EventStore<SqlExecutor> {
    * @example
    * ```ts
    * import postgres from "postgres";
+   * import process from "node:process";
    * import { any, PostgresStore } from "@eventsalsa/eventsalsa/store";
-   * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+   * const sql = postgres(process.env.DATABASE_URL!);
    * const result = await sql.begin((tx) =>
    *   new PostgresStore().append(tx, any(), [
    *     { aggregateType: "Cart", aggregateId: "c-1", eventType: "ItemAdded", payload: new Uint8Array([1]) },
@@ -260,7 +289,40 @@ export class PostgresStore implements EventStore<SqlExecutor> {
     } catch (error) {
       return Promise.reject(error);
     }
+    if (this.#tracer !== null) return this.#tracedAppend(this.#tracer, tx, batch);
     return inTransaction(tx, (t) => this.#append(t, batch));
+  }
+
+  /** What every store span carries. */
+  #spanAttributes(): TelemetryAttributes {
+    return { "db.system.name": "postgresql", "db.collection.name": this.eventsTable };
+  }
+
+  /**
+   * `append` in a span, a child of the caller's active span. Events given no `traceId` get the
+   * span's: the caller's active trace, or the append's own new trace when none is active.
+   */
+  #tracedAppend(
+    tracer: TelemetryTracer,
+    tx: SqlExecutor,
+    batch: NormalizedAppend,
+  ): Promise<AppendResult> {
+    const attributes = this.#spanAttributes();
+    attributes["eventsalsa.aggregate_type"] = batch.aggregateType;
+    attributes["eventsalsa.aggregate_id"] = batch.aggregateId;
+    attributes["eventsalsa.event_count"] = batch.events.length;
+    attributes["eventsalsa.expected_version"] = describeExpectedVersion(batch.expected);
+    return inSpan(tracer, "eventsalsa.store.append", attributes, async (span) => {
+      const traceId = traceIdOf(span);
+      const filled = traceId === null ? batch : withTraceId(batch, traceId);
+      const result = await inTransaction(tx, (t) => this.#append(t, filled));
+      const positions = result.globalPositions;
+      span.setAttribute("eventsalsa.from_version", result.fromVersion);
+      span.setAttribute("eventsalsa.to_version", result.toVersion);
+      span.setAttribute("eventsalsa.first_position", positions[0]);
+      span.setAttribute("eventsalsa.last_position", positions[positions.length - 1]);
+      return result;
+    });
   }
 
   async #append(tx: SqlExecutor, batch: NormalizedAppend): Promise<AppendResult> {
@@ -350,16 +412,35 @@ export class PostgresStore implements EventStore<SqlExecutor> {
    * @example
    * ```ts
    * import postgres from "postgres";
+   * import process from "node:process";
    * import { PostgresStore } from "@eventsalsa/eventsalsa/store";
-   * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+   * const sql = postgres(process.env.DATABASE_URL!);
    * const stream = await new PostgresStore().readStream(sql, "Order", "o-1", { fromVersion: 2 });
    * ```
    */
-  async readStream(
+  readStream(
     tx: SqlExecutor,
     aggregateType: string,
     aggregateId: string,
     range?: VersionRange,
+  ): Promise<Stream> {
+    const tracer = this.#tracer;
+    if (tracer === null) return this.#readStream(tx, aggregateType, aggregateId, range);
+    return inSpan(tracer, "eventsalsa.store.read_stream", this.#spanAttributes(), async (span) => {
+      const stream = await this.#readStream(tx, aggregateType, aggregateId, range);
+      span.setAttribute("eventsalsa.aggregate_type", stream.aggregateType);
+      span.setAttribute("eventsalsa.aggregate_id", stream.aggregateId);
+      span.setAttribute("eventsalsa.event_count", stream.events.length);
+      span.setAttribute("eventsalsa.stream_version", stream.version);
+      return stream;
+    });
+  }
+
+  async #readStream(
+    tx: SqlExecutor,
+    aggregateType: string,
+    aggregateId: string,
+    range: VersionRange | undefined,
   ): Promise<Stream> {
     const args = checkReadStream(aggregateType, aggregateId, range);
     this.#logger?.debug?.("reading stream", args);
@@ -386,16 +467,41 @@ export class PostgresStore implements EventStore<SqlExecutor> {
    * @example
    * ```ts
    * import postgres from "postgres";
+   * import process from "node:process";
    * import { PostgresStore } from "@eventsalsa/eventsalsa/store";
-   * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+   * const sql = postgres(process.env.DATABASE_URL!);
    * const page = await new PostgresStore().readEvents(sql, 0, 100, { aggregateTypes: ["Order"] });
    * ```
    */
-  async readEvents(
+  readEvents(
     tx: SqlExecutor,
     afterPosition: number,
     limit: number,
     filter?: EventFilter,
+  ): Promise<PersistedEvent[]> {
+    const tracer = this.#tracer;
+    if (tracer === null) return this.#readEvents(tx, afterPosition, limit, filter);
+    return inSpan(tracer, "eventsalsa.store.read_events", this.#spanAttributes(), async (span) => {
+      const events = await this.#readEvents(tx, afterPosition, limit, filter);
+      span.setAttribute("eventsalsa.after_position", afterPosition);
+      span.setAttribute("eventsalsa.limit", limit);
+      const types = filter?.aggregateTypes;
+      if (types !== undefined && types.length > 0) {
+        span.setAttribute("eventsalsa.aggregate_types", types.join(","));
+      }
+      span.setAttribute("eventsalsa.event_count", events.length);
+      if (events.length > 0) {
+        span.setAttribute("eventsalsa.last_position", events[events.length - 1].globalPosition);
+      }
+      return events;
+    });
+  }
+
+  async #readEvents(
+    tx: SqlExecutor,
+    afterPosition: number,
+    limit: number,
+    filter: EventFilter | undefined,
   ): Promise<PersistedEvent[]> {
     const args = checkReadEvents(afterPosition, limit, filter);
     if (args.limit === 0) return [];
@@ -416,8 +522,9 @@ export class PostgresStore implements EventStore<SqlExecutor> {
    * @example
    * ```ts
    * import postgres from "postgres";
+   * import process from "node:process";
    * import { PostgresStore } from "@eventsalsa/eventsalsa/store";
-   * const position = await new PostgresStore().latestPosition(postgres(Deno.env.get("DATABASE_URL")!));
+   * const position = await new PostgresStore().latestPosition(postgres(process.env.DATABASE_URL!));
    * ```
    */
   async latestPosition(tx: SqlExecutor): Promise<number> {
@@ -431,8 +538,9 @@ export class PostgresStore implements EventStore<SqlExecutor> {
    * @example
    * ```ts
    * import postgres from "postgres";
+   * import process from "node:process";
    * import { PostgresStore } from "@eventsalsa/eventsalsa/store";
-   * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+   * const sql = postgres(process.env.DATABASE_URL!);
    * const version = await new PostgresStore().headVersion(sql, "Order", "o-1");
    * ```
    */
@@ -449,8 +557,9 @@ export class PostgresStore implements EventStore<SqlExecutor> {
    * @example
    * ```ts
    * import postgres from "postgres";
+   * import process from "node:process";
    * import { PostgresStore } from "@eventsalsa/eventsalsa/store";
-   * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+   * const sql = postgres(process.env.DATABASE_URL!);
    * for await (const event of new PostgresStore().iterateEvents(sql, { pageSize: 1000 })) {
    *   console.log(event.globalPosition);
    * }

@@ -1,11 +1,27 @@
 import type { ExpectedVersion } from "./expected_version.ts";
 
-/** Any JSON value. */
+/**
+ * Any JSON value.
+ *
+ * @example
+ * ```ts
+ * import type { JsonValue } from "@eventsalsa/eventsalsa/store";
+ * const value: JsonValue = { tags: ["a", "b"], count: 2, ok: true, note: null };
+ * ```
+ */
 export type JsonValue = null | boolean | number | string | JsonValue[] | {
   [key: string]: JsonValue;
 };
 
-/** A JSON object: what event metadata must be. */
+/**
+ * A JSON object: what event metadata must be.
+ *
+ * @example
+ * ```ts
+ * import type { JsonObject } from "@eventsalsa/eventsalsa/store";
+ * const metadata: JsonObject = { tenant: "acme", source: { app: "web", version: 3 } };
+ * ```
+ */
 export type JsonObject = { [key: string]: JsonValue };
 
 /**

@@ -50,12 +50,19 @@ import type { InMemoryEventStore, InMemoryTransaction } from "./in_memory_store.
  * ```
  */
 export interface InMemoryDeadLetter {
+  /** The consumer that failed on the event. */
   readonly consumer: string;
+  /** The event's global position. */
   readonly globalPosition: number;
+  /** The event's id. */
   readonly eventId: string;
+  /** The error text. */
   readonly error: string;
+  /** Failed attempts so far. */
   readonly attempts: number;
+  /** True: the checkpoint moved past it. False: the consumer stays at it. */
   readonly skipped: boolean;
+  /** The worker that recorded it last. */
   readonly workerId: string;
   /** Clock time it was resolved (handled after all), or null. */
   readonly resolvedAt: number | null;

@@ -28,12 +28,29 @@
  */
 export { FakeClock } from "./fake_clock.ts";
 export type { Clock } from "../internal/clock.ts";
+// postgres.js's types that appear in this module's signatures, under names that say whose they are.
+export type { Options as PostgresOptions, PostgresType, Sql as PostgresSql } from "postgres";
 export {
   InMemoryDeadlockError,
   InMemoryEventStore,
   type InMemoryEventStoreOptions,
   InMemoryTransaction,
 } from "./in_memory_store.ts";
+export { InMemorySnapshotStore } from "./in_memory_snapshot_store.ts";
+// The command module's types, which appear in the signatures of the command specifications and
+// the in-memory snapshot store.
+export type * from "../command/mod.ts";
+export {
+  commandHandlerSpec,
+  type CommandHandlerSpecification,
+  type CommandHandlerSpecOptions,
+  deciderSpec,
+  type DeciderSpecification,
+  type DeciderSpecOptions,
+  type ErrorMatcher,
+  type Then,
+  type When,
+} from "./decider_spec.ts";
 export {
   eventStoreContract,
   type StoreHarness,

@@ -149,9 +149,13 @@ export interface WorkerSimulationOptions {
  * ```
  */
 export interface SimulationView {
+  /** The step just run, from 1 (0 before the first). */
   readonly step: number;
+  /** The simulated clock every worker runs on. */
   readonly clock: SimulationClock;
+  /** The shared in-memory event store. */
   readonly store: InMemoryEventStore;
+  /** The shared in-memory coordinator (checkpoints, assignments, dead letters). */
   readonly coordinator: InMemoryCoordinator;
   /** Workers started so far, with their state. */
   readonly workers: readonly SimulatedWorkerState[];
@@ -167,6 +171,7 @@ export interface SimulationView {
  * ```
  */
 export interface SimulatedWorkerState {
+  /** The worker id. */
   readonly id: string;
   /** `up`, `paused`, `partitioned`, `crashed`, or `stopped` (left, or stopped itself). */
   readonly state: "up" | "paused" | "partitioned" | "crashed" | "stopped";
@@ -186,9 +191,13 @@ export interface SimulatedWorkerState {
  * ```
  */
 export interface WorkerSimulationReport {
+  /** The seed that was run. */
   readonly seed: number;
+  /** Schedule steps run. */
   readonly steps: number;
+  /** The leader strategy used (chosen by the seed unless given). */
   readonly leaderStrategy: LeaderStrategy;
+  /** Whether workers registered different subsets of the consumers. */
   readonly heterogeneous: boolean;
   /** Committed events in the store. */
   readonly events: number;
@@ -204,6 +213,7 @@ export interface WorkerSimulationReport {
   readonly actions: Readonly<Record<string, number>>;
   /** Simulated milliseconds. */
   readonly simulatedMs: number;
+  /** Every trace line of the run, in order. */
   readonly trace: readonly string[];
 }
 
@@ -251,7 +261,15 @@ export class WorkerSimulationError extends Error {
   }
 }
 
-/** The fault a simulated worker's database calls fail with (partition, crash). */
+/**
+ * The fault a simulated worker's database calls fail with (partition, crash).
+ *
+ * @example
+ * ```ts
+ * import { SimulatedFault } from "@eventsalsa/eventsalsa/testing";
+ * const injected = (error: unknown) => error instanceof SimulatedFault;
+ * ```
+ */
 export class SimulatedFault extends Error {
   /** Stable error name. */
   override readonly name: string = "SimulatedFault";

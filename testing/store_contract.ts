@@ -119,7 +119,7 @@ type Outcome = "ok" | "conflict" | "other";
 
 /**
  * Registers the store contract (`describe`/`it` from `node:test`) against any implementation:
- * the 40 acceptance scenarios of the Go original's store spec (§5), concurrency races, NOTIFY on
+ * the 40 acceptance scenarios of the Go library's store tests, concurrency races, NOTIFY on
  * commit only, binary payloads, validation and the duplicate-event-id rule. Runs under `deno test`
  * and `bun test`.
  *
@@ -191,7 +191,7 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
   const count = (outcomes: Outcome[], which: Outcome) => outcomes.filter((o) => o === which).length;
 
   describe(`event store contract: ${name}`, () => {
-    describe("append and read (spec §5 store_test)", () => {
+    describe("append and read", () => {
       scenario("1. noStream with 2 events: versions 1..2, consecutive positions", async (h) => {
         const result = await append(h, noStream(), events("Order", "o-1", 2));
         assert.deepEqual(result.events.map((e) => e.aggregateVersion), [1, 2]);
@@ -376,7 +376,7 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
       );
     });
 
-    describe("expected versions (spec §5 expected_version_test)", () => {
+    describe("expected versions", () => {
       scenario("16. noStream twice: the second conflicts", async (h) => {
         await append(h, noStream(), [event("U", "1")]);
         await assert.rejects(append(h, noStream(), [event("U", "1")]), ConcurrencyError);
@@ -452,7 +452,7 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
       );
     });
 
-    describe("concurrency (spec §5 concurrency_test)", () => {
+    describe("concurrency", () => {
       const race = async (
         writers: number,
         run: (i: number) => Promise<unknown>,
@@ -564,7 +564,7 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
       }, { concurrency: true });
     });
 
-    describe("notifications (spec §5 notify_test)", () => {
+    describe("notifications", () => {
       scenario("30. one notification per committed append, payload = last position", async (h) => {
         const received: string[] = [];
         const stop = await h.listen((payload) => received.push(payload));
@@ -601,7 +601,7 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
       }, { concurrency: true });
     });
 
-    describe("payloads and validation (spec §5 protocol_mode_test)", () => {
+    describe("payloads and validation", () => {
       scenario(
         "32. trace/correlation round-trip, causation null, JSON metadata with arrays",
         async (h, store) => {
@@ -773,7 +773,7 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
       );
     });
 
-    describe("partitioning (spec §5 partitioning_test, native, size 5)", () => {
+    describe("partitioning (native, size 5)", () => {
       const partitioned = (initialPartitions: number) => ({
         raw: true,
         options: { partitioning: { partitionSize: 5, initialPartitions } },

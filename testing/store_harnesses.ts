@@ -35,7 +35,9 @@ export function postgresStoreHarness(
         sql.begin((tx) => work(tx)) as Promise<T>,
       notifyChannel: CHANNEL,
       async listen(onNotify: (payload: string) => void): Promise<() => Promise<void>> {
-        const listener: postgres.ListenMeta = await sql.listen(CHANNEL, onNotify);
+        // LISTEN needs a session of its own: through a transaction pooler, on the server directly.
+        const listening = databaseOptions.pooler === undefined ? sql : db.connectDirect({ max: 1 });
+        const listener: postgres.ListenMeta = await listening.listen(CHANNEL, onNotify);
         return () => listener.unlisten();
       },
       concurrencySkipReason: db.concurrencySkipReason,

@@ -29,10 +29,11 @@
  * @example
  * ```ts
  * import postgres from "postgres";
+ * import process from "node:process";
  * import { migrate as migrateStore, noStream, PostgresStore } from "@eventsalsa/eventsalsa/store";
  * import { migrate, status, Worker } from "@eventsalsa/eventsalsa/worker";
  *
- * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+ * const sql = postgres(process.env.DATABASE_URL!);
  * await migrateStore(sql);
  * await migrate(sql);
  * await sql`CREATE TABLE IF NOT EXISTS user_names (id text PRIMARY KEY, name text NOT NULL)`;
@@ -71,6 +72,13 @@
  * @module
  */
 export { type Clock, systemClock } from "../internal/clock.ts";
+export type { Telemetry } from "../internal/telemetry.ts";
+// postgres.js's types that appear in this module's signatures, under names that say whose they are.
+export type {
+  Options as PostgresOptions,
+  Sql as PostgresSql,
+  TransactionSql as PostgresTransactionSql,
+} from "postgres";
 export {
   BatchTimeoutError,
   ConsecutiveFailuresError,

@@ -1,17 +1,27 @@
 /**
- * Worker options: defaults (spec/worker.md §1.2) and validation. A bad value is a
+ * Worker options: defaults (listed in docs/worker.md, "Options") and validation. A bad value is a
  * `WorkerConfigError` at construction, never a silent default, a hang or a hot loop.
  *
  * @module
  */
-import type postgres from "postgres";
+import type { Options as PostgresOptions } from "postgres";
 import { type Clock, systemClock } from "../internal/clock.ts";
 import type { Logger } from "../store/logger.ts";
+import { checkTelemetry, type Telemetry } from "../internal/telemetry.ts";
 import { WorkerConfigError } from "./errors.ts";
 import type { Consumer, PoisonPolicy, WorkerObserver } from "./types.ts";
 import { defaultPoisonPolicy } from "./core/poison.ts";
 
-/** How consumers learn about new events besides their own polling. */
+/**
+ * How consumers learn about new events besides their own polling.
+ *
+ * @example
+ * ```ts
+ * import type { DispatcherStrategy, WorkerOptions } from "@eventsalsa/eventsalsa/worker";
+ * const dispatcher: DispatcherStrategy = "notify";
+ * const options: WorkerOptions = { dispatcher, notifyChannel: "events" };
+ * ```
+ */
 export type DispatcherStrategy = "poll" | "notify";
 
 /**
@@ -19,6 +29,13 @@ export type DispatcherStrategy = "poll" | "notify";
  * held on a reserved connection; released the moment the leader's session ends) or `lease` (a
  * row with an expiry in database time, renewed every `rebalanceInterval`; safe behind PgBouncer
  * transaction pooling). Every worker of one fleet must use the same strategy.
+ *
+ * @example
+ * ```ts
+ * import type { LeaderStrategy, WorkerOptions } from "@eventsalsa/eventsalsa/worker";
+ * const leaderStrategy: LeaderStrategy = "lease"; // e.g. behind PgBouncer in transaction mode
+ * const options: WorkerOptions = { leaderStrategy };
+ * ```
  */
 export type LeaderStrategy = "advisory" | "lease";
 
@@ -54,7 +71,10 @@ export interface WorkerRuntimeOptions {
   maxGapWait?: number | null;
   /** While a gap waits, report it (observer, log, status) at this interval. Default 5000. */
   gapReportInterval?: number;
-  /** `poll` (default) or `notify` (LISTEN, with a reconciliation poll). */
+  /**
+   * `poll` (default) or `notify` (LISTEN, with a reconciliation poll). On the embedded PGlite the
+   * worker polls whatever this says (one session: no LISTEN connection).
+   */
   dispatcher?: DispatcherStrategy;
   /** How often the poll dispatcher checks the latest position. Default 200. */
   dispatcherInterval?: number;
@@ -75,7 +95,10 @@ export interface WorkerRuntimeOptions {
    * Default 1000.
    */
   assignmentPollInterval?: number;
-  /** Leader election strategy: `advisory` (default) or `lease`. */
+  /**
+   * Leader election strategy: `advisory` (default) or `lease`. On the embedded PGlite the worker
+   * uses `lease` whatever this says (one session: no advisory session of its own).
+   */
   leaderStrategy?: LeaderStrategy;
   /** The default poison policy of every consumer. Default: `PoisonEventError` → dead letter. */
   onPoison?: PoisonPolicy;
@@ -85,6 +108,12 @@ export interface WorkerRuntimeOptions {
   logger?: Logger;
   /** Metrics and tracing hooks. */
   observer?: WorkerObserver;
+  /**
+   * OpenTelemetry `{ tracer, meter }` (see docs/worker.md): a span per batch transaction, and
+   * handled events, batch durations, consumer lag, gap waits and dead letters as metrics. No
+   * telemetry when omitted.
+   */
+  telemetry?: Telemetry;
 }
 
 /**
@@ -130,39 +159,74 @@ export interface WorkerOptions extends WorkerRuntimeOptions, WorkerTableOptions 
    * transaction mode, point it at PostgreSQL directly (LISTEN needs a session).
    */
   // deno-lint-ignore no-explicit-any
-  notifyConnection?: string | postgres.Options<any>;
+  notifyConnection?: string | PostgresOptions<any>;
   /**
    * Channel on which workers announce joins and leaves and the leader announces assignment
    * changes (an identifier without schema). Default `eventsalsa_worker`. `null`: no notifications;
    * workers then learn about changes by polling only (`assignmentPollInterval`,
-   * `rebalanceInterval`), with no LISTEN connection.
+   * `rebalanceInterval`), with no LISTEN connection. On the embedded PGlite the worker chooses
+   * `null` by itself.
    */
   coordinationChannel?: string | null;
 }
 
-/** Every core option with its default applied. */
+/**
+ * Every core option with its default applied, as `WorkerRuntime.options` shows it. Each member
+ * means what the {@link WorkerRuntimeOptions} member of the same name means.
+ *
+ * @example
+ * ```ts
+ * import type { ResolvedRuntimeOptions, WorkerRuntime } from "@eventsalsa/eventsalsa/worker";
+ * declare const runtime: WorkerRuntime<unknown>;
+ * const options: ResolvedRuntimeOptions = runtime.options;
+ * console.log(options.batchSize, options.pollInterval); // 100 1000 unless configured
+ * ```
+ */
 export interface ResolvedRuntimeOptions {
+  /** This worker's id: the one given, or a random UUID. */
   readonly workerId: string;
+  /** Events read per batch. */
   readonly batchSize: number;
+  /** First idle wait between probes, in milliseconds. */
   readonly pollInterval: number;
+  /** Longest idle wait, in milliseconds. */
   readonly maxPollInterval: number;
+  /** Pause after a full batch and while a gap waits, in milliseconds. */
   readonly batchPause: number;
+  /** A batch running longer is cancelled and rolled back, in milliseconds. */
   readonly batchTimeout: number;
+  /** Failures in a row of one consumer that stop the worker. */
   readonly maxConsecutiveFailures: number;
+  /** The gap-skip escape hatch in milliseconds, or null (off: holes are waited out). */
   readonly maxGapWait: number | null;
+  /** Interval of gap reports while a gap waits, in milliseconds. */
   readonly gapReportInterval: number;
+  /** `poll` or `notify`. */
   readonly dispatcher: DispatcherStrategy;
+  /** Poll dispatcher period, in milliseconds. */
   readonly dispatcherInterval: number;
+  /** Notify dispatcher reconciliation period, in milliseconds. */
   readonly notifyReconcileInterval: number;
+  /** Heartbeat period of the registration row, in milliseconds. */
   readonly heartbeatInterval: number;
+  /** Silence after which a worker counts as dead, in milliseconds. */
   readonly heartbeatTimeout: number;
+  /** Leader cycle, in milliseconds. */
   readonly rebalanceInterval: number;
+  /** Period of the assignment re-read, in milliseconds. */
   readonly assignmentPollInterval: number;
+  /** `advisory` or `lease`. */
   readonly leaderStrategy: LeaderStrategy;
+  /** The default poison policy of every consumer. */
   readonly onPoison: PoisonPolicy;
+  /** Time source of every timer. */
   readonly clock: Clock;
+  /** Where structured log records go. */
   readonly logger: Logger;
+  /** Metrics and tracing hooks. */
   readonly observer: WorkerObserver;
+  /** OpenTelemetry tracer and meter, or null when the option was omitted. */
+  readonly telemetry: Telemetry | null;
 }
 
 /**
@@ -175,7 +239,10 @@ export interface ResolvedRuntimeOptions {
  * ```
  */
 export const WORKER_DEFAULTS: Readonly<
-  Omit<ResolvedRuntimeOptions, "workerId" | "onPoison" | "clock" | "logger" | "observer">
+  Omit<
+    ResolvedRuntimeOptions,
+    "workerId" | "onPoison" | "clock" | "logger" | "observer" | "telemetry"
+  >
 > = Object.freeze({
   batchSize: 100,
   pollInterval: 1_000,
@@ -221,6 +288,7 @@ const RUNTIME_KEYS = [
   "clock",
   "logger",
   "observer",
+  "telemetry",
 ] as const;
 
 /** The option names `resolveRuntimeOptions` understands; adapters add their own. */
@@ -422,6 +490,7 @@ export function resolveRuntimeOptions(
     clock: checkClock(options.clock),
     logger: checkObject<Logger>(options.logger, "logger"),
     observer: checkObject<WorkerObserver>(options.observer, "observer"),
+    telemetry: checkTelemetry(options.telemetry, (message) => new WorkerConfigError(message)),
   };
 }
 

@@ -6,7 +6,7 @@ import { checkConsumers, resolveRuntimeOptions, WORKER_DEFAULTS } from "./option
 import { defaultPoisonPolicy } from "./core/poison.ts";
 
 describe("resolveRuntimeOptions", () => {
-  it("applies the defaults of spec/worker.md §1.2", () => {
+  it("applies the documented defaults (docs/worker.md)", () => {
     const o = resolveRuntimeOptions();
     assert.deepEqual(
       {

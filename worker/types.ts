@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type postgres from "postgres";
+import type { TransactionSql } from "postgres";
 import type { PersistedEvent } from "../store/types.ts";
 import type { AssignmentChange } from "./core/assignment.ts";
 
@@ -21,7 +21,7 @@ import type { AssignmentChange } from "./core/assignment.ts";
  * ```
  */
 // deno-lint-ignore no-explicit-any
-export type WorkerTransaction = postgres.TransactionSql<any>;
+export type WorkerTransaction = TransactionSql<any>;
 
 /**
  * What a handler gets besides the transaction and the event(s).

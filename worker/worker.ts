@@ -75,10 +75,11 @@ function checkStore(store: unknown): WorkerStore {
  * @example
  * ```ts
  * import postgres from "postgres";
+ * import process from "node:process";
  * import { PostgresStore } from "@eventsalsa/eventsalsa/store";
  * import { migrate, Worker } from "@eventsalsa/eventsalsa/worker";
  *
- * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+ * const sql = postgres(process.env.DATABASE_URL!);
  * await migrate(sql);
  * const worker = new Worker(sql, new PostgresStore(), [{
  *   name: "order_count",
@@ -88,7 +89,7 @@ function checkStore(store: unknown): WorkerStore {
  *   },
  * }], { pollInterval: 500 });
  * const controller = new AbortController();
- * Deno.addSignalListener("SIGTERM", () => controller.abort());
+ * process.on("SIGTERM", () => controller.abort());
  * await worker.start(controller.signal);
  * ```
  */

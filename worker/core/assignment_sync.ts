@@ -12,6 +12,7 @@ import type { ResolvedRuntimeOptions } from "../options.ts";
 import type { Consumer } from "../types.ts";
 import type { Coordinator } from "./coordination.ts";
 import { ConsumerLoop, type ConsumerLoopExit, safely } from "./consumer_loop.ts";
+import { workerTelemetry } from "./telemetry.ts";
 import type { Wakeup } from "./wakeup.ts";
 
 /** Inputs of an {@link AssignmentSync}. */
@@ -31,7 +32,8 @@ export interface AssignmentSyncContext<Tx> {
   readonly onLoopError: (error: unknown) => void;
 }
 
-interface Running {
+interface Running<Tx> {
+  readonly loop: ConsumerLoop<Tx>;
   readonly release: AbortController;
   readonly done: Promise<void>;
 }
@@ -42,7 +44,7 @@ interface Running {
 export class AssignmentSync<Tx> {
   readonly #c: AssignmentSyncContext<Tx>;
   readonly #byName: Map<string, Consumer<Tx>>;
-  readonly #running = new Map<string, Running>();
+  readonly #running = new Map<string, Running<Tx>>();
 
   /** Creates the sync; nothing runs until {@link AssignmentSync.run}. */
   constructor(context: AssignmentSyncContext<Tx>) {
@@ -55,9 +57,24 @@ export class AssignmentSync<Tx> {
     return [...this.#running.keys()];
   }
 
+  /** The checkpoints of the running loops that have read theirs. */
+  get checkpoints(): Map<string, number> {
+    const checkpoints = new Map<string, number>();
+    for (const [name, running] of this.#running) {
+      const checkpoint = running.loop.checkpoint;
+      if (checkpoint !== null) checkpoints.set(name, checkpoint);
+    }
+    return checkpoints;
+  }
+
   /** Syncs until shutdown, then waits for every loop to end. */
   async run(): Promise<void> {
-    const { options: o, wakeup, signal } = this.#c;
+    const { coordinator, options: o, wakeup, signal } = this.#c;
+    // The consumer lag gauge reports the loops of this worker while it runs.
+    const stopLag = workerTelemetry(o.telemetry)?.watchLag(
+      () => coordinator.latestPosition(),
+      () => this.checkpoints,
+    );
     try {
       while (!signal.aborted) {
         const seen = wakeup.generation;
@@ -66,6 +83,7 @@ export class AssignmentSync<Tx> {
         if (woke === "aborted") break;
       }
     } finally {
+      stopLag?.();
       await Promise.allSettled([...this.#running.values()].map((r) => r.done));
     }
   }
@@ -122,6 +140,6 @@ export class AssignmentSync<Tx> {
       this.#running.delete(consumer.name);
       onLoopError(error);
     });
-    this.#running.set(consumer.name, { release, done });
+    this.#running.set(consumer.name, { loop, release, done });
   }
 }

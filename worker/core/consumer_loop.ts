@@ -21,8 +21,15 @@ import {
 import type { ResolvedRuntimeOptions } from "../options.ts";
 import type { Consumer, HandlerContext, PoisonDecision } from "../types.ts";
 import { failureBackoff, nextPollInterval } from "./backoff.ts";
-import type { BatchSession, Coordinator, DeadLetterRecord } from "./coordination.ts";
+import type {
+  BatchOutcome,
+  BatchRequest,
+  BatchSession,
+  Coordinator,
+  DeadLetterRecord,
+} from "./coordination.ts";
 import { type GapPlan, GapTracker } from "./gap_rule.ts";
+import { type WorkerTelemetry, workerTelemetry } from "./telemetry.ts";
 import { pause, type Wakeup } from "./wakeup.ts";
 
 /** Inputs of a consumer loop. */
@@ -100,6 +107,8 @@ export class ConsumerLoop<Tx> {
   /** The first event handed to handlers in the current batch. */
   #firstHandled: number | null = null;
   #gapReportedAt: number | null = null;
+  /** Spans and metrics, or null without the `telemetry` option. */
+  readonly #telemetry: WorkerTelemetry | null;
 
   /** Creates the loop; nothing runs until {@link ConsumerLoop.run}. */
   constructor(context: ConsumerLoopContext<Tx>) {
@@ -107,6 +116,7 @@ export class ConsumerLoop<Tx> {
     this.#name = context.consumer.name;
     this.#tracker = new GapTracker(context.options.maxGapWait);
     this.#limit = context.options.batchSize;
+    this.#telemetry = workerTelemetry(context.options.telemetry);
   }
 
   /** The checkpoint as the loop last saw it (null before the first read). */
@@ -253,7 +263,7 @@ export class ConsumerLoop<Tx> {
         if (plan.skip !== null) plan = null;
       }
       const probed = plan;
-      const outcome = await coordinator.runBatch<BatchValue>({
+      const outcome = await this.#runBatch(from, batch.signal, {
         consumer: this.#name,
         workerId: o.workerId,
         expectedCheckpoint: from,
@@ -285,6 +295,19 @@ export class ConsumerLoop<Tx> {
     } finally {
       batch.dispose();
     }
+  }
+
+  /** `coordinator.runBatch`, in a span and measured when the worker has telemetry. */
+  #runBatch(
+    from: number,
+    signal: AbortSignal,
+    request: BatchRequest,
+    work: (session: BatchSession<Tx>) => Promise<BatchValue>,
+  ): Promise<BatchOutcome<BatchValue>> {
+    const coordinator = this.#c.coordinator;
+    const telemetry = this.#telemetry;
+    if (telemetry === null) return coordinator.runBatch(request, work);
+    return telemetry.batch(this.#name, from, signal, () => coordinator.runBatch(request, work));
   }
 
   /** The server-side bound of a batch transaction: past the batch timeout the worker gave up. */
@@ -367,6 +390,7 @@ export class ConsumerLoop<Tx> {
     );
     safely(() => o.logger.debug?.("batch committed", { consumer: this.#name, from, to, handled }));
     for (const record of deadLetters) {
+      this.#telemetry?.deadLettered(this.#name, true);
       safely(() =>
         o.observer.deadLettered?.({
           consumer: this.#name,
@@ -552,6 +576,10 @@ export class ConsumerLoop<Tx> {
         read: null,
       }, (session) => session.recordDeadLetter(record));
       if (outcome.kind !== "committed") return;
+      // Counted once per event: a retried poison event updates its dead letter row.
+      if (this.#telemetry !== null && !this.#blocking.has(record.event.globalPosition)) {
+        this.#telemetry.deadLettered(this.#name, false);
+      }
       this.#blocking.add(record.event.globalPosition);
       safely(() =>
         o.observer.deadLettered?.({
@@ -602,6 +630,7 @@ export class ConsumerLoop<Tx> {
         waitingMs: now - plan.waitingSince,
         blockers,
       };
+      this.#telemetry?.gapWaiting(wait);
       safely(() => o.observer.gapWaiting?.(wait));
       safely(() =>
         o.logger.error?.("consumer is waiting at a gap in the global log", {

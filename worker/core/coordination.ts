@@ -31,8 +31,11 @@ import type { GapToken, WindowRead } from "./gap_rule.ts";
  * ```
  */
 export interface DeadLetterRecord {
+  /** The consumer that failed on the event. */
   readonly consumer: string;
+  /** The worker that ran the batch. */
   readonly workerId: string;
+  /** The event the handler failed on. */
   readonly event: PersistedEvent;
   /** The error text. */
   readonly error: string;
@@ -55,11 +58,17 @@ export interface DeadLetterRecord {
  * ```
  */
 export interface GapSkipRecord {
+  /** The consumer whose checkpoint moves past the hole. */
   readonly consumer: string;
+  /** The worker that skipped. */
   readonly workerId: string;
+  /** The first missing position. */
   readonly gapPosition: number;
+  /** The checkpoint the batch moves to. */
   readonly skipTo: number;
+  /** Every missing position the skip passes over. */
   readonly skippedPositions: readonly number[];
+  /** The highest position that was visible when the hole was skipped. */
   readonly highestVisible: number;
   /** Worker clock, ms since epoch. */
   readonly firstSeenAt: number;
@@ -78,7 +87,9 @@ export interface GapSkipRecord {
  * ```
  */
 export interface BatchRequest {
+  /** The consumer the batch is for. */
   readonly consumer: string;
+  /** The worker asking; the fence checks that it owns the consumer. */
   readonly workerId: string;
   /** The checkpoint the core believes in; the adapter compares it under lock. */
   readonly expectedCheckpoint: number;
@@ -216,6 +227,7 @@ export interface LeaderElection {
  * ```
  */
 export interface LeaderElectionSettings {
+  /** `advisory` (session lock) or `lease` (row with an expiry). */
   readonly strategy: LeaderStrategy;
   /** Lease length (lease strategy). */
   readonly leaseMs: number;
@@ -239,6 +251,12 @@ export interface LeaderElectionSettings {
 export interface Coordinator<Tx> {
   /** Start-up checks (schema present, position sequence usable by the gap rule). */
   prepare(): Promise<void>;
+  /**
+   * True, once `prepare` has run, when the backend serves one session only (the embedded PGlite)
+   * and so opens no connection of its own: the runtime then uses the poll dispatcher instead of
+   * `openListener`. Omitted: false.
+   */
+  readonly singleSession?: boolean;
   /**
    * Deletes registrations whose heartbeat is older than `olderThanMs` (crashed workers; their
    * assignments become free). Returns how many were removed.

@@ -7,7 +7,17 @@
  */
 import type { PersistedEvent } from "../../store/types.ts";
 
-/** The result of {@link computeFrontier}. */
+/**
+ * The result of {@link computeFrontier}.
+ *
+ * @example
+ * ```ts
+ * import { computeFrontier, type Frontier } from "@eventsalsa/eventsalsa/worker";
+ * const at = (globalPosition: number) => ({ globalPosition }) as never;
+ * const frontier: Frontier = computeFrontier(0, [at(1), at(3)], 0);
+ * console.log(frontier.target, frontier.hole, frontier.highestVisible); // 1 2 3
+ * ```
+ */
 export interface Frontier {
   /** The highest position the checkpoint may move to (the old checkpoint when it may not move). */
   readonly target: number;

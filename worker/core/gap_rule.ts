@@ -1,5 +1,5 @@
 /**
- * The gap rule of DESIGN §4, independent of any database. A hole at position p is waited out,
+ * The gap rule (docs/design.md), independent of any database. A hole at position p is waited out,
  * never timed out: when a read shows p missing while a later position is visible, the adapter
  * hands out a *snapshot token* taken at or after that read; once the token is *resolved* (every
  * transaction that was running when it was taken has ended) a fresh read shows p or p is gone for
@@ -13,7 +13,17 @@
 import type { PersistedEvent } from "../../store/types.ts";
 import { computeFrontier, type Frontier } from "./frontier.ts";
 
-/** An adapter's opaque snapshot token (see the module doc). */
+/**
+ * An adapter's opaque snapshot token (see the module doc). Only the adapter that handed it out
+ * reads it.
+ *
+ * @example
+ * ```ts
+ * import type { GapToken, WindowRead } from "@eventsalsa/eventsalsa/worker";
+ * const token: GapToken = { bound: "812", running: ["805"] }; // whatever the adapter needs
+ * const read: WindowRead = { events: [], pendingResolved: false, token: async () => token };
+ * ```
+ */
 export type GapToken = unknown;
 
 /**
@@ -48,7 +58,19 @@ interface PendingGap {
   readonly firstSeenAt: number;
 }
 
-/** What one iteration may do: the frontier plus what the gap rule decided. */
+/**
+ * What one iteration may do: the frontier plus what the gap rule decided.
+ *
+ * @example
+ * ```ts
+ * import { type GapPlan, GapTracker } from "@eventsalsa/eventsalsa/worker";
+ * const at = (globalPosition: number) => ({ globalPosition }) as never;
+ * const tracker = new GapTracker(null);
+ * const read = { events: [at(1), at(3)], pendingResolved: false, token: async () => "t" };
+ * const plan: GapPlan = await tracker.plan(0, read, Date.now());
+ * console.log(plan.target, plan.hole, plan.skip); // 1 2 null: wait at 2
+ * ```
+ */
 export interface GapPlan extends Frontier {
   /** Holes passed only because they outlived `maxGapWait` (to audit), or null. */
   readonly skip: {

@@ -20,7 +20,7 @@ function read(
   return result;
 }
 
-describe("GapTracker (DESIGN §4)", () => {
+describe("GapTracker (the gap rule)", () => {
   it("takes a token only when a hole blocks, and waits without a timeout", async () => {
     const tracker = new GapTracker(null);
     const first = read([1, 3]);

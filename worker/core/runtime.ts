@@ -138,6 +138,15 @@ export class WorkerRuntime<Tx> {
       if (!await this.#startUp(names, signal)) return;
       registered = true;
       safely(() => o.logger.info?.("worker started", { workerId: this.id, consumers: names }));
+      // One session (the embedded PGlite): no LISTEN connection, so the poll dispatcher.
+      const singleSession = coordinator.singleSession === true;
+      if (singleSession) {
+        safely(() =>
+          o.logger.info?.("single-session database (embedded PGlite): polling, lease election", {
+            workerId: this.id,
+          })
+        );
+      }
       const events = new Wakeup();
       const leaderWakeup = new Wakeup();
       const syncWakeup = new Wakeup();
@@ -149,7 +158,7 @@ export class WorkerRuntime<Tx> {
         signal,
       };
       tasks.push(
-        (o.dispatcher === "notify"
+        (o.dispatcher === "notify" && !singleSession
           ? runNotifyDispatcher(context, o.notifyReconcileInterval)
           : runPollDispatcher(context, o.dispatcherInterval)).catch(fail),
         this.#heartbeat(signal, fail),

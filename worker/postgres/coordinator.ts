@@ -6,6 +6,7 @@
  */
 import postgres from "postgres";
 import { textArrayLiteral } from "../../internal/postgres_array.ts";
+import type { SqlExecutor } from "../../internal/postgres_client.ts";
 import { toSafeNumber } from "../../internal/safe_number.ts";
 import type { SqlIdentifier } from "../../internal/sql_identifier.ts";
 import { storeTables } from "../../store/migration.ts";
@@ -55,7 +56,8 @@ import type { WorkerTables } from "./tables.ts";
  * const store: WorkerStore = new PostgresStore({ notifyChannel: "events" });
  * ```
  */
-export interface WorkerStore extends Pick<EventStore<Executor>, "readEvents" | "latestPosition"> {
+export interface WorkerStore
+  extends Pick<EventStore<SqlExecutor>, "readEvents" | "latestPosition"> {
   /** The events table (optionally schema-qualified). */
   readonly eventsTable: string;
   /** The store's NOTIFY channel, the notify dispatcher's default. */
@@ -117,10 +119,18 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
   readonly #events: SqlIdentifier;
   readonly #sequence: SqlIdentifier;
   #control: postgres.Sql | null = null;
+  /**
+   * Whether the backend pid postgres.js got at connect time is the backend that runs the batch:
+   * not behind a transaction pooler (PgBouncer hands out keys of its own). Learnt from the first
+   * fence, which returns `pg_backend_pid()`; null until then.
+   */
+  #connectPidIsBackend: boolean | null = null;
   /** LISTEN clients, open or still connecting: `close` ends them all. */
   readonly #listeners = new Set<postgres.Sql>();
   readonly #q: Record<string, string>;
   #nodesOid: Promise<string> | null = null;
+  /** Set by `prepare` on a server of one session (the embedded PGlite): see `singleSession`. */
+  #singleSession = false;
 
   /** Prepares the SQL text once. */
   // deno-lint-ignore no-explicit-any
@@ -135,6 +145,7 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
       settings.tables;
     this.#q = {
       nodesOid: `SELECT to_regclass($1)::oid::text`,
+      version: `SELECT version()`,
       cleanup: `DELETE FROM ${N.quoted}
         WHERE heartbeat_at < now() - $1::bigint * interval '1 millisecond'`,
       notify: `SELECT pg_notify($1, $2)`,
@@ -164,7 +175,8 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
       // Also bounds the transaction server-side: a frozen worker cannot hold the rows forever.
       fence: `SELECT a.worker_id, c.last_position,
           set_config('idle_in_transaction_session_timeout',
-            coalesce($2::text, current_setting('idle_in_transaction_session_timeout')), true)
+            coalesce($2::text, current_setting('idle_in_transaction_session_timeout')), true),
+          pg_backend_pid()
         FROM ${A.quoted} a
         JOIN ${C.quoted} c ON c.consumer_name = a.consumer_name
         WHERE a.consumer_name = $1 FOR UPDATE OF a, c`,
@@ -198,8 +210,14 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
     };
   }
 
-  /** Checks that the worker's and the store's tables exist and the position sequence has CACHE 1. */
+  /**
+   * Checks that the worker's and the store's tables exist and the position sequence has CACHE 1,
+   * and finds out whether the server has one session only (see `singleSession`).
+   */
   async prepare(): Promise<void> {
+    const [[version]] = await run(this.#sql, this.#q.version);
+    // "PostgreSQL 18.6 (PGlite 0.5.14) on wasm32-unknown-emscripten, ...".
+    this.#singleSession = /\(PGlite |wasm32-unknown-emscripten/.test(String(version));
     const t = this.#settings.tables;
     const names = [
       t.nodes,
@@ -239,6 +257,18 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
     }
   }
 
+  /**
+   * True once `prepare` found a server that serves one session to every connection: the embedded
+   * PGlite. Every connection beyond the pool's is refused there, and postgres.js retries a refused
+   * connection that has a query waiting at once, without back-off: a loop that burns a core and
+   * can keep the process from exiting. So on such a server this coordinator opens none: no
+   * coordination or notify LISTEN (the runtime polls), no advisory session (the lease election
+   * runs instead), no cancel connection.
+   */
+  get singleSession(): boolean {
+    return this.#singleSession;
+  }
+
   /** The oid of the worker_nodes table: the advisory lock key's low half, the notification tag. */
   #oid(): Promise<string> {
     this.#nodesOid ??= run(this.#sql, this.#q.nodesOid, [this.#settings.tables.nodes.quoted]).then(
@@ -252,7 +282,7 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
   }
 
   get #channel(): SqlIdentifier | null {
-    return this.#settings.coordinationChannel ?? null;
+    return this.#singleSession ? null : this.#settings.coordinationChannel ?? null;
   }
 
   /** Notifies `change` on `sql` (inside a transaction: delivered on commit). */
@@ -328,7 +358,10 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
     return (await run(this.#sql, this.#q.assigned, [workerId])).map((row) => row[0] as string);
   }
 
-  /** The leader election of `workerId`: advisory lock or lease (see ./leadership.ts). */
+  /**
+   * The leader election of `workerId`: advisory lock or lease (see ./leadership.ts); the lease
+   * on a single-session server, whatever the strategy.
+   */
   leaderElection(workerId: string, settings: LeaderElectionSettings): LeaderElection {
     const context: ElectionContext = {
       sql: this.#sql,
@@ -339,7 +372,7 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
       cancel: (pid) => this.#cancel(pid),
       openSession: () => dedicated(this.#sql, { onnotice: () => {} }),
     };
-    return settings.strategy === "lease"
+    return settings.strategy === "lease" || this.#singleSession
       ? new LeaseElection(context, workerId, settings)
       : new AdvisoryElection(context, workerId, settings);
   }
@@ -423,6 +456,7 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
 
   /** Cancels whatever runs on backend `pid`, from a connection of its own. */
   async #cancel(pid: number): Promise<void> {
+    if (this.#singleSession) return; // no second connection; PGlite ignores cancel requests anyway
     this.#control ??= dedicated(this.#sql, { onnotice: () => {} });
     await run(this.#control, "SELECT pg_cancel_backend($1::int)", [pid]);
   }
@@ -461,12 +495,23 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
           : this.#store.readEvents(raw, expectedCheckpoint, read.limit);
         eventsRead?.catch(() => {});
         const cancel: { running: Promise<void> | null } = { running: null };
+        // The transaction's backend as the server names it (the fence returns it): behind a
+        // transaction pooler the key postgres.js got at connect time names no server backend.
+        let backend: number | null = null;
+        const connectPid = () =>
+          (fenceQuery as unknown as { state?: { pid?: number } | null }).state?.pid;
+        (fenceQuery as unknown as Promise<unknown[][]>).then((rows) => {
+          if (rows.length === 0) return;
+          backend = Number(rows[0][3]);
+          this.#connectPidIsBackend ??= connectPid() === backend;
+        }, () => {});
         const aborted = new Promise<never>((_, reject) => {
           const onAbort = () => {
             close();
-            // Every query sent on the transaction's connection carries its backend key; the
-            // fence was the first, so its pid is the transaction's backend.
-            const pid = (fenceQuery as unknown as { state?: { pid?: number } | null }).state?.pid;
+            // Before the fence answered: the connect-time pid, the transaction's backend unless
+            // this coordinator has seen a pooler hand out pids of its own.
+            const pid = backend ??
+              (this.#connectPidIsBackend === false ? undefined : connectPid());
             const running = pid === undefined
               ? Promise.resolve()
               : this.#cancel(pid).catch(() => {});

@@ -1,4 +1,4 @@
-// The PostgreSQL adapter's building blocks on real transactions: the gap token of DESIGN §4, the
+// The PostgreSQL adapter's building blocks on real transactions: the gap token (docs/design.md), the
 // blockers it names, and the fence of the batch transaction.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -45,7 +45,7 @@ async function resolvedRead(
   return read;
 }
 
-describe("PostgresCoordinator: the gap token (DESIGN §4)", () => {
+describe("PostgresCoordinator: the gap token", () => {
   it(
     "stays unresolved while the append is open; after commit the late position is visible",
     T,

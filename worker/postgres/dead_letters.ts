@@ -1,4 +1,4 @@
-import type postgres from "postgres";
+import type { Sql } from "postgres";
 import type { PersistedEvent } from "../../store/types.ts";
 import { redriveWith } from "../core/redrive.ts";
 import { checkConsumers, type WorkerTableOptions } from "../options.ts";
@@ -16,15 +16,16 @@ import { workerTables } from "./tables.ts";
  * @example
  * ```ts
  * import postgres from "postgres";
+ * import process from "node:process";
  * import { PostgresStore } from "@eventsalsa/eventsalsa/store";
  * import { retryDeadLetter, type Consumer } from "@eventsalsa/eventsalsa/worker";
  * declare const projection: Consumer;
- * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+ * const sql = postgres(process.env.DATABASE_URL!);
  * await retryDeadLetter(sql, new PostgresStore(), projection, 1234);
  * ```
  */
 export function retryDeadLetter(
-  sql: postgres.Sql,
+  sql: Sql,
   store: WorkerStore,
   consumer: Consumer,
   globalPosition: number,

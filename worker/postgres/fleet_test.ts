@@ -1,8 +1,8 @@
-// Acceptance scenarios of spec/worker.md §4.2 for several workers on one PostgreSQL database
-// (2–5, 12–19, 21), made deterministic: injected worker ids, a fake clock for every timer of the
-// workers, fabricated rows where the Go tests waited for real time to pass, and waits for the
-// condition itself (bounded polling) instead of fixed sleeps. Workers run in this process; the
-// multi-process test is processes_test.ts.
+// Acceptance scenarios for several workers on one PostgreSQL database (numbered 2–5, 12–19 and
+// 21, after the Go library's worker scenarios), made deterministic: injected worker ids, a fake
+// clock for every timer of the workers, fabricated rows where the Go tests waited for real time to
+// pass, and waits for the condition itself (bounded polling) instead of fixed sleeps. Workers run
+// in this process; the multi-process test is processes_test.ts.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { assignmentProblems } from "../../testing/assignment_invariants.ts";
@@ -15,6 +15,7 @@ import { PostgresCoordinator } from "./coordinator.ts";
 import { type PgHarness, pgHarness, skipWithoutConcurrency } from "./harness_test.ts";
 import { status } from "./status.ts";
 import { workerTables } from "./tables.ts";
+import { readEnv } from "../../internal/env.ts";
 
 const T = { timeout: 90_000 };
 
@@ -31,7 +32,7 @@ const FLEET: WorkerOptions = {
 async function withFleet(
   t: { name?: string; skip(message?: string): void },
   body: (h: PgHarness) => Promise<void>,
-  options: { prepare?: boolean } = {},
+  options: { prepare?: boolean; pooler?: string } = {},
 ): Promise<void> {
   const h = await pgHarness(options);
   try {
@@ -239,18 +240,24 @@ describe("several workers on PostgreSQL", () => {
     });
   }
 
+  // EVENTSALSA_TEST_PGBOUNCER_URL (set by .ci/run): the lease failover once more through a real
+  // PgBouncer in transaction pooling mode (docs/pgbouncer.md).
+  const pgbouncer = readEnv("EVENTSALSA_TEST_PGBOUNCER_URL");
   for (
-    const [strategy, prepare] of [
-      ["advisory", true],
-      ["lease", true],
-      ["advisory", false],
-      ["lease", false],
+    const [strategy, prepare, pooler] of [
+      ["advisory", true, undefined],
+      ["lease", true, undefined],
+      ["advisory", false, undefined],
+      ["lease", false, undefined],
+      ...(pgbouncer ? [["lease", false, pgbouncer] as const] : []),
     ] as const
   ) {
     it(
       `scenario ${
         strategy === "advisory" ? 12 : 13
-      }: leader failover (${strategy}, prepare: ${prepare}): the leader leaves, the other takes over, a third joins`,
+      }: leader failover (${strategy}, prepare: ${prepare}${
+        pooler ? ", through PgBouncer" : ""
+      }): the leader leaves, the other takes over, a third joins`,
       T,
       async (t) => {
         await withFleet(t, async (h) => {
@@ -286,7 +293,7 @@ describe("several workers on PostgreSQL", () => {
           assert.deepEqual(new Set((await handledBy(h, 0)).values()), new Set(["w-2", "w-3"]));
           await Promise.all([w2.stop(), w3.stop()]);
           await Promise.all([r2, r3]);
-        }, { prepare });
+        }, { prepare, pooler });
       },
     );
   }

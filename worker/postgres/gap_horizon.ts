@@ -1,5 +1,5 @@
 /**
- * The PostgreSQL side of the gap rule (DESIGN §4, ../core/gap_rule.ts): the snapshot token, the
+ * The PostgreSQL side of the gap rule (docs/design.md, ../core/gap_rule.ts): the snapshot token, the
  * resolution check and the blocker report, as three prebuilt statements with one text parameter
  * (the token). Internal to the coordinator.
  *

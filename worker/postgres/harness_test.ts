@@ -42,10 +42,16 @@ export interface PgHarness {
 export interface PgHarnessOptions {
   prepare?: boolean;
   notifyChannel?: string;
+  /**
+   * A transaction pooler's URL (PgBouncer): the pools go through it with `prepare: false`, and
+   * workers use the lease strategy with their LISTEN connections on the server directly
+   * (docs/pgbouncer.md).
+   */
+  pooler?: string;
 }
 
 export async function pgHarness(options: PgHarnessOptions = {}): Promise<PgHarness> {
-  const db = await testDatabase({ prepare: options.prepare ?? true });
+  const db = await testDatabase({ prepare: options.prepare ?? true, pooler: options.pooler });
   const sql = db.sql;
   await migrateStore(sql);
   await migrate(sql);
@@ -124,6 +130,10 @@ export async function pgHarness(options: PgHarnessOptions = {}): Promise<PgHarne
         ...(db.supportsConcurrency
           ? {}
           : { leaderStrategy: "lease" as const, coordinationChannel: null }),
+        // Behind a transaction pooler: no session advisory lock, LISTEN past the pooler.
+        ...(options.pooler === undefined
+          ? {}
+          : { leaderStrategy: "lease" as const, notifyConnection: db.directUrl }),
         ...extra,
       });
       workers.push(worker);

@@ -1,6 +1,6 @@
-import type postgres from "postgres";
+import type { Sql } from "postgres";
 import { quotePart } from "../../internal/sql_identifier.ts";
-import { applyMigration } from "../../internal/migration.ts";
+import { type ComponentSchema, componentSchema, migrateSchemas } from "../../internal/migration.ts";
 import type { WorkerTableOptions } from "../options.ts";
 import { indexName, workerTables } from "./tables.ts";
 
@@ -98,17 +98,31 @@ export function migrationSql(options: WorkerTableOptions = {}): string {
 }
 
 /**
+ * The worker's schema versions; this library expects the last. Version 1 is {@link migrationSql}'s
+ * DDL (idempotent). The versions table sits beside the checkpoints table.
+ */
+export function workerSchema(options: WorkerTableOptions = {}): ComponentSchema {
+  return componentSchema("worker", workerTables(options).checkpoints, [{
+    version: 1,
+    description: "workers, assignments, checkpoints, gap skips, dead letters, leader election",
+    sql: migrationSql(options),
+  }]);
+}
+
+/**
  * Creates the worker's tables if they do not exist, in one transaction under the same advisory
- * lock as the store's migration (concurrent starts do not race). The CLI's `migrate` calls this
- * too; it needs no CLI.
+ * lock as the store's migration (concurrent starts do not race), and records the schema version
+ * in `eventsalsa_schema_versions` beside the checkpoints table (a recorded version is not run
+ * again). The CLI's `migrate` does the same; it needs no CLI.
  *
  * @example
  * ```ts
  * import postgres from "postgres";
+ * import process from "node:process";
  * import { migrate } from "@eventsalsa/eventsalsa/worker";
- * await migrate(postgres(Deno.env.get("DATABASE_URL")!));
+ * await migrate(postgres(process.env.DATABASE_URL!));
  * ```
  */
-export async function migrate(sql: postgres.Sql, options: WorkerTableOptions = {}): Promise<void> {
-  await applyMigration(sql, migrationSql(options));
+export async function migrate(sql: Sql, options: WorkerTableOptions = {}): Promise<void> {
+  await migrateSchemas(sql, [workerSchema(options)]);
 }

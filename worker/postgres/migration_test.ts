@@ -89,6 +89,7 @@ describe("worker migrationSql", () => {
         "consumer_checkpoints",
         "consumer_dead_letters",
         "consumer_gap_skips",
+        "eventsalsa_schema_versions",
         "worker_leader_election",
         "worker_nodes",
       ]);

@@ -1,7 +1,7 @@
-// Acceptance scenarios of spec/worker.md §4.2 ported to one worker process (1, 6–11, 20), plus the
-// gap rule of DESIGN §4 on real transactions, on PostgreSQL. The worker runs on a fake clock:
-// nothing sleeps for real; where PostgreSQL has to act (a NOTIFY arriving, a held transaction)
-// the test polls for the outcome with a bounded deadline.
+// Acceptance scenarios for one worker process (numbered 1, 6–11 and 20, after the Go library's
+// worker scenarios), plus the gap rule (docs/design.md) on real transactions, on PostgreSQL. The
+// worker runs on a fake clock: nothing sleeps for real; where PostgreSQL has to act (a NOTIFY
+// arriving, a held transaction) the test polls for the outcome with a bounded deadline.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { BatchTimeoutError, ConsecutiveFailuresError } from "../errors.ts";
@@ -9,13 +9,19 @@ import { until } from "../support_test.ts";
 import type { GapWait } from "../types.ts";
 import { type PgHarness, pgHarness, skipWithoutConcurrency } from "./harness_test.ts";
 import { status } from "./status.ts";
+import { readEnv } from "../../internal/env.ts";
 
 const T = { timeout: 60_000 };
 
 /** Runs `body` on a fresh harness; skips with the printed reason when the test needs several connections. */
 async function withHarness(
   t: { name?: string; skip(message?: string): void },
-  options: { prepare?: boolean; notifyChannel?: string; needsConcurrency?: boolean },
+  options: {
+    prepare?: boolean;
+    notifyChannel?: string;
+    needsConcurrency?: boolean;
+    pooler?: string;
+  },
   body: (h: PgHarness) => Promise<void>,
 ): Promise<void> {
   const h = await pgHarness(options);
@@ -27,13 +33,24 @@ async function withHarness(
   }
 }
 
-for (const prepare of [true, false]) {
-  describe(`Worker on PostgreSQL (prepare: ${prepare})`, () => {
+// EVENTSALSA_TEST_PGBOUNCER_URL (set by .ci/run): once more through a real PgBouncer in
+// transaction pooling mode, with the lease strategy (docs/pgbouncer.md).
+const PGBOUNCER = readEnv("EVENTSALSA_TEST_PGBOUNCER_URL");
+const VARIANTS: Array<{ name: string; prepare: boolean; pooler?: string }> = [
+  { name: "prepare: true", prepare: true },
+  { name: "prepare: false", prepare: false },
+  ...(PGBOUNCER
+    ? [{ name: "through PgBouncer, lease, prepare: false", prepare: false, pooler: PGBOUNCER }]
+    : []),
+];
+
+for (const { name, prepare, pooler } of VARIANTS) {
+  describe(`Worker on PostgreSQL (${name})`, () => {
     it(
       "scenario 1: a global and two scoped consumers; every checkpoint reaches the latest position",
       T,
       async (t) => {
-        await withHarness(t, { prepare, needsConcurrency: false }, async (h) => {
+        await withHarness(t, { prepare, pooler, needsConcurrency: false }, async (h) => {
           const worker = h.worker([
             h.projection("all"),
             h.projection("accounts", { aggregateTypes: ["Account"] }),
@@ -65,7 +82,7 @@ for (const prepare of [true, false]) {
       "scenario 8: a held append longer than any threshold: the consumer waits, names the blocker, then handles it in order",
       T,
       async (t) => {
-        await withHarness(t, { prepare }, async (h) => {
+        await withHarness(t, { prepare, pooler }, async (h) => {
           await h.append(); // 1
           const held = await h.hold(); // 2
           await h.append(); // 3
@@ -131,7 +148,7 @@ for (const prepare of [true, false]) {
     );
 
     it("a rolled-back append: the hole is passed as soon as the rollback happens", T, async (t) => {
-      await withHarness(t, { prepare }, async (h) => {
+      await withHarness(t, { prepare, pooler }, async (h) => {
         await h.append(); // 1
         const held = await h.hold(); // 2
         await h.append(); // 3
@@ -152,12 +169,13 @@ for (const prepare of [true, false]) {
   });
 }
 
-describe("Worker on PostgreSQL", () => {
+/** The scenarios below, directly or through a transaction pooler (`pooler`). */
+function workerScenarios(pooler: string | undefined): void {
   it(
     "scenario 6: an idle consumer is woken by the dispatcher long before its own poll",
     T,
     async (t) => {
-      await withHarness(t, {}, async (h) => {
+      await withHarness(t, { pooler }, async (h) => {
         const worker = h.worker([h.projection("wake")], {
           pollInterval: 60_000,
           maxPollInterval: 60_000,
@@ -187,7 +205,7 @@ describe("Worker on PostgreSQL", () => {
     "scenario 7: a mid-batch failure commits nothing; the events before the failing one commit without it",
     T,
     async (t) => {
-      await withHarness(t, {}, async (h) => {
+      await withHarness(t, { pooler }, async (h) => {
         let failing = true;
         const attempts = new Map<number, number>();
         const failures: unknown[] = [];
@@ -221,7 +239,7 @@ describe("Worker on PostgreSQL", () => {
   );
 
   it("maxConsecutiveFailures: start rejects with ConsecutiveFailuresError", T, async (t) => {
-    await withHarness(t, { needsConcurrency: false }, async (h) => {
+    await withHarness(t, { needsConcurrency: false, pooler }, async (h) => {
       await h.append();
       const worker = h.worker(
         [{ name: "doomed", handle: () => Promise.reject(new Error("boom")) }],
@@ -241,7 +259,7 @@ describe("Worker on PostgreSQL", () => {
     "scenarios 9/10: maxGapWait skips a hole that outlived it, with an audit row",
     T,
     async (t) => {
-      await withHarness(t, {}, async (h) => {
+      await withHarness(t, { pooler }, async (h) => {
         const held = await h.hold(); // 1
         for (let i = 0; i < 2; i++) await h.append(); // 2, 3
         const worker = h.worker([h.projection("impatient")], {
@@ -280,7 +298,7 @@ describe("Worker on PostgreSQL", () => {
   );
 
   it("scenario 11: a new worker resumes from the checkpoint", T, async (t) => {
-    await withHarness(t, { needsConcurrency: false }, async (h) => {
+    await withHarness(t, { needsConcurrency: false, pooler }, async (h) => {
       for (let i = 0; i < 3; i++) await h.append();
       const w1 = h.worker([h.projection("resume")]);
       const r1 = w1.start();
@@ -310,7 +328,7 @@ describe("Worker on PostgreSQL", () => {
     async (t) => {
       // Mixed case on purpose: LISTEN and the store's pg_notify must quote the channel alike.
       const channel = `Worker_Events_${crypto.randomUUID().slice(0, 8)}`;
-      await withHarness(t, { notifyChannel: channel }, async (h) => {
+      await withHarness(t, { notifyChannel: channel, pooler }, async (h) => {
         const listener = async () => {
           const rows = await h
             .sql`SELECT pid FROM pg_stat_activity WHERE query = ${`LISTEN "${channel}"`}`;
@@ -355,7 +373,7 @@ describe("Worker on PostgreSQL", () => {
     "a batch past batchTimeout is cancelled in PostgreSQL, rolled back and retried",
     T,
     async (t) => {
-      await withHarness(t, {}, async (h) => {
+      await withHarness(t, { pooler }, async (h) => {
         await h.append();
         let sleep = true;
         const failures: unknown[] = [];
@@ -397,7 +415,7 @@ describe("Worker on PostgreSQL", () => {
   );
 
   it("a handler cannot use the transaction after its batch ended", T, async (t) => {
-    await withHarness(t, { needsConcurrency: false }, async (h) => {
+    await withHarness(t, { needsConcurrency: false, pooler }, async (h) => {
       await h.append();
       let kept: import("../types.ts").WorkerTransaction | null = null;
       const worker = h.worker([{ name: "leaky", handle: (tx) => void (kept = tx) }]);
@@ -409,4 +427,9 @@ describe("Worker on PostgreSQL", () => {
       await running;
     });
   });
-});
+}
+
+describe("Worker on PostgreSQL", () => workerScenarios(undefined));
+if (PGBOUNCER) {
+  describe("Worker on PostgreSQL (through PgBouncer, lease)", () => workerScenarios(PGBOUNCER));
+}

@@ -1,4 +1,4 @@
-import type postgres from "postgres";
+import type { Sql } from "postgres";
 import { toSafeNumber } from "../../internal/safe_number.ts";
 import { storeTables } from "../../store/migration.ts";
 import { WorkerConfigError } from "../errors.ts";
@@ -42,13 +42,14 @@ const date = (value: unknown): Date => value instanceof Date ? value : new Date(
  * @example
  * ```ts
  * import postgres from "postgres";
+ * import process from "node:process";
  * import { status } from "@eventsalsa/eventsalsa/worker";
- * const report = await status(postgres(Deno.env.get("DATABASE_URL")!));
+ * const report = await status(postgres(process.env.DATABASE_URL!));
  * for (const c of report.consumers) console.log(c.name, c.workerId, c.checkpoint, c.lag);
  * ```
  */
 export async function status(
-  sql: postgres.Sql,
+  sql: Sql,
   options: StatusOptions = {},
 ): Promise<WorkerStatus> {
   const t = workerTables(options);
