@@ -217,7 +217,7 @@ describe("eventsalsa CLI: servers that are not PostgreSQL", () => {
           CONNECTING[i].join(" "),
         );
         // 1 s of waiting plus the runtime's start-up: nowhere near a hang.
-        assert.ok(run.ms < 10_000, `${CONNECTING[i].join(" ")} took ${run.ms} ms`);
+        assert.ok(run.ms < 30_000, `${CONNECTING[i].join(" ")} took ${run.ms} ms`);
       });
     } finally {
       await server.close();
@@ -283,7 +283,7 @@ describe("eventsalsa CLI: servers that are not PostgreSQL", () => {
           run.stderr,
           new RegExp(`^eventsalsa status: could not connect to 127\\.0\\.0\\.1:${port}[: ]`),
         );
-        assert.ok(run.ms < 10_000, `${what} took ${run.ms} ms`);
+        assert.ok(run.ms < 30_000, `${what} took ${run.ms} ms`);
       });
     } finally {
       await Promise.all(servers.map((server) => server.close()));

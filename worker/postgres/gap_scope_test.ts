@@ -175,16 +175,15 @@ describe("The gap wait on PostgreSQL is scoped to this database", () => {
         assert.equal(gap?.blockers.find((b) => b.pid === held.pid)?.database, ours);
         // The rollback makes the hole permanent: it is passed at once, while the other
         // database's transaction is still open.
+        // The other database's transaction stays open until cleanup: under a server-wide wait
+        // the hole would never pass here. No timing is asserted (the machine may be loaded).
         await held.rollback();
-        const before = Date.now();
         await until(async () => (await h.checkpoint("scoped")) === 3, {
           clock: h.clock,
           step: 100,
-          timeoutMs: 15_000,
+          timeoutMs: 30_000,
           what: "the hole passed while another database holds a transaction open",
         });
-        const elapsed = Date.now() - before;
-        assert.ok(elapsed < 5_000, `passed after ${elapsed} ms`);
         assert.ok(await other.open(), "the other database's transaction is still open");
         assert.deepEqual(await h.rows("scoped"), [1, 3]);
         await worker.stop();

@@ -103,7 +103,7 @@ describe("a single-session server", () => {
         const stopping = Date.now();
         await worker.stop();
         await running;
-        assert.ok(Date.now() - stopping < 5_000, `stop took ${Date.now() - stopping} ms`);
+        assert.ok(Date.now() - stopping < 30_000, `stop took ${Date.now() - stopping} ms`);
         assert.deepEqual(handled, [1, 2, 3, 4, 5]);
         assert.ok(infos.some((m) => m.includes("single-session")), infos.join("; "));
         assert.equal(relay.accepted, 1, "only the pool's own connection");
