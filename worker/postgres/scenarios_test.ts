@@ -160,7 +160,10 @@ for (const { name, prepare, pooler } of VARIANTS) {
         await held.rollback();
         const before = h.clock.now();
         await until(async () => (await h.checkpoint("holes")) === 3, { clock: h.clock, step: 10 });
-        assert.ok(h.clock.now() - before < 30_000, `passed after ${h.clock.now() - before} fake ms`);
+        assert.ok(
+          h.clock.now() - before < 30_000,
+          `passed after ${h.clock.now() - before} fake ms`,
+        );
         assert.deepEqual(await h.rows("holes"), [1, 3]);
         await worker.stop();
         await running;
