@@ -10,7 +10,7 @@ import { affected, run } from "../internal/postgres_query.ts";
 import { toSafeNumber } from "../internal/safe_number.ts";
 import { parseIdentifier } from "../internal/sql_identifier.ts";
 import { PostgresStore } from "../store/postgres_store.ts";
-import type { EventStore, JsonObject, PersistedEvent } from "../store/types.ts";
+import type { EventStore, PersistedEvent } from "../store/types.ts";
 import { checkAggregate } from "../store/validation.ts";
 import { snapshotTable } from "./migration.ts";
 import {
@@ -22,6 +22,7 @@ import {
   type SnapshotStore,
   type StoredSnapshot,
 } from "./snapshots.ts";
+import { eventFromRow, plainBytes } from "../store/event_row.ts";
 
 /**
  * Options for {@link PostgresSnapshotStore}.
@@ -36,11 +37,6 @@ import {
 export interface PostgresSnapshotStoreOptions {
   /** The snapshots table, optionally schema-qualified; `snapshots` when omitted. */
   table?: string;
-}
-
-function plainBytes(value: unknown): Uint8Array {
-  const bytes = value as Uint8Array;
-  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 /**
@@ -244,7 +240,7 @@ export class PostgresSnapshotStore implements SnapshotStore<SqlExecutor> {
         };
         continue;
       }
-      const event = toEvent(row);
+      const event = eventFromRow(row, 1); // the kind first, then the store's columns
       if (
         events.length > 0 && events[events.length - 1].aggregateVersion > event.aggregateVersion
       ) {
@@ -283,23 +279,4 @@ export class PostgresSnapshotStore implements SnapshotStore<SqlExecutor> {
     }
     return text;
   }
-}
-
-/** A row of the one-statement load (kind first, then the store's columns) as a persisted event. */
-function toEvent(row: unknown[]): PersistedEvent {
-  return {
-    globalPosition: toSafeNumber(row[1], "global_position"),
-    aggregateType: row[2] as string,
-    aggregateId: row[3] as string,
-    aggregateVersion: toSafeNumber(row[4], "aggregate_version"),
-    eventId: row[5] as string,
-    eventType: row[6] as string,
-    eventVersion: row[7] as number,
-    payload: plainBytes(row[8]),
-    metadata: typeof row[9] === "string" ? JSON.parse(row[9]) : (row[9] as JsonObject | null),
-    createdAt: row[10] as Date,
-    traceId: row[11] as string | null,
-    correlationId: row[12] as string | null,
-    causationId: row[13] as string | null,
-  };
 }

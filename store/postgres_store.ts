@@ -22,7 +22,6 @@ import type {
   EventFilter,
   EventStore,
   IterateEventsOptions,
-  JsonObject,
   PersistedEvent,
   Stream,
   VersionRange,
@@ -36,6 +35,7 @@ import {
   type NormalizedAppend,
   type NormalizedEvent,
 } from "./validation.ts";
+import { eventFromRow } from "./event_row.ts";
 
 export type { SqlExecutor };
 
@@ -70,30 +70,6 @@ const COLUMNS = "global_position, aggregate_type, aggregate_id, aggregate_versio
   "event_type, event_version, payload, metadata, created_at, trace_id, correlation_id, causation_id";
 
 type Row = unknown[];
-
-function toPayload(value: unknown): Uint8Array {
-  const bytes = value as Uint8Array;
-  // A plain Uint8Array view over postgres.js's Buffer: no copy, and deepEqual-friendly.
-  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
-
-function toEvent(row: Row): PersistedEvent {
-  return {
-    globalPosition: toSafeNumber(row[0], "global_position"),
-    aggregateType: row[1] as string,
-    aggregateId: row[2] as string,
-    aggregateVersion: toSafeNumber(row[3], "aggregate_version"),
-    eventId: row[4] as string,
-    eventType: row[5] as string,
-    eventVersion: row[6] as number,
-    payload: toPayload(row[7]),
-    metadata: typeof row[8] === "string" ? JSON.parse(row[8]) : (row[8] as JsonObject | null),
-    createdAt: row[9] as Date,
-    traceId: row[10] as string | null,
-    correlationId: row[11] as string | null,
-    causationId: row[12] as string | null,
-  };
-}
 
 /** `{1,2,…,n}`: the ordinals of a batch, as an `int8[]` literal. */
 function ordinals(count: number): string {
@@ -450,7 +426,7 @@ export class PostgresStore implements EventStore<SqlExecutor> {
       args.fromVersion,
       args.toVersion,
     ]);
-    const events = rows.map(toEvent);
+    const events = rows.map((row) => eventFromRow(row));
     return {
       aggregateType: args.aggregateType,
       aggregateId: args.aggregateId,
@@ -513,7 +489,7 @@ export class PostgresStore implements EventStore<SqlExecutor> {
         args.limit,
         textArrayLiteral(args.aggregateTypes),
       ]);
-    return rows.map(toEvent);
+    return rows.map((row) => eventFromRow(row));
   }
 
   /**
