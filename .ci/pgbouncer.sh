@@ -49,7 +49,10 @@ auth_type = trust
 auth_file = $dir/userlist.txt
 pool_mode = transaction
 $prepared
-default_pool_size = 20
+default_pool_size = 10
+; Close idle server connections soon: every test database gets a pool of its own, and pools kept
+; for minutes would use up the server's max_connections for the tests that run after them.
+server_idle_timeout = 3
 max_client_conn = 500
 ; Hand transactions to server connections in turn, so a test that leans on session state (a
 ; named prepared statement, a session lock) meets another connection soon.
