@@ -221,6 +221,10 @@ async function child(plan: ChildPlan): Promise<void> {
   });
   const sql = postgres(plan.url, {
     max: CONSUMERS.length + 2,
+    // postgres.js 3.4.9 fetches array types on every (re)connect in a promise nobody handles: a
+    // backend terminated during that fetch is an unhandled rejection. Nothing here needs the
+    // fetched types (docs/worker.md, "Guarantees under faults").
+    fetch_types: false,
     onnotice: () => {},
     connection: { search_path: plan.schema, application_name: `chaos-${plan.workerId}` },
   });
