@@ -5,13 +5,12 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { runCli } from "../cli.ts";
+import { type Finished, runCliChild } from "./cli_child_support_test.ts";
 import { captureIo } from "./capture_io.ts";
 import { createEncryption, keyringFromMap, PostgresKeyStore } from "../encryption/mod.ts";
 import { readEnv } from "../internal/env.ts";
@@ -20,7 +19,6 @@ import { migrationSql as storeDdl } from "../store/migration.ts";
 import { migrationSql as workerDdl } from "../worker/postgres/migration.ts";
 import { testDatabase } from "../testing/test_database.ts";
 
-const CLI = fileURLToPath(new URL("../cli.ts", import.meta.url));
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const T = { timeout: 60_000 };
 
@@ -30,91 +28,7 @@ const TARGETS = [
   ...(PGBOUNCER ? [{ via: " (through PgBouncer)", pooler: PGBOUNCER }] : []),
 ];
 
-interface Finished {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/**
- * Runs `eventsalsa args` under the current runtime, stdout and stderr into pipes. `interruptWhen`
- * sends SIGINT (Ctrl-C) once stdout satisfies it.
- */
-function cli(
-  args: string[],
-  env: Record<string, string> = {},
-  interruptWhen?: (stdout: string) => boolean,
-): Promise<Finished> {
-  // deno-lint-ignore no-explicit-any
-  const deno = (globalThis as any).Deno;
-  const [command, prefix] = deno
-    ? [deno.execPath() as string, ["run", "-A", CLI]]
-    : [process.execPath, [CLI]];
-  const inherited = { ...process.env };
-  for (const name of Object.keys(inherited)) {
-    if (name === "DATABASE_URL" || name.startsWith("PG") || name.startsWith("EVENTSALSA_")) {
-      delete inherited[name];
-    }
-  }
-  const childEnv: Record<string, string> = {};
-  for (const [name, value] of Object.entries({ ...inherited, NO_COLOR: "1", ...env })) {
-    if (value !== undefined) childEnv[name] = value;
-  }
-  const guardMs = 45_000;
-  if (deno) {
-    // Deno.Command rather than node:child_process under Deno: the latter reports a child that
-    // handled SIGINT and exited 0 as killed by the signal.
-    const child = new deno.Command(command, {
-      args: [...prefix, ...args],
-      cwd: ROOT,
-      env: childEnv,
-      clearEnv: true,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const guard = setTimeout(() => child.kill("SIGKILL"), guardMs);
-    const stderr = new Response(child.stderr).text();
-    return (async () => {
-      let stdout = "";
-      let interrupted = false;
-      const decoder = new TextDecoder();
-      for await (const chunk of child.stdout as AsyncIterable<Uint8Array>) {
-        stdout += decoder.decode(chunk, { stream: true });
-        if (!interrupted && interruptWhen?.(stdout)) {
-          interrupted = true;
-          child.kill("SIGINT");
-        }
-      }
-      const status = await child.status;
-      clearTimeout(guard);
-      return { code: status.signal ? null : status.code, stdout, stderr: await stderr };
-    })();
-  }
-  const child = spawn(command, [...prefix, ...args], {
-    cwd: ROOT,
-    env: childEnv,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stdout = "";
-  let stderr = "";
-  let interrupted = false;
-  child.stdout!.on("data", (chunk) => {
-    stdout += String(chunk);
-    if (!interrupted && interruptWhen?.(stdout)) {
-      interrupted = true;
-      child.kill("SIGINT");
-    }
-  });
-  child.stderr!.on("data", (chunk) => stderr += String(chunk));
-  const guard = setTimeout(() => child.kill("SIGKILL"), guardMs);
-  return new Promise((resolve) => {
-    child.on("close", (code) => {
-      clearTimeout(guard);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const cli = runCliChild;
 
 function context(run: Finished): string {
   return `exit ${run.code}\nstdout: ${run.stdout}\nstderr: ${run.stderr}`;

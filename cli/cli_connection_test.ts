@@ -4,17 +4,12 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { type AddressInfo, createServer, type Socket } from "node:net";
-import process from "node:process";
-import { fileURLToPath } from "node:url";
 import { runCli } from "../cli.ts";
+import { type Finished, runCliChild } from "./cli_child_support_test.ts";
 import { captureIo } from "./capture_io.ts";
 import { checkDatabaseUrl } from "./database.ts";
 import { redactor, redactUrl } from "./redact.ts";
-
-const CLI = fileURLToPath(new URL("../cli.ts", import.meta.url));
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 /** The password under test, and one that needs percent-encoding in a URL. */
 const SECRET = "Zq7-hunter2-Sekr1t-Pa55";
@@ -44,44 +39,9 @@ const CONNECTING: string[][] = [
   ],
 ];
 
-interface Finished {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  ms: number;
-}
-
-/** Runs `eventsalsa args` under the current runtime with only `env` for the database settings. */
+/** Runs `eventsalsa args` with only `env` (and the test key) for the database settings. */
 function runCliProcess(args: string[], env: Record<string, string>): Promise<Finished> {
-  // deno-lint-ignore no-explicit-any
-  const deno = (globalThis as any).Deno;
-  const [command, prefix] = deno
-    ? [deno.execPath() as string, ["run", "-A", CLI]]
-    : [process.execPath, [CLI]];
-  const inherited = { ...process.env };
-  for (const name of Object.keys(inherited)) {
-    if (name === "DATABASE_URL" || name.startsWith("PG") || name.startsWith("EVENTSALSA_")) {
-      delete inherited[name];
-    }
-  }
-  const started = Date.now();
-  const child = spawn(command, [...prefix, ...args], {
-    cwd: ROOT,
-    env: { ...inherited, NO_COLOR: "1", CLI_TEST_KEY: KEY, ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stdout = "";
-  let stderr = "";
-  child.stdout!.on("data", (chunk) => stdout += String(chunk));
-  child.stderr!.on("data", (chunk) => stderr += String(chunk));
-  // A hang is a failure of its own, not a stuck test run.
-  const guard = setTimeout(() => child.kill("SIGKILL"), 30_000);
-  return new Promise((resolve) => {
-    child.on("close", (code) => {
-      clearTimeout(guard);
-      resolve({ code, stdout, stderr, ms: Date.now() - started });
-    });
-  });
+  return runCliChild(args, { CLI_TEST_KEY: KEY, ...env });
 }
 
 /** Exit status, exactly one stderr line matching `pattern`, no stdout, no stack, no password. */
