@@ -493,9 +493,6 @@ export class PostgresCoordinator implements Coordinator<WorkerTransaction> {
         const eventsRead = read === null
           ? null
           : this.#store.readEvents(raw, expectedCheckpoint, read.limit);
-        // Pipelined: when the fence fails or turns the batch away they are never awaited, and a
-        // connection lost meanwhile rejects them too; that must not be an unhandled rejection.
-        (resolvedQuery as unknown as Promise<unknown> | null)?.catch(() => {});
         eventsRead?.catch(() => {});
         const cancel: { running: Promise<void> | null } = { running: null };
         // The transaction's backend as the server names it (the fence returns it): behind a
