@@ -14,6 +14,8 @@ import type { Clock } from "../../internal/clock.ts";
 import type { Logger } from "../../store/logger.ts";
 import { errorText } from "../errors.ts";
 import type { Coordinator, ListenerHandle } from "./coordination.ts";
+import { failureBackoff } from "./backoff.ts";
+import { safely } from "./consumer_loop.ts";
 import { pause, type Wakeup } from "./wakeup.ts";
 
 /** Inputs of the dispatchers. */
@@ -80,15 +82,13 @@ async function initialPosition(context: DispatcherContext, kind: string): Promis
       return await context.coordinator.latestPosition();
     } catch (error) {
       if (context.signal.aborted) return -1;
-      const delay = Math.min(30_000, 100 * 2 ** Math.min(attempt, 9));
-      try {
+      const delay = failureBackoff(attempt, 200, 30_000);
+      safely(() =>
         context.logger.error?.(`${kind} dispatcher could not read the initial position; retrying`, {
           retryInMs: delay,
           error: errorText(error),
-        });
-      } catch {
-        // the caller's logger failing is not the dispatcher's failure
-      }
+        })
+      );
       if (!await pause(context.clock, delay, context.signal)) return -1;
     }
   }
