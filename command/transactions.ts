@@ -5,6 +5,7 @@
  * @module
  */
 import type postgres from "postgres";
+import { isPool, type SqlExecutor } from "../internal/postgres_client.ts";
 import { begin } from "../internal/transaction.ts";
 
 /**
@@ -32,12 +33,11 @@ export interface TransactionPort<Tx> {
   begin<T>(handle: Tx, work: (tx: Tx) => Promise<T>): Promise<T>;
 }
 
-type Beginner = { begin: (work: (tx: unknown) => Promise<unknown>) => Promise<unknown> };
 type Transactor = { transaction: (work: (tx: unknown) => Promise<unknown>) => Promise<unknown> };
 
-function isPool(handle: unknown): handle is Beginner {
-  return typeof (handle as Partial<Beginner> | null)?.begin === "function";
-}
+/** A postgres.js pool or reserved connection (anything that can `begin`). */
+const opensPostgresTransactions = (handle: unknown): boolean =>
+  handle != null && isPool(handle as SqlExecutor);
 
 function isTransactor(handle: unknown): handle is Transactor {
   return typeof (handle as Partial<Transactor> | null)?.transaction === "function";
@@ -59,11 +59,13 @@ function isTransactor(handle: unknown): handle is Transactor {
  */
 export const autoTransactions: TransactionPort<unknown> = {
   opensTransactions(handle: unknown): boolean {
-    return isPool(handle) || isTransactor(handle);
+    return opensPostgresTransactions(handle) || isTransactor(handle);
   },
   begin<T>(handle: unknown, work: (tx: unknown) => Promise<T>): Promise<T> {
     // deno-lint-ignore no-explicit-any
-    if (isPool(handle)) return begin(handle as unknown as postgres.Sql<any>, (tx) => work(tx));
+    if (opensPostgresTransactions(handle)) {
+      return begin(handle as unknown as postgres.Sql<any>, (tx) => work(tx));
+    }
     if (isTransactor(handle)) return handle.transaction(work) as Promise<T>;
     return Promise.reject(new TypeError("this handle cannot open a transaction"));
   },
