@@ -62,8 +62,8 @@ export const autoTransactions: TransactionPort<unknown> = {
     return opensPostgresTransactions(handle) || isTransactor(handle);
   },
   begin<T>(handle: unknown, work: (tx: unknown) => Promise<T>): Promise<T> {
-    // deno-lint-ignore no-explicit-any
     if (opensPostgresTransactions(handle)) {
+      // deno-lint-ignore no-explicit-any
       return begin(handle as unknown as postgres.Sql<any>, (tx) => work(tx));
     }
     if (isTransactor(handle)) return handle.transaction(work) as Promise<T>;
