@@ -37,6 +37,47 @@ describe("PostgresStore behaviour beyond the contract", () => {
     }
   });
 
+  it("given the pool, an append is sent alone: no BEGIN, no COMMIT, one round trip", async () => {
+    const db = await testDatabase();
+    const statements: string[] = [];
+    try {
+      const sql = db.connect({ debug: (_connection, query) => statements.push(query) });
+      await migrate(sql);
+      const store = new PostgresStore();
+      for (const size of [1, 25]) {
+        statements.length = 0;
+        const result = await store.append(
+          sql,
+          any(),
+          Array.from({ length: size }, () => ({
+            aggregateType: "Pool",
+            aggregateId: `p-${size}`,
+            eventType: "E",
+            payload,
+          })),
+        );
+        assert.equal(statements.length, 1, `batch of ${size}: ${statements.join(" | ")}`);
+        assert.equal(result.globalPositions.length, size);
+        // Committed on its own: another session sees it at once.
+        const [{ n }] =
+          await sql`SELECT count(*)::int AS n FROM events WHERE aggregate_id = ${`p-${size}`}`;
+        assert.equal(n, size);
+      }
+      // A conflict still writes nothing and reports the winner's version.
+      await assert.rejects(
+        store.append(sql, noStream(), [{
+          aggregateType: "Pool",
+          aggregateId: "p-1",
+          eventType: "E",
+          payload,
+        }]),
+        (error) => error instanceof ConcurrencyError && error.actualVersion === 1,
+      );
+    } finally {
+      await db.close();
+    }
+  });
+
   it("a prepared append keeps its generic plan: planned once per connection, not per call", async (t) => {
     // A statement PostgreSQL re-plans on every call costs ~150 µs of server CPU per append (see
     // docs/decisions.md); this pins the statement shapes whose generic plan the planner keeps.
