@@ -3,10 +3,11 @@
  * `deno run -A bench/store.ts [--events 100000]` (needs DATABASE_URL; runs in its own schema).
  */
 import postgres from "postgres";
-import { any, exact, migrate, migrationSql, PostgresStore } from "../store/mod.ts";
+import { any, AppendBatcher, exact, migrate, migrationSql, PostgresStore } from "../store/mod.ts";
 import { ConcurrencyError } from "../store/errors.ts";
 import {
   type BenchResult,
+  compare,
   comparePaired,
   databaseUrl,
   numberArgument,
@@ -103,6 +104,58 @@ export async function storeBenchmarks(
                 VALUES ('Order', ${rows[0].aggregate_id}, ${size})`;
               await tx`INSERT INTO raw_events ${tx(rows)}`;
             }),
+          note: "events/s",
+        }),
+      );
+    }
+
+    // Several aggregates in one atomic append: appendMany (one statement) against the same rows
+    // by hand in one transaction (one insert per aggregate with its heads row).
+    results.push(
+      await comparePaired({
+        name:
+          `appendMany 4 aggregates x 1 event/tx, ${max} connection(s), vs raw per-aggregate inserts`,
+        connections: max,
+        calls: 400,
+        opsPerCall: 4,
+        run: () =>
+          sql.begin((tx) =>
+            store.appendMany(tx, [0, 1, 2, 3].map(() => ({ expected: any(), events: batch(1) })))
+          ),
+        baseline: () =>
+          sql.begin(async (tx) => {
+            for (let i = 0; i < 4; i++) {
+              const rows = rawRows(1);
+              await tx`INSERT INTO raw_heads (aggregate_type, aggregate_id, aggregate_version)
+                VALUES ('Order', ${rows[0].aggregate_id}, 1)`;
+              await tx`INSERT INTO raw_events ${tx(rows)}`;
+            }
+          }),
+        note: "events/s",
+      }),
+    );
+
+    // Group commit: 64 concurrent callers, each appending one event to its own aggregate, through
+    // the batcher against one raw transaction per call, on the same pool.
+    if (max > 1) {
+      const callers = 64;
+      const perCaller = 10;
+      const batcher = new AppendBatcher(sql, store, { maxInFlight: max });
+      results.push(
+        await compare({
+          name: `AppendBatcher: ${callers} callers on ${max} connections, vs raw one tx per call`,
+          ops: callers * perCaller,
+          rounds: 5,
+          run: () =>
+            Promise.all(Array.from({ length: callers }, async () => {
+              for (let i = 0; i < perCaller; i++) await batcher.append(any(), batch(1));
+            })).then(() => {}),
+          baseline: () =>
+            Promise.all(Array.from({ length: callers }, async () => {
+              for (let i = 0; i < perCaller; i++) {
+                await sql.begin((tx) => tx`INSERT INTO raw_events ${tx(rawRows(1))}`);
+              }
+            })).then(() => {}),
           note: "events/s",
         }),
       );

@@ -631,6 +631,7 @@ describe("CommandHandler without a database", () => {
         latestPosition: store.latestPosition.bind(store),
         headVersion: store.headVersion.bind(store),
         iterateEvents: store.iterateEvents.bind(store),
+        appendMany: store.appendMany.bind(store),
         append: () => {
           appends++;
           return Promise.reject(error);

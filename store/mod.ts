@@ -34,11 +34,11 @@ export type {
   JsonValue,
   PersistedEvent,
   Stream,
+  StreamAppend,
   VersionRange,
 } from "./types.ts";
 export {
   any,
-  describeExpectedVersion,
   exact,
   type ExpectedVersion,
   noStream,
@@ -67,6 +67,7 @@ export type {
   TelemetryTracer,
 } from "../internal/telemetry.ts";
 export { PostgresStore, type PostgresStoreOptions, type SqlExecutor } from "./postgres_store.ts";
+export { AppendBatcher, type AppendBatcherOptions } from "./append_batcher.ts";
 // postgres.js's types that appear in this module's signatures, under names that say whose they are.
 export type {
   ReservedSql as PostgresReservedSql,
@@ -74,11 +75,9 @@ export type {
   TransactionSql as PostgresTransactionSql,
 } from "postgres";
 export {
-  applyMigration,
   migrate,
   migrationSql,
   type NativePartitioning,
-  partitionName,
   type StoreMigrationOptions,
 } from "./migration.ts";
 export {

@@ -24,6 +24,7 @@ import type {
   IterateEventsOptions,
   PersistedEvent,
   Stream,
+  StreamAppend,
   VersionRange,
 } from "./types.ts";
 import {
@@ -36,6 +37,12 @@ import {
   type NormalizedEvent,
 } from "./validation.ts";
 import { eventFromRow } from "./event_row.ts";
+import {
+  appendManyParams,
+  appendManySql,
+  normalizeAppends,
+  readAppendManyRows,
+} from "./append_many.ts";
 
 export type { SqlExecutor };
 
@@ -93,6 +100,9 @@ interface PostgresErrorLike {
   detail?: string;
 }
 
+/** The multi-stream statement of a store (set once the class is defined). */
+let appendManySqlOf: (store: PostgresStore) => string;
+
 /**
  * The PostgreSQL event store. Stateless apart from its configuration, so one instance serves every
  * connection. Every method takes the caller's postgres.js transaction (`sql.begin(tx => ...)`) and
@@ -137,6 +147,11 @@ export class PostgresStore implements EventStore<SqlExecutor> {
   readonly #appendSql: Record<ExpectedVersion["kind"], string>;
   readonly #appendSingleSql: Record<ExpectedVersion["kind"], string>;
   readonly #headSql: string;
+  readonly #appendManySql: string;
+
+  static {
+    appendManySqlOf = (store) => store.#appendManySql;
+  }
   readonly #readStreamSql: string;
   readonly #readEventsSql: string;
   readonly #readEventsFilteredSql: string;
@@ -225,6 +240,7 @@ export class PostgresStore implements EventStore<SqlExecutor> {
     this.#appendSql = variants((kind) => batchInput(kind === "exact" ? 14 : 13));
     this.#appendSingleSql = variants(() => singleInput);
     this.#headSql = `SELECT aggregate_version FROM ${H} WHERE ${key}`;
+    this.#appendManySql = appendManySql(E, H, channel);
     this.#readStreamSql = `SELECT ${COLUMNS} FROM ${E} WHERE ${key}
       AND aggregate_version BETWEEN $3 AND $4 ORDER BY aggregate_version`;
     this.#readEventsSql = `SELECT ${COLUMNS} FROM ${E} WHERE global_position > $1
@@ -270,6 +286,39 @@ export class PostgresStore implements EventStore<SqlExecutor> {
     // One statement: given the pool it runs alone, atomic by itself, with no BEGIN and COMMIT
     // around it (one round trip instead of three).
     return this.#append(tx, batch);
+  }
+
+  /**
+   * Appends to several aggregates in one statement, all or nothing: every stream's expectation is
+   * checked under lock, and if one fails nothing is written, no position is drawn, and the first
+   * failing stream's `ConcurrencyError` is thrown (the transaction stays usable). Results come in
+   * input order. One aggregate may appear once. Given the pool, it is sent alone (one round trip).
+   *
+   * A `noStream()` stream created by someone else between the check and the write fails the
+   * statement (PostgreSQL's unique violation): that is a `ConcurrencyError` too, but, as with a
+   * duplicate event id, the transaction is aborted.
+   *
+   * @example
+   * ```ts
+   * import postgres from "postgres";
+   * import process from "node:process";
+   * import { exact, noStream, PostgresStore } from "@eventsalsa/eventsalsa/store";
+   * const sql = postgres(process.env.DATABASE_URL!);
+   * const store = new PostgresStore();
+   * const payload = new TextEncoder().encode('{"amount":10}');
+   * const [debit, open] = await store.appendMany(sql, [
+   *   { expected: exact(3), events: [{ aggregateType: "Account", aggregateId: "a", eventType: "Debited", payload }] },
+   *   { expected: noStream(), events: [{ aggregateType: "Account", aggregateId: "b", eventType: "Opened", payload }] },
+   * ]);
+   * console.log(debit.toVersion, open.toVersion);
+   * ```
+   */
+  async appendMany(tx: SqlExecutor, appends: readonly StreamAppend[]): Promise<AppendResult[]> {
+    const batches = normalizeAppends(appends);
+    const outcomes = await appendStreams(this, tx, batches, true);
+    const failed = outcomes.find((o) => o instanceof Error);
+    if (failed !== undefined) throw failed;
+    return outcomes as AppendResult[];
   }
 
   /** What every store span carries. */
@@ -550,4 +599,37 @@ export class PostgresStore implements EventStore<SqlExecutor> {
       options,
     );
   }
+}
+
+/**
+ * The statement behind `appendMany` and the write batcher: each stream's result, or its
+ * `ConcurrencyError`; with `allOrNothing` a stream that passed its check but was not written
+ * (another failed) is null. Throws `DuplicateEventIdError` when the whole statement failed on an
+ * event id. Internal: validated input only.
+ */
+export async function appendStreams(
+  store: PostgresStore,
+  tx: SqlExecutor,
+  batches: readonly NormalizedAppend[],
+  allOrNothing: boolean,
+): Promise<Array<AppendResult | ConcurrencyError | null>> {
+  let rows: unknown[][];
+  try {
+    rows = await run(tx, appendManySqlOf(store), appendManyParams(batches, allOrNothing));
+  } catch (error) {
+    const pgError = error as PostgresErrorLike;
+    if (pgError.code !== "23505") throw error;
+    const detail = pgError.detail ?? "";
+    const eventId = /\(event_id\)=\(([^)]+)\)/.exec(detail)?.[1];
+    if (eventId !== undefined || pgError.constraint_name?.endsWith("event_id_key")) {
+      const owner = batches.find((b) => b.events.some((e) => e.eventId === eventId)) ??
+        batches[0];
+      throw new DuplicateEventIdError(owner.aggregateType, owner.aggregateId, eventId ?? null);
+    }
+    // A head created concurrently: a conflict on the stream the key names.
+    const key = /\(aggregate_type, aggregate_id\)=\((.*)\)/.exec(detail)?.[1] ?? "";
+    const hit = batches.find((b) => key === `${b.aggregateType}, ${b.aggregateId}`) ?? batches[0];
+    throw new ConcurrencyError(hit.aggregateType, hit.aggregateId, hit.expected, null);
+  }
+  return readAppendManyRows(batches, rows);
 }

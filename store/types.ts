@@ -154,6 +154,26 @@ export interface AppendResult {
 }
 
 /**
+ * One stream's part of `appendMany`: its expectation and its events (all for one aggregate).
+ *
+ * @example
+ * ```ts
+ * import { exact, noStream, type StreamAppend } from "@eventsalsa/eventsalsa/store";
+ * const payload = new Uint8Array([1]);
+ * const transfer: StreamAppend[] = [
+ *   { expected: exact(3), events: [{ aggregateType: "Account", aggregateId: "a", eventType: "Debited", payload }] },
+ *   { expected: noStream(), events: [{ aggregateType: "Account", aggregateId: "b", eventType: "Opened", payload }] },
+ * ];
+ * ```
+ */
+export interface StreamAppend {
+  /** The expectation on this stream's head. */
+  readonly expected: ExpectedVersion;
+  /** The events, all for one aggregate. */
+  readonly events: readonly Event[];
+}
+
+/**
  * An inclusive window of versions for `readStream`.
  *
  * @example
@@ -216,6 +236,11 @@ export interface IterateEventsOptions extends EventFilter {
 export interface EventStore<Tx> {
   /** Appends events to one aggregate if `expected` holds. */
   append(tx: Tx, expected: ExpectedVersion, events: readonly Event[]): Promise<AppendResult>;
+  /**
+   * Appends to several aggregates at once, all or nothing: each stream's expectation is checked,
+   * and one that fails is a `ConcurrencyError` with nothing written. Results in input order.
+   */
+  appendMany(tx: Tx, appends: readonly StreamAppend[]): Promise<AppendResult[]>;
   /** Reads one aggregate's events in version order, optionally within an inclusive window. */
   readStream(
     tx: Tx,

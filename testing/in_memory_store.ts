@@ -9,14 +9,17 @@ import type {
   IterateEventsOptions,
   PersistedEvent,
   Stream,
+  StreamAppend,
   VersionRange,
 } from "../store/types.ts";
+import { normalizeAppends } from "../store/append_many.ts";
 import {
   appendResult,
   checkAggregate,
   checkReadEvents,
   checkReadStream,
   normalizeAppend,
+  type NormalizedAppend,
 } from "../store/validation.ts";
 import { parseIdentifier } from "../internal/sql_identifier.ts";
 import { ValidationError } from "../store/errors.ts";
@@ -349,7 +352,10 @@ export class InMemoryEventStore implements EventStore<InMemoryTransaction | InMe
       // Auto-commit: the inner call validates, once.
       return await this.transaction((inner) => this.append(inner, expected, events));
     }
-    const batch = normalizeAppend(expected, events);
+    return await this.#append(tx, normalizeAppend(expected, events));
+  }
+
+  async #append(tx: InMemoryTransaction, batch: NormalizedAppend): Promise<AppendResult> {
     tx.assertUsable();
     const { aggregateType, aggregateId } = batch;
     const key = keyOf(aggregateType, aggregateId);
@@ -382,6 +388,57 @@ export class InMemoryEventStore implements EventStore<InMemoryTransaction | InMe
       tx.notifications.push([this.notifyChannel, String(result.globalPositions.at(-1))]);
     }
     return result;
+  }
+
+  /**
+   * Appends to several aggregates, all or nothing; see `PostgresStore.appendMany`.
+   *
+   * @example
+   * ```ts
+   * import { InMemoryEventStore } from "@eventsalsa/eventsalsa/testing";
+   * import { any, noStream } from "@eventsalsa/eventsalsa/store";
+   * const store = new InMemoryEventStore();
+   * const payload = new Uint8Array([1]);
+   * const [a, b] = await store.appendMany(store, [
+   *   { expected: any(), events: [{ aggregateType: "A", aggregateId: "1", eventType: "E", payload }] },
+   *   { expected: noStream(), events: [{ aggregateType: "B", aggregateId: "1", eventType: "E", payload }] },
+   * ]);
+   * ```
+   */
+  async appendMany(
+    tx: InMemoryTransaction | InMemoryEventStore,
+    appends: readonly StreamAppend[],
+  ): Promise<AppendResult[]> {
+    if (tx instanceof InMemoryEventStore) {
+      return await this.transaction((inner) => this.appendMany(inner, appends));
+    }
+    const batches = normalizeAppends(appends);
+    tx.assertUsable();
+    // Like PostgreSQL's statement: lock every existing head in key order, check them all, and
+    // write only when every check passes (a failed check keeps no lock it took).
+    const keys = batches.map((b) => keyOf(b.aggregateType, b.aggregateId));
+    const acquired: string[] = [];
+    for (const key of [...keys].sort()) {
+      if (await this.#lock(tx, key)) acquired.push(key);
+      tx.assertUsable();
+    }
+    for (const [i, batch] of batches.entries()) {
+      const head = tx.pendingHeads.get(keys[i]) ?? this.#heads.get(keys[i]);
+      const { expected } = batch;
+      const ok = expected.kind === "any" ||
+        (expected.kind === "noStream" && head === undefined) ||
+        (expected.kind === "streamExists" && head !== undefined) ||
+        (expected.kind === "exact" && head !== undefined && head === expected.version);
+      if (!ok) {
+        for (const key of acquired) this.#unlock(tx, key);
+        throw new ConcurrencyError(batch.aggregateType, batch.aggregateId, expected, head ?? 0);
+      }
+    }
+    const results: AppendResult[] = [];
+    for (const batch of batches) {
+      results.push(await this.#append(tx, batch));
+    }
+    return results;
   }
 
   /** Committed events plus the transaction's own, in position order. */

@@ -452,6 +452,147 @@ export function eventStoreContract<Tx>(name: string, factory: StoreHarnessFactor
       );
     });
 
+    describe("appendMany: several aggregates, all or nothing", () => {
+      const many = (h: StoreHarness<Tx>, appends: Parameters<EventStore<Tx>["appendMany"]>[1]) =>
+        h.transaction((tx) => h.store.appendMany(tx, appends));
+
+      scenario("results in input order, each stream's versions consecutive", async (h, store) => {
+        await append(h, noStream(), events("Acct", "a", 3));
+        const [a, b, c] = await many(h, [
+          { expected: exact(3), events: events("Acct", "a", 2) },
+          { expected: noStream(), events: events("Acct", "b", 1) },
+          { expected: any(), events: events("Acct", "c", 3) },
+        ]);
+        assert.deepEqual([a.fromVersion, a.toVersion], [3, 5]);
+        assert.deepEqual([b.fromVersion, b.toVersion], [0, 1]);
+        assert.deepEqual(c.events.map((e) => e.aggregateVersion), [1, 2, 3]);
+        for (const result of [a, b, c]) {
+          for (let i = 1; i < result.globalPositions.length; i++) {
+            assert.ok(result.globalPositions[i] > result.globalPositions[i - 1]);
+          }
+        }
+        const stream = await h.transaction((tx) => store.readStream(tx, "Acct", "a"));
+        assert.deepEqual(stream.events.map((e) => e.eventType), ["E1", "E2", "E3", "E1", "E2"]);
+        assert.deepEqual(
+          stream.events.slice(3).map((e) => e.globalPosition),
+          a.globalPositions,
+        );
+      });
+
+      scenario(
+        "one failed expectation: its ConcurrencyError, nothing written, no position drawn",
+        async (h, store) => {
+          const first = await append(h, noStream(), [event("Acct", "a")]);
+          await h.transaction(async (tx) => {
+            await assert.rejects(
+              store.appendMany(tx, [
+                { expected: any(), events: [event("Acct", "x")] },
+                { expected: exact(5), events: [event("Acct", "a")] },
+                { expected: noStream(), events: [event("Acct", "y")] },
+              ]),
+              (error: unknown) => {
+                assert.ok(error instanceof ConcurrencyError);
+                assert.equal(error.aggregateId, "a");
+                assert.equal(error.actualVersion, 1);
+                return true;
+              },
+            );
+            // The transaction stays usable, like a single append's conflict.
+            await store.append(tx, exact(1), [event("Acct", "a")]);
+          });
+          for (const id of ["x", "y"]) {
+            assert.equal(await h.transaction((tx) => store.headVersion(tx, "Acct", id)), 0);
+          }
+          const next = await append(h, any(), [event("Acct", "z")]);
+          assert.equal(next.globalPositions[0], first.globalPositions[0] + 2);
+        },
+      );
+
+      scenario("streamExists and noStream checked per stream", async (h) => {
+        await append(h, noStream(), [event("Acct", "a")]);
+        await assert.rejects(
+          many(h, [
+            { expected: streamExists(), events: [event("Acct", "a")] },
+            { expected: noStream(), events: [event("Acct", "a2")] },
+            { expected: streamExists(), events: [event("Acct", "missing")] },
+          ]),
+          (error: unknown) =>
+            error instanceof ConcurrencyError && error.aggregateId === "missing" &&
+            error.actualVersion === 0,
+        );
+        const [a] = await many(h, [{ expected: streamExists(), events: [event("Acct", "a")] }]);
+        assert.equal(a.toVersion, 2);
+      });
+
+      scenario("bad input is refused before anything is written", async (h, store) => {
+        await assert.rejects(many(h, []), NoEventsError);
+        await assert.rejects(
+          many(h, [
+            { expected: any(), events: [event("Acct", "a")] },
+            { expected: any(), events: [event("Acct", "a")] },
+          ]),
+          ValidationError,
+        );
+        await assert.rejects(
+          many(h, [
+            { expected: any(), events: [event("Acct", "a")] },
+            { expected: any(), events: [] },
+          ]),
+          NoEventsError,
+        );
+        await assert.rejects(
+          many(h, "nope" as unknown as Parameters<EventStore<Tx>["appendMany"]>[1]),
+          ValidationError,
+        );
+        assert.equal(await h.transaction((tx) => store.latestPosition(tx)), 0);
+      });
+
+      scenario("a duplicate event id fails the whole call", async (h, store) => {
+        const eventId = crypto.randomUUID();
+        await append(h, any(), [event("Acct", "a", { eventId })]);
+        await assert.rejects(
+          many(h, [
+            { expected: any(), events: [event("Acct", "b")] },
+            { expected: any(), events: [event("Acct", "c", { eventId })] },
+          ]),
+          DuplicateEventIdError,
+        );
+        assert.equal(await h.transaction((tx) => store.headVersion(tx, "Acct", "b")), 0);
+      });
+
+      scenario(
+        "concurrent transfers between the same accounts: no deadlock, versions add up",
+        async (h, store) => {
+          const ids = ["a", "b", "c", "d"];
+          for (const id of ids) await append(h, noStream(), [event("Acct", id)]);
+          let ok = 0;
+          await Promise.all(Array.from({ length: 8 }, async (_, w) => {
+            for (let i = 0; i < 10; i++) {
+              // Each writer touches two accounts, in its own order.
+              const pair = [ids[(w + i) % 4], ids[(w + i + 1 + (w % 3)) % 4]];
+              if (pair[0] === pair[1]) continue;
+              const result = await outcome(
+                h.transaction((tx) =>
+                  store.appendMany(
+                    tx,
+                    pair.map((id) => ({ expected: any(), events: [event("Acct", id)] })),
+                  )
+                ),
+              );
+              assert.equal(result, "ok");
+              ok++;
+            }
+          }));
+          let total = 0;
+          for (const id of ids) {
+            total += await h.transaction((tx) => store.headVersion(tx, "Acct", id));
+          }
+          assert.equal(total, ids.length + 2 * ok);
+        },
+        { concurrency: true },
+      );
+    });
+
     describe("concurrency", () => {
       const race = async (
         writers: number,
