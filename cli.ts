@@ -6,6 +6,7 @@
  * eventsalsa status [--json] [--watch]
  * eventsalsa dead-letters list|retry ...
  * eventsalsa keys rewrap --from id --to id --key-file id=path ...
+ * eventsalsa dashboard [--port 8080] [--host 127.0.0.1] [--allow-actions]
  * eventsalsa <command> --help        # any command or subcommand: its usage, exit 0
  * eventsalsa --version
  * ```
@@ -28,6 +29,7 @@ import { migrateCommand, migrateUsage } from "./cli/migrate.ts";
 import { statusCommand, statusUsage } from "./cli/status.ts";
 import { deadLettersCommand, deadLettersUsage } from "./cli/dead_letters.ts";
 import { keysCommand, keysUsage } from "./cli/keys.ts";
+import { dashboardCommand, dashboardUsage } from "./cli/dashboard/command.ts";
 import { redactor } from "./cli/redact.ts";
 import { VERSION } from "./cli/version.ts";
 import { readEnv } from "./internal/env.ts";
@@ -43,6 +45,7 @@ const commands: Record<
   status: { usage: statusUsage, run: statusCommand },
   "dead-letters": { usage: deadLettersUsage, run: deadLettersCommand },
   keys: { usage: keysUsage, run: keysCommand },
+  dashboard: { usage: dashboardUsage, run: dashboardCommand },
 };
 
 /** Errors that mean the user's input was wrong (exit 2) rather than that something failed. */

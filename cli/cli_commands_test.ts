@@ -51,6 +51,8 @@ describe("eventsalsa CLI: help and version", () => {
       [["keys", "--help"], /^eventsalsa keys rewrap /],
       [["keys", "rewrap", "--help"], /^eventsalsa keys rewrap /],
       [["keys", "rewrap", "--from", "a", "--help"], /^eventsalsa keys rewrap /],
+      [["dashboard", "--help"], /^eventsalsa dashboard \[--port 8080\]/],
+      [["dashboard", "--allow-actions", "-h"], /^eventsalsa dashboard /],
     ];
     // No DATABASE_URL: help never connects.
     const runs = await Promise.all(cases.map(([args]) => cli(args)));

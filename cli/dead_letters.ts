@@ -34,7 +34,17 @@ function isConsumer(value: unknown): value is Consumer {
       typeof (value as Consumer).handleBatch === "function");
 }
 
-async function loadConsumer(modulePath: string, name: string): Promise<Consumer> {
+/**
+ * The consumers a module of yours exports (as objects or in arrays), for `dead-letters retry` and
+ * the dashboard's redrive action.
+ *
+ * @example
+ * ```ts
+ * const consumers = await loadConsumers("./src/consumers.ts");
+ * console.log(consumers.map((c) => c.name));
+ * ```
+ */
+export async function loadConsumers(modulePath: string): Promise<Consumer[]> {
   const url = pathToFileURL(isAbsolute(modulePath) ? modulePath : resolve(modulePath)).href;
   let module: Record<string, unknown>;
   try {
@@ -42,10 +52,12 @@ async function loadConsumer(modulePath: string, name: string): Promise<Consumer>
   } catch (error) {
     throw new CliUsageError(`cannot load --module ${modulePath}: ${(error as Error).message}`);
   }
-  const candidates = Object.values(module).flatMap((value) =>
-    Array.isArray(value) ? value : [value]
-  )
+  return Object.values(module).flatMap((value) => Array.isArray(value) ? value : [value])
     .filter(isConsumer);
+}
+
+async function loadConsumer(modulePath: string, name: string): Promise<Consumer> {
+  const candidates = await loadConsumers(modulePath);
   const found = candidates.find((consumer) => consumer.name === name);
   if (!found) {
     const names = candidates.map((c) => c.name);
@@ -55,6 +67,68 @@ async function loadConsumer(modulePath: string, name: string): Promise<Consumer>
     );
   }
   return found;
+}
+
+/**
+ * A dead letter as `dead-letters list` and the dashboard show it.
+ *
+ * @example
+ * ```ts
+ * const line = (l: DeadLetterRow) => `${l.consumer} ${l.globalPosition} ${l.state}: ${l.error}`;
+ * ```
+ */
+export interface DeadLetterRow {
+  consumer: string;
+  globalPosition: number;
+  eventType: string;
+  /** `aggregateType/aggregateId`. */
+  aggregate: string;
+  attempts: number;
+  state: "blocking" | "skipped" | "resolved" | "redriven";
+  /** The handler's error as recorded. */
+  error: string;
+  /** ISO timestamp. */
+  createdAt: string;
+}
+
+/**
+ * Dead letters, ordered by consumer and position: the open ones (blocking, or skipped and not
+ * redriven), or with `all` every one; of one consumer when `consumer` is given; at most `limit`.
+ *
+ * @example
+ * ```ts
+ * import postgres from "postgres";
+ * import { workerTables } from "../worker/postgres/tables.ts";
+ * const sql = postgres("postgres://postgres@127.0.0.1:5432/test");
+ * const open = await listDeadLetters(sql, workerTables(), { limit: 100 });
+ * ```
+ */
+export async function listDeadLetters(
+  sql: postgres.Sql,
+  tables: WorkerTables,
+  options: { consumer?: string; all?: boolean; limit?: number } = {},
+): Promise<DeadLetterRow[]> {
+  const rows = await run(
+    sql,
+    `SELECT consumer_name, global_position, event_type, aggregate_type, aggregate_id, attempts,
+      skipped, error, created_at, resolved_at, redriven_at
+    FROM ${tables.deadLetters.quoted}
+    WHERE ($1::text IS NULL OR consumer_name = $1)
+      AND ($2 OR (skipped AND redriven_at IS NULL) OR (NOT skipped AND resolved_at IS NULL))
+    ORDER BY consumer_name, global_position
+    LIMIT $3`,
+    [options.consumer ?? null, options.all === true, options.limit ?? null],
+  );
+  return rows.map((r) => ({
+    consumer: r[0] as string,
+    globalPosition: toSafeNumber(r[1], "global_position"),
+    eventType: r[2] as string,
+    aggregate: `${r[3]}/${r[4]}`,
+    attempts: r[5] as number,
+    state: r[10] !== null ? "redriven" : r[9] !== null ? "resolved" : r[6] ? "skipped" : "blocking",
+    error: r[7] as string,
+    createdAt: (r[8] as Date).toISOString(),
+  }));
 }
 
 /**
@@ -121,32 +195,10 @@ export async function deadLettersCommand(args: string[], io: CliIo): Promise<num
   const sql = await connectFromEnvironment(io);
   try {
     if (typeof values.consumer === "string") await checkConsumer(sql, tables, values.consumer);
-    const rows = await run(
-      sql,
-      `SELECT consumer_name, global_position, event_type, aggregate_type, aggregate_id, attempts,
-        skipped, error, created_at, resolved_at, redriven_at
-      FROM ${tables.deadLetters.quoted}
-      WHERE ($1::text IS NULL OR consumer_name = $1)
-        AND ($2 OR (skipped AND redriven_at IS NULL) OR (NOT skipped AND resolved_at IS NULL))
-      ORDER BY consumer_name, global_position`,
-      [typeof values.consumer === "string" ? values.consumer : null, values.all === true],
-    );
-    const letters = rows.map((r) => ({
-      consumer: r[0] as string,
-      globalPosition: toSafeNumber(r[1], "global_position"),
-      eventType: r[2] as string,
-      aggregate: `${r[3]}/${r[4]}`,
-      attempts: r[5] as number,
-      state: r[10] !== null
-        ? "redriven"
-        : r[9] !== null
-        ? "resolved"
-        : r[6]
-        ? "skipped"
-        : "blocking",
-      error: r[7] as string,
-      createdAt: (r[8] as Date).toISOString(),
-    }));
+    const letters = await listDeadLetters(sql, tables, {
+      consumer: typeof values.consumer === "string" ? values.consumer : undefined,
+      all: values.all === true,
+    });
     if (values.json) {
       io.out(JSON.stringify(letters));
     } else if (letters.length === 0) {

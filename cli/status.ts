@@ -26,10 +26,29 @@ export const statusUsage: string =
     table flags          --events-table, the worker's and --keys-table (the encryption schema is
                          checked when its keys table exists), as for migrate`;
 
-const KEY_TABLES = ["keysTable", "keysTombstoneTable"];
+/**
+ * The encryption table flags, as library option names.
+ *
+ * @example
+ * ```ts
+ * import { tableFlags } from "./flags.ts";
+ * const flags = tableFlags(KEY_TABLES); // --keys-table, --keys-tombstone-table
+ * ```
+ */
+export const KEY_TABLES: readonly string[] = ["keysTable", "keysTombstoneTable"];
 
-/** The schemas status checks: store and worker, and encryption when its keys table exists. */
-async function checkedSchemas(
+/**
+ * The schemas status checks: store and worker, and encryption when its keys table exists (the
+ * dashboard checks the same).
+ *
+ * @example
+ * ```ts
+ * import { schemaStates } from "../internal/migration.ts";
+ * declare const sql: import("postgres").Sql;
+ * const states = await schemaStates(sql, await checkedSchemas(sql, { "events-table": "events" }));
+ * ```
+ */
+export async function checkedSchemas(
   sql: postgres.Sql,
   values: Record<string, unknown>,
 ): Promise<ComponentSchema[]> {
