@@ -290,3 +290,36 @@ export function errorText(error: unknown): string {
   }
   return text;
 }
+
+/**
+ * `waitForPosition` gave up: its timeout passed before every consumer it waited for had passed the
+ * position. `lagging` lists those that had not, with their checkpoints.
+ *
+ * @example
+ * ```ts
+ * import { WaitTimeoutError } from "@eventsalsa/eventsalsa/worker";
+ * const error = new WaitTimeoutError(42, [{ consumer: "orders", checkpoint: 40 }], 5_000);
+ * console.log(error.message);
+ * ```
+ */
+export class WaitTimeoutError extends Error {
+  /** Stable error name. */
+  override readonly name: string = "WaitTimeoutError";
+  /** The position waited for. */
+  readonly position: number;
+  /** The consumers still behind it, with their checkpoints. */
+  readonly lagging: readonly { readonly consumer: string; readonly checkpoint: number }[];
+  /** Creates the error. */
+  constructor(
+    position: number,
+    lagging: readonly { readonly consumer: string; readonly checkpoint: number }[],
+    timeoutMs: number,
+  ) {
+    super(
+      `waited ${timeoutMs} ms for position ${position}; still behind: ` +
+        lagging.map((l) => `${l.consumer} at ${l.checkpoint}`).join(", "),
+    );
+    this.position = position;
+    this.lagging = lagging;
+  }
+}

@@ -85,6 +85,7 @@ export {
   DeadLetterNotFoundError,
   HandlerError,
   PoisonEventError,
+  WaitTimeoutError,
   WorkerAlreadyStartedError,
   WorkerConfigError,
   WorkerIdInUseError,
@@ -146,3 +147,5 @@ export type { WorkerStore } from "./postgres/coordinator.ts";
 export { migrate, migrationSql } from "./postgres/migration.ts";
 export { status, type StatusOptions } from "./postgres/status.ts";
 export { retryDeadLetter } from "./postgres/dead_letters.ts";
+export { waitForPosition } from "./postgres/wait.ts";
+export type { WaitForPositionOptions } from "./core/wait.ts";

@@ -1,10 +1,10 @@
 /**
- * The coordination port: everything the runtime-agnostic core needs from a backend. The
- * PostgreSQL adapter (`worker/postgres/`) and the in-memory adapter
- * (`@eventsalsa/eventsalsa/testing`) implement it; the consumer loop, gap rule, back-off and
- * dispatchers are written against it only.
+ * What the consumer loop, the dispatchers and the runtime ask of coordination: the
+ * {@link Coordinator} interface. It is implemented once, by the protocol of `./protocol.ts`, over
+ * the storage port of `./storage.ts`; PostgreSQL and the in-memory adapter implement only that
+ * port.
  *
- * Several worker processes coordinate only through this port: registrations with heartbeats, a
+ * Several worker processes coordinate only through storage: registrations with heartbeats, a
  * {@link LeaderElection} whose leader rewrites the assignment rows (fenced by its leadership, only
  * the rows that change), change notifications that tell workers to re-read their assignments, and
  * the batch fence (assignment row lock and checkpoint compare-and-set) that keeps a worker which

@@ -1,0 +1,63 @@
+/**
+ * `waitForPosition` over the checkpoints table, for code that has a connection but no worker: a
+ * request handler after its append, a test.
+ *
+ * @module
+ */
+import type { Sql } from "postgres";
+import { systemClock } from "../../internal/clock.ts";
+import { textArrayLiteral } from "../../internal/postgres_array.ts";
+import { run } from "../../internal/postgres_query.ts";
+import { toSafeNumber } from "../../internal/safe_number.ts";
+import { WorkerConfigError } from "../errors.ts";
+import type { WorkerTableOptions } from "../options.ts";
+import { waitForCheckpoints, type WaitForPositionOptions } from "../core/wait.ts";
+import { workerTables } from "./tables.ts";
+
+/**
+ * Resolves once every consumer in `options.consumers` has a checkpoint at or past `position` —
+ * that is, has handled (or passed) every event up to it — reading the checkpoints table; rejects
+ * with `WaitTimeoutError` after `options.timeout` (default 30 s) naming those still behind, with a
+ * `WorkerConfigError` for a consumer that never registered, or with the signal's reason.
+ *
+ * @example
+ * ```ts
+ * import postgres from "postgres";
+ * import process from "node:process";
+ * import { any, PostgresStore } from "@eventsalsa/eventsalsa/store";
+ * import { waitForPosition } from "@eventsalsa/eventsalsa/worker";
+ * const sql = postgres(process.env.DATABASE_URL!);
+ * const store = new PostgresStore();
+ * const { globalPositions } = await store.append(sql, any(), [
+ *   { aggregateType: "Order", aggregateId: "o-1", eventType: "OrderPlaced", payload: new Uint8Array() },
+ * ]);
+ * await waitForPosition(sql, globalPositions.at(-1)!, { consumers: ["orders_view"], timeout: 5_000 });
+ * // the orders_view read model now includes the order
+ * ```
+ */
+export function waitForPosition(
+  sql: Sql,
+  position: number,
+  options: WaitForPositionOptions & WorkerTableOptions,
+): Promise<void> {
+  let text: string;
+  try {
+    text = `SELECT consumer_name, last_position FROM ${
+      workerTables(options).checkpoints.quoted
+    } WHERE consumer_name = ANY($1::text[])`;
+  } catch (error) {
+    return Promise.reject(error);
+  }
+  const consumers = options.consumers ?? [];
+  if (!Array.isArray(consumers) || consumers.some((c) => typeof c !== "string")) {
+    return Promise.reject(new WorkerConfigError("consumers must be an array of names"));
+  }
+  const read = async (names: readonly string[]) =>
+    new Map(
+      (await run(sql, text, [textArrayLiteral(names)])).map((row) => [
+        row[0] as string,
+        toSafeNumber(row[1], "last_position"),
+      ]),
+    );
+  return waitForCheckpoints(read, systemClock, position, consumers, options);
+}
