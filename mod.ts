@@ -1,7 +1,8 @@
 /**
- * eventsalsa: event sourcing on PostgreSQL for Deno and Bun. This root module re-exports the types
- * and helpers most code needs; the components live at `@eventsalsa/eventsalsa/store`,
- * `/worker`, `/encryption` and `/testing`.
+ * eventsalsa: event sourcing on PostgreSQL for Deno and Bun. This root module re-exports what code
+ * that appends and reads events needs, a subset of `@eventsalsa/eventsalsa/store` (same objects);
+ * everything else lives in its component: `/store` (options, migrations, typed events, telemetry
+ * types, `SqlExecutor`), `/command`, `/worker` (including `Clock`), `/encryption` and `/testing`.
  *
  * @example
  * ```ts
@@ -38,7 +39,5 @@ export {
   PostgresStore,
   type Stream,
   streamExists,
-  type Telemetry,
   ValidationError,
 } from "./store/mod.ts";
-export type { Clock } from "./internal/clock.ts";

@@ -4,33 +4,35 @@
  * Every benchmark is reported as ops/s next to a raw baseline measured in the same run on the same
  * bytes, and as their ratio:
  *
- * - encrypt / decrypt of a 100-byte value through the envelope, with the DEK cache and without it
- *   (in-memory key store, so the numbers show the library's CPU cost, not a database round trip),
- *   against raw `@noble/ciphers` AES-256-GCM (fresh random nonce) on the same 100 bytes;
+ * - encrypt / decrypt of 100-byte and 10 KiB values through the envelope with the DEK cache, each
+ *   against two raw baselines in the same alternating rounds: `@noble/ciphers` AES-256-GCM (`gcm`
+ *   with a fresh random nonce, key setup per call, as it is used) and WebCrypto AES-GCM under an
+ *   already imported key (`crypto.subtle`); the same sizes without the cache (in-memory key store,
+ *   so the numbers show the library's CPU cost, not a database round trip) against raw noble;
+ * - raw WebCrypto against raw noble from 256 B to 4 KiB: where the library's switch from noble to
+ *   WebCrypto (at 1 KiB) pays;
  * - blind-index HMAC against raw `@noble/hashes` HMAC-SHA-256 on the same bytes;
  * - rewrap keys/s on PostgreSQL (needs `DATABASE_URL`) against a hand-written postgres.js batch loop
  *   doing the same reads, unwrap, wrap and writes.
  *
- * Method: a warm-up, then several timed rounds; the median round counts. Prints a table, then one
- * JSON line per benchmark.
+ * Method: a warm-up, then several timed rounds, the library's and each baseline's alternating; the
+ * median round counts. Prints a table, then one JSON line per comparison.
  *
  * @module
  */
 import process from "node:process";
 import { gcm } from "@noble/ciphers/aes.js";
-import { randomBytes } from "@noble/ciphers/utils.js";
 import { hmac } from "@noble/hashes/hmac.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import postgres from "postgres";
 import {
-  AesGcmCipher,
   BlindIndex,
   createEncryption,
   keyringFromMap,
   migrate,
   PostgresKeyStore,
-  PreparedAesGcmKey,
 } from "../encryption/mod.ts";
+import { decryptWithKey, encryptWithKey } from "../encryption/aes_gcm.ts";
 import { toHex } from "../encryption/encoding.ts";
 import { InMemoryKeyStore } from "../testing/in_memory_key_store.ts";
 
@@ -44,6 +46,8 @@ interface Result {
 const ROUNDS = 7;
 const ROUND_MS = 250;
 const WARMUP_MS = 300;
+
+const randomBytes = (length: number): Uint8Array => crypto.getRandomValues(new Uint8Array(length));
 
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -67,23 +71,26 @@ async function round(op: () => unknown, ms: number): Promise<number> {
 }
 
 /**
- * Measures the library and its baseline in alternating rounds, so load changes on a shared machine
- * hit both alike; the median round of each counts.
+ * Measures the library and each baseline in alternating rounds, so load changes on a shared
+ * machine hit all alike; the median round of each counts. One result per baseline.
  */
 async function compare(
   name: string,
   library: () => unknown,
-  baseline: () => unknown,
-): Promise<Result> {
+  baselines: Record<string, () => unknown>,
+): Promise<Result[]> {
+  const entries = Object.entries(baselines);
   await round(library, WARMUP_MS);
-  await round(baseline, WARMUP_MS);
+  for (const [, baseline] of entries) await round(baseline, WARMUP_MS);
   const ours: number[] = [];
-  const theirs: number[] = [];
+  const theirs: number[][] = entries.map(() => []);
   for (let r = 0; r < ROUNDS; r++) {
     ours.push(await round(library, ROUND_MS));
-    theirs.push(await round(baseline, ROUND_MS));
+    for (let b = 0; b < entries.length; b++) theirs[b].push(await round(entries[b][1], ROUND_MS));
   }
-  return result(name, median(ours), median(theirs));
+  return entries.map(([label], b) =>
+    result(`${name} vs ${label}`, median(ours), median(theirs[b]))
+  );
 }
 
 function result(name: string, ops: number, baseline: number): Result {
@@ -95,42 +102,91 @@ function result(name: string, ops: number, baseline: number): Result {
   };
 }
 
+/** What the WebCrypto typings accept. */
+type Bytes = Uint8Array<ArrayBuffer>;
+
 async function envelopeBenchmarks(): Promise<Result[]> {
-  const value = "x".repeat(100); // 100 bytes of UTF-8
-  const bytes = new TextEncoder().encode(value);
-  const key = randomBytes(32);
-  const rawEncrypt = () => {
-    const nonce = randomBytes(12);
-    return gcm(key, nonce).encrypt(bytes);
-  };
-  const nonce = randomBytes(12);
-  const sealed = gcm(key, nonce).encrypt(bytes);
-  const rawDecrypt = () => gcm(key, nonce).decrypt(sealed);
-
   const results: Result[] = [];
-  for (const cached of [true, false]) {
-    const encryption = createEncryption({
-      keyring: keyringFromMap({ k1: randomBytes(32) }, "k1"),
-      store: new InMemoryKeyStore(),
-      cache: cached ? { maxEntries: 1000, ttlMs: 3_600_000 } : false,
-    });
-    await encryption.keyManager.createKey(null, "user-pii", "u-1");
-    const { envelope } = encryption;
-    const ciphertext = await envelope.encrypt(null, "user-pii", "u-1", value);
-    const label = cached ? "with DEK cache" : "without DEK cache";
+  for (const [size, label] of [[100, "100 B"], [10_240, "10 KiB"]] as const) {
+    const value = "x".repeat(size); // `size` bytes of UTF-8
+    const bytes = new TextEncoder().encode(value);
+    const key = randomBytes(32);
+    const webKey = await crypto.subtle.importKey("raw", key as Bytes, "AES-GCM", false, [
+      "encrypt",
+      "decrypt",
+    ]);
+    const nonce = randomBytes(12);
+    const sealed = gcm(key, nonce).encrypt(bytes);
+    const raw: Record<"encrypt" | "decrypt", Record<string, () => unknown>> = {
+      encrypt: {
+        "raw noble": () => gcm(key, randomBytes(12)).encrypt(bytes),
+        "raw WebCrypto": () =>
+          crypto.subtle.encrypt(
+            { name: "AES-GCM", iv: randomBytes(12) as Bytes },
+            webKey,
+            bytes as Bytes,
+          ),
+      },
+      decrypt: {
+        "raw noble": () => gcm(key, nonce).decrypt(sealed),
+        "raw WebCrypto": () =>
+          crypto.subtle.decrypt({ name: "AES-GCM", iv: nonce as Bytes }, webKey, sealed as Bytes),
+      },
+    };
+    for (const cached of [true, false]) {
+      const encryption = createEncryption({
+        keyring: keyringFromMap({ k1: randomBytes(32) }, "k1"),
+        store: new InMemoryKeyStore(),
+        cache: cached ? { maxEntries: 1000, ttlMs: 3_600_000 } : false,
+      });
+      await encryption.keyManager.createKey(null, "user-pii", "u-1");
+      const { envelope } = encryption;
+      const ciphertext = await envelope.encrypt(null, "user-pii", "u-1", value);
+      const how = cached ? "with DEK cache" : "without DEK cache";
+      // Without the cache each call also reads the (in-memory) store and unwraps the key; raw
+      // noble alone is the baseline there.
+      const pick = (baselines: Record<string, () => unknown>) =>
+        cached ? baselines : { "raw noble": baselines["raw noble"] };
+      results.push(
+        ...await compare(
+          `encrypt ${label} ${how}`,
+          () => envelope.encrypt(null, "user-pii", "u-1", value),
+          pick(raw.encrypt),
+        ),
+      );
+      results.push(
+        ...await compare(
+          `decrypt ${label} ${how}`,
+          () => envelope.decrypt(null, "user-pii", "u-1", ciphertext),
+          pick(raw.decrypt),
+        ),
+      );
+    }
+  }
+  return results;
+}
 
+/**
+ * Where WebCrypto overtakes noble: raw WebCrypto (imported key) against raw noble (`gcm` per call)
+ * on values around the library's threshold (`WEB_CRYPTO_MIN_BYTES`, 1 KiB). A ratio above 1 means
+ * WebCrypto is faster at that size.
+ */
+async function crossoverBenchmarks(): Promise<Result[]> {
+  const results: Result[] = [];
+  const key = randomBytes(32);
+  const webKey = await crypto.subtle.importKey("raw", key as Bytes, "AES-GCM", false, ["encrypt"]);
+  for (const size of [256, 512, 1024, 2048, 4096]) {
+    const bytes = randomBytes(size);
     results.push(
-      await compare(
-        `encrypt 100 B ${label}`,
-        () => envelope.encrypt(null, "user-pii", "u-1", value),
-        rawEncrypt,
-      ),
-    );
-    results.push(
-      await compare(
-        `decrypt 100 B ${label}`,
-        () => envelope.decrypt(null, "user-pii", "u-1", ciphertext),
-        rawDecrypt,
+      ...await compare(
+        `raw WebCrypto encrypt ${size} B`,
+        () =>
+          crypto.subtle.encrypt(
+            { name: "AES-GCM", iv: randomBytes(12) as Bytes },
+            webKey,
+            bytes as Bytes,
+          ),
+        { "raw noble": () => gcm(key, randomBytes(12)).encrypt(bytes) },
       ),
     );
   }
@@ -142,13 +198,9 @@ async function hmacBenchmarks(): Promise<Result[]> {
   const value = "alice@example.com";
   const bytes = new TextEncoder().encode(value);
   const index = new BlindIndex({ keys: { bi1: key }, activeKeyId: "bi1" });
-  return [
-    await compare(
-      "blind index HMAC-SHA-256 (17 B)",
-      () => index.hash("email", value),
-      () => hmac(sha256, key, bytes),
-    ),
-  ];
+  return await compare("blind index HMAC-SHA-256 (17 B)", () => index.hash("email", value), {
+    "raw noble HMAC": () => hmac(sha256, key, bytes),
+  });
 }
 
 async function rewrapBenchmark(url: string): Promise<Result> {
@@ -161,12 +213,11 @@ async function rewrapBenchmark(url: string): Promise<Result> {
     const KEYS = 10_000;
     const BATCH = 500;
     const keks: Record<string, Uint8Array> = { a: randomBytes(32), b: randomBytes(32) };
-    const cipher = new AesGcmCipher();
     const ids: string[] = [];
     const wrapped: string[] = [];
     for (let i = 0; i < KEYS; i++) {
       ids.push(`user-${String(i).padStart(6, "0")}`);
-      wrapped.push(toHex(cipher.encrypt(keks.a, randomBytes(32))));
+      wrapped.push(toHex(encryptWithKey(keks.a, randomBytes(32))));
     }
     await sql.unsafe(
       `INSERT INTO encryption_keys (scope, scope_id, key_version, encrypted_key, system_key_id)
@@ -193,8 +244,8 @@ async function rewrapBenchmark(url: string): Promise<Result> {
                 ORDER BY scope, scope_id, key_version LIMIT ${BATCH} FOR UPDATE SKIP LOCKED`;
           if (batch.length === 0) return batch;
           const keys = batch.map((row) => {
-            const dek = cipher.decrypt(keks[from], new Uint8Array(row.encrypted_key));
-            const hex = toHex(cipher.encrypt(keks[to], dek));
+            const dek = decryptWithKey(keks[from], new Uint8Array(row.encrypted_key));
+            const hex = toHex(encryptWithKey(keks[to], dek));
             dek.fill(0);
             return hex;
           });
@@ -250,30 +301,9 @@ async function rewrapBenchmark(url: string): Promise<Result> {
   }
 }
 
-/**
- * Heap held per prepared AES-GCM key, measured over 1,000 keys (the DEK cache keeps one per cached
- * key, the keyring one per system key). Exact when a collector is exposed (`--v8-flags=--expose-gc`,
- * as bench/main.ts runs it, or Bun); otherwise it also counts the garbage of building them.
- */
-function preparedKeyHeap(): string {
-  const runtime = globalThis as { gc?: () => void; Bun?: { gc(force: boolean): void } };
-  const collect = () => {
-    runtime.gc?.();
-    runtime.Bun?.gc(true);
-  };
-  const exact = runtime.gc !== undefined || runtime.Bun !== undefined;
-  collect();
-  const before = process.memoryUsage().heapUsed;
-  const keys = Array.from({ length: 1000 }, () => new PreparedAesGcmKey(randomBytes(32)));
-  collect();
-  const perKey = (process.memoryUsage().heapUsed - before) / keys.length / 1024;
-  for (const key of keys) key.destroy();
-  return `prepared AES-GCM key: ${perKey.toFixed(1)} KiB of heap each` +
-    (exact ? "" : " (approximate: no collector exposed)");
-}
-
 const results: Result[] = [];
 results.push(...await envelopeBenchmarks());
+results.push(...await crossoverBenchmarks());
 results.push(...await hmacBenchmarks());
 const url = process.env.DATABASE_URL ?? process.env.EVENTSALSA_TEST_DATABASE_URL;
 let skipped: string | null = null;
@@ -282,12 +312,11 @@ else skipped = "rewrap benchmark skipped: set DATABASE_URL to a PostgreSQL serve
 
 const pad = (text: string, width: number) => text.padEnd(width);
 const num = (n: number) => n.toLocaleString("en-US").padStart(12);
-console.log(`${pad("benchmark", 44)}${"ops/s".padStart(12)}${"baseline".padStart(12)}  ratio`);
+console.log(`${pad("benchmark", 60)}${"ops/s".padStart(12)}${"baseline".padStart(12)}  ratio`);
 for (const r of results) {
   console.log(
-    `${pad(r.name, 44)}${num(r.ops_per_s)}${num(r.baseline_ops_per_s)}  ${r.ratio.toFixed(3)}`,
+    `${pad(r.name, 60)}${num(r.ops_per_s)}${num(r.baseline_ops_per_s)}  ${r.ratio.toFixed(3)}`,
   );
 }
 if (skipped) console.log(skipped);
-console.log(preparedKeyHeap());
 for (const r of results) console.log(JSON.stringify(r));

@@ -1,19 +1,14 @@
 /**
  * Making and opening data keys (DEKs): a fresh random key wrapped under the active system key, and
- * a stored key unwrapped under the system key its row names. Every temporary copy of key material
- * is zeroed before returning.
+ * a stored key unwrapped under the system key its row names. Wrapping is AES-256-GCM without
+ * associated data, `nonce ‖ ciphertext ‖ tag` (60 bytes), as the Go library writes it. Every
+ * temporary copy of key material is zeroed before returning.
  *
  * @module
  */
-import { randomBytes } from "@noble/ciphers/utils.js";
-import { bindKey, type Cipher, type KeyOperations, plainAesGcm } from "./cipher.ts";
+import { decryptWithKey, encryptWithKey, KEY_SIZE, randomBytes } from "./aes_gcm.ts";
 import { zeroBytes } from "./encoding.ts";
-import {
-  DecryptionError,
-  EncryptionError,
-  type KeyErrorContext,
-  SystemKeyNotFoundError,
-} from "./errors.ts";
+import { DecryptionError, SystemKeyNotFoundError } from "./errors.ts";
 import type { Keyring } from "./keyring.ts";
 import type { StoredKey } from "./key_store.ts";
 
@@ -23,28 +18,34 @@ export interface WrappedDek {
   readonly systemKeyId: string;
 }
 
-/**
- * Generates a random data key of the cipher's key size, wraps it under the keyring's active system
- * key, and zeroes the plaintext key and the system key copy.
- */
-export function newWrappedDek(
+/** Encryption and decryption under one system key; what the key-wrapping paths use. */
+export interface KeyOperations {
+  encrypt(plaintext: Uint8Array): Uint8Array;
+  decrypt(ciphertext: Uint8Array): Uint8Array;
+}
+
+/** The system key `keyId` (a copy from the keyring), bound for wrapping; `release` zeroes the copy. */
+export function kekOperations(
   keyring: Keyring,
-  cipher: Cipher,
-  context: KeyErrorContext,
-  random: (length: number) => Uint8Array = randomBytes,
-): WrappedDek {
-  let dek: Uint8Array | null = null;
+  keyId: string,
+): KeyOperations & { release(): void } {
+  const kek = keyring.key(keyId);
+  return {
+    encrypt: (plaintext) => encryptWithKey(kek, plaintext),
+    decrypt: (ciphertext) => decryptWithKey(kek, ciphertext),
+    release: () => zeroBytes(kek),
+  };
+}
+
+/**
+ * Generates a random 32-byte data key, wraps it under the keyring's active system key, and zeroes
+ * the plaintext key and the system key copy.
+ */
+export function newWrappedDek(keyring: Keyring): WrappedDek {
   const keyId = keyring.activeKeyId;
-  const kek = kekOperations(keyring, cipher, keyId);
+  const kek = kekOperations(keyring, keyId);
+  const dek = randomBytes(KEY_SIZE);
   try {
-    try {
-      dek = random(cipher.keySize);
-    } catch (error) {
-      throw new EncryptionError("random source failed", context, { cause: error });
-    }
-    if (!(dek instanceof Uint8Array) || dek.length !== cipher.keySize) {
-      throw new EncryptionError("random source returned a key of the wrong size", context);
-    }
     return { encryptedDek: kek.encrypt(dek), systemKeyId: keyId };
   } finally {
     zeroBytes(dek);
@@ -57,10 +58,10 @@ export function newWrappedDek(
  * who must zero it. Throws {@link SystemKeyNotFoundError} when the keyring lacks that system key and
  * {@link DecryptionError} when the wrapped key does not open.
  */
-export function unwrapDek(keyring: Keyring, cipher: Cipher, key: StoredKey): Uint8Array {
+export function unwrapDek(keyring: Keyring, key: StoredKey): Uint8Array {
   const context = { scope: key.scope, scopeId: key.scopeId, keyVersion: key.keyVersion };
   if (!keyring.has(key.systemKeyId)) throw new SystemKeyNotFoundError(key.systemKeyId, context);
-  const kek = kekOperations(keyring, cipher, key.systemKeyId);
+  const kek = kekOperations(keyring, key.systemKeyId);
   let dek: Uint8Array;
   try {
     dek = kek.decrypt(key.encryptedDek);
@@ -73,34 +74,9 @@ export function unwrapDek(keyring: Keyring, cipher: Cipher, key: StoredKey): Uin
   } finally {
     kek.release();
   }
-  if (dek.length !== cipher.keySize) {
+  if (dek.length !== KEY_SIZE) {
     zeroBytes(dek);
     throw new DecryptionError("unwrapped data key has the wrong size", context);
   }
   return dek;
-}
-
-/**
- * The system key `keyId` bound to `cipher`: the keyring's prepared key when the cipher is our own
- * AES-GCM and the keyring keeps prepared keys (nothing to wipe), else a copy of the key bytes that
- * `release` zeroes.
- */
-export function kekOperations(
-  keyring: Keyring,
-  cipher: Cipher,
-  keyId: string,
-): KeyOperations & { release(): void } {
-  if (plainAesGcm(cipher) !== null && keyring.preparedKey !== undefined) {
-    return bindKey(cipher, keyring.preparedKey(keyId));
-  }
-  const copy = keyring.key(keyId);
-  const bound = bindKey(cipher, copy);
-  return {
-    encrypt: bound.encrypt,
-    decrypt: bound.decrypt,
-    release: () => {
-      bound.release();
-      zeroBytes(copy);
-    },
-  };
 }

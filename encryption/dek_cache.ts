@@ -1,12 +1,18 @@
 /**
  * An optional in-process cache of unwrapped data keys (DEKs), bounded in entries and time. It saves
- * the key-store round trip and the system-key unwrap on hot subjects, at a price: for up to `ttlMs`
- * a process may keep using a key that another process rotated or destroyed. `destroyKeys`,
- * `revokeKeys` and `rotateKey` in this process invalidate it immediately. See docs/encryption.md.
+ * the key-store round trip and the system-key unwrap on hot scope ids, at a price: for up to
+ * `ttlMs` a process may keep using a key that another process rotated or destroyed. A rotation,
+ * revocation or destruction through any key manager of this process clears the scope id from every
+ * cache of the process at once. See docs/encryption.md.
+ *
+ * The public {@link DekCache} only configures, counts and clears: no method of it returns a key.
+ * The envelope reaches the keys through {@link cachedKey} and friends, which the package does not
+ * export.
  *
  * @module
  */
 import { systemClock } from "../internal/clock.ts";
+import type { DataKey } from "./aes_gcm.ts";
 import { InvalidInputError } from "./errors.ts";
 
 /**
@@ -31,83 +37,52 @@ export interface DekCacheOptions {
   clock?: { now(): number };
 }
 
-interface Timed<T> {
-  value: T;
-  expiresAt: number;
-}
-
-/**
- * One cached data key. `dek` is the cache's own array: use it synchronously, never keep or modify
- * it. `derived` is state built from the key by its user (the envelope keeps a
- * `PreparedAesGcmKey` there), which the cache destroys when the key leaves it.
- *
- * @example
- * ```ts
- * import { DekCache, type CachedDek } from "@eventsalsa/eventsalsa/encryption";
- * const cache = new DekCache();
- * cache.setDek("user-pii", "u-1", 1, new Uint8Array(32));
- * const cached: CachedDek | undefined = cache.getCached("user-pii", "u-1", 1);
- * console.log(cached?.keyVersion, cached?.derived); // 1 null
- * ```
- */
-export interface CachedDek {
-  /** The key version. */
+/** A cached data key: one version of one scope id's key. */
+interface Entry {
+  /** Its key in the entry maps. */
+  readonly id: string;
+  readonly subject: string;
   readonly keyVersion: number;
-  /** The unwrapped data key (zeroed when it leaves the cache). */
-  readonly dek: Uint8Array;
-  /** State derived from the key; destroyed with it. `null` until a user sets it. */
-  derived: { destroy(): void } | null;
-}
-
-interface Entry extends CachedDek {
-  expiresAt: number;
+  readonly key: DataKey;
+  readonly expiresAt: number;
 }
 
 interface Subject {
-  active: Timed<number> | null;
-  deks: Map<number, Entry>;
+  /** The cached versions. */
+  readonly versions: Map<number, Entry>;
+  /** The active version, when known (its entry is in `versions`). */
+  active: number | null;
 }
 
-/** Zeroes the key and destroys what was derived from it. */
-function release(entry: Entry): void {
-  entry.dek.fill(0);
-  entry.derived?.destroy();
-  entry.derived = null;
+function subjectKey(scope: string, scopeId: string): string {
+  // Scopes and scope ids never contain NUL (checked at the API boundary).
+  return `${scope}\u0000${scopeId}`;
+}
+
+function entryKey(subject: string, keyVersion: number): string {
+  return `${subject}\u0000${keyVersion}`;
 }
 
 /**
- * A bounded, expiring cache of unwrapped data keys, keyed by (scope, scopeId, version), plus each
- * subject's active version. Keys are zeroed, and state derived from them destroyed, when they leave
- * the cache (expiry, eviction, invalidation, {@link DekCache.clear}).
- *
- * After {@link DekCache.invalidate} a subject is not cached again for one TTL: a destruction not yet
- * committed by the caller's transaction must not be undone by a concurrent read that still sees the
- * old key.
- *
- * Share one cache only between envelopes and key managers that use the same key store.
- *
- * @example
- * ```ts
- * import { DekCache } from "@eventsalsa/eventsalsa/encryption";
- * let now = 0;
- * const cache = new DekCache({ maxEntries: 2, ttlMs: 1000, clock: { now: () => now } });
- * cache.setDek("user-pii", "u-1", 1, new Uint8Array(32).fill(7));
- * console.log(cache.getDek("user-pii", "u-1", 1)?.length); // 32
- * now = 1000;
- * console.log(cache.getDek("user-pii", "u-1", 1)); // undefined (expired)
- * ```
+ * The cache itself. Entries leave it (and their keys are zeroed) when they expire, when they are
+ * evicted as least recently used, on invalidation and on clear. Every operation first sweeps the
+ * expired entries: the TTL is the same for all, so the oldest insertion expires first and a sweep
+ * costs only what it removes.
  */
-export class DekCache {
-  /** Most data keys held at once. */
+export class KeyCache {
   readonly maxEntries: number;
-  /** Lifetime of an entry, in milliseconds. */
   readonly ttlMs: number;
   readonly #clock: { now(): number };
+  /** Every entry, least recently used first. */
+  readonly #recency = new Map<string, Entry>();
+  /** Every entry, in insertion order, which is expiry order. */
+  readonly #expiry = new Map<string, Entry>();
   readonly #subjects = new Map<string, Subject>();
+  /** Scope ids refused until the given time, in insertion (and so expiry) order. */
   readonly #blocked = new Map<string, number>();
-  #size = 0;
+  /** No entry or block expires before this time, so a sweep before it finds nothing. */
+  #quietUntil = Infinity;
 
-  /** Creates an empty cache; see {@link DekCacheOptions}. */
   constructor(options: DekCacheOptions = {}) {
     const maxEntries = options.maxEntries ?? 1000;
     const ttlMs = options.ttlMs ?? 60_000;
@@ -124,176 +99,221 @@ export class DekCache {
     this.#clock = options.clock ?? systemClock;
   }
 
-  /** Number of data keys held. */
+  /** Releases every expired entry and forgets expired blocks; returns the time used. */
+  #sweep(): number {
+    const now = this.#clock.now();
+    if (now < this.#quietUntil) return now;
+    let next = Infinity;
+    for (const entry of this.#expiry.values()) {
+      if (entry.expiresAt > now) {
+        next = entry.expiresAt;
+        break;
+      }
+      this.#release(entry);
+    }
+    for (const [subject, until] of this.#blocked) {
+      if (until > now) {
+        next = Math.min(next, until);
+        break;
+      }
+      this.#blocked.delete(subject);
+    }
+    this.#quietUntil = next;
+    return now;
+  }
+
+  #release(entry: Entry): void {
+    entry.key.destroy();
+    this.#recency.delete(entry.id);
+    this.#expiry.delete(entry.id);
+    const subject = this.#subjects.get(entry.subject);
+    if (subject === undefined) return;
+    subject.versions.delete(entry.keyVersion);
+    if (subject.active === entry.keyVersion) subject.active = null;
+    if (subject.versions.size === 0) this.#subjects.delete(entry.subject);
+  }
+
+  #touch(entry: Entry): DataKey {
+    this.#recency.delete(entry.id);
+    this.#recency.set(entry.id, entry);
+    return entry.key;
+  }
+
+  /** Number of live data keys. */
   get size(): number {
-    return this.#size;
+    this.#sweep();
+    return this.#recency.size;
   }
 
-  #subject(key: string, now: number): Subject | undefined {
-    const subject = this.#subjects.get(key);
-    if (subject === undefined) return undefined;
-    // Refresh recency.
-    this.#subjects.delete(key);
-    this.#subjects.set(key, subject);
-    if (subject.active !== null && subject.active.expiresAt <= now) subject.active = null;
-    return subject;
+  /** The cached key of one version, or `undefined`. Use it synchronously; never keep it. */
+  get(scope: string, scopeId: string, keyVersion: number): DataKey | undefined {
+    this.#sweep();
+    const entry = this.#subjects.get(subjectKey(scope, scopeId))?.versions.get(keyVersion);
+    return entry === undefined ? undefined : this.#touch(entry);
   }
 
-  #isBlocked(key: string, now: number): boolean {
-    const until = this.#blocked.get(key);
-    if (until === undefined) return false;
-    if (until > now) return true;
-    this.#blocked.delete(key);
-    return false;
+  /** The scope id's active version and its key, or `undefined`. Use the key synchronously. */
+  getActive(scope: string, scopeId: string): { keyVersion: number; key: DataKey } | undefined {
+    this.#sweep();
+    const subject = this.#subjects.get(subjectKey(scope, scopeId));
+    if (subject === undefined || subject.active === null) return undefined;
+    const entry = subject.versions.get(subject.active);
+    return entry === undefined
+      ? undefined
+      : { keyVersion: entry.keyVersion, key: this.#touch(entry) };
   }
 
   /**
-   * The cached key of one version, or `undefined`. The array is the cache's own: use it
-   * synchronously, do not keep or modify it.
+   * Caches `key` (and, with `active`, records its version as the scope id's active one). Returns
+   * whether the cache took ownership of `key`; it does not while the scope id is blocked after an
+   * invalidation, and the caller must then destroy the key itself.
    */
-  getDek(scope: string, scopeId: string, keyVersion: number): Uint8Array | undefined {
-    return this.getCached(scope, scopeId, keyVersion)?.dek;
+  put(scope: string, scopeId: string, keyVersion: number, key: DataKey, active: boolean): boolean {
+    const now = this.#sweep();
+    const subjectId = subjectKey(scope, scopeId);
+    if (this.#blocked.has(subjectId)) return false;
+    const previous = this.#subjects.get(subjectId);
+    const old = previous?.versions.get(keyVersion);
+    if (old !== undefined && old.key === key) return true;
+    const wasActive = old !== undefined && previous!.active === keyVersion;
+    if (old !== undefined) this.#release(old);
+    let subject = this.#subjects.get(subjectId);
+    if (subject === undefined) {
+      subject = { versions: new Map(), active: null };
+      this.#subjects.set(subjectId, subject);
+    }
+    const id = entryKey(subjectId, keyVersion);
+    const entry: Entry = { id, subject: subjectId, keyVersion, key, expiresAt: now + this.ttlMs };
+    subject.versions.set(keyVersion, entry);
+    if (active || wasActive) subject.active = keyVersion;
+    this.#recency.set(id, entry);
+    this.#expiry.set(id, entry);
+    this.#quietUntil = Math.min(this.#quietUntil, entry.expiresAt);
+    for (const lru of this.#recency.values()) {
+      if (this.#recency.size <= this.maxEntries) break;
+      this.#release(lru);
+    }
+    return true;
+  }
+
+  /** Forgets (and zeroes) every key of one scope id and refuses it for one TTL. */
+  invalidate(scope: string, scopeId: string): void {
+    const now = this.#sweep();
+    const subjectId = subjectKey(scope, scopeId);
+    const subject = this.#subjects.get(subjectId);
+    if (subject !== undefined) {
+      for (const entry of [...subject.versions.values()]) this.#release(entry);
+    }
+    // Re-inserted, so the map stays in expiry order.
+    this.#blocked.delete(subjectId);
+    this.#blocked.set(subjectId, now + this.ttlMs);
+    this.#quietUntil = Math.min(this.#quietUntil, now + this.ttlMs);
+  }
+
+  /** Forgets (and zeroes) every key. */
+  clear(): void {
+    for (const entry of [...this.#recency.values()]) this.#release(entry);
+    this.#blocked.clear();
+  }
+}
+
+/** Every live cache of this process, for {@link invalidateEverywhere}. */
+const liveCaches = new Set<WeakRef<KeyCache>>();
+const collected = new FinalizationRegistry<WeakRef<KeyCache>>((ref) => liveCaches.delete(ref));
+const caches = new WeakMap<DekCache, KeyCache>();
+
+/**
+ * An in-process cache of unwrapped data keys, for `createEncryption({ cache })` or an
+ * `Envelope`. It holds up to `maxEntries` keys (least recently used evicted), each for `ttlMs`;
+ * keys are zeroed when they leave it (expiry, eviction, invalidation, {@link DekCache.clear}), and
+ * expired keys leave at the next use of the cache, not when first asked for.
+ *
+ * No method returns a key: code holding this object (or the encryption object) can count, clear
+ * and invalidate, never read. `rotateKey`, `revokeKeys` and `destroyKeys` through any key manager
+ * of this process invalidate the scope id in every cache of the process, which then refuses to
+ * cache it again for one TTL (so a destruction that the caller's transaction has not committed yet
+ * is not undone by a concurrent read of the old key). Other processes are not told: see
+ * docs/encryption.md.
+ *
+ * Share one cache only between envelopes that use the same key store.
+ *
+ * @example
+ * ```ts
+ * import { createEncryption, DekCache, keyringFromMap } from "@eventsalsa/eventsalsa/encryption";
+ * import { InMemoryKeyStore } from "@eventsalsa/eventsalsa/testing";
+ * const cache = new DekCache({ maxEntries: 10_000, ttlMs: 30_000 });
+ * const encryption = createEncryption({
+ *   keyring: keyringFromMap({ k1: crypto.getRandomValues(new Uint8Array(32)) }, "k1"),
+ *   store: new InMemoryKeyStore(),
+ *   cache,
+ * });
+ * await encryption.keyManager.createKey(null, "user-pii", "u-1");
+ * await encryption.pii("user-pii").encrypt(null, "u-1", "alice@example.com");
+ * console.log(cache.size); // 1
+ * cache.invalidate("user-pii", "u-1"); // e.g. on news of a deletion in another process
+ * console.log(cache.size); // 0
+ * ```
+ */
+export class DekCache {
+  /** Most data keys held at once. */
+  readonly maxEntries: number;
+  /** Lifetime of an entry, in milliseconds. */
+  readonly ttlMs: number;
+  readonly #cache: KeyCache;
+
+  /** Creates an empty cache; see {@link DekCacheOptions}. */
+  constructor(options: DekCacheOptions = {}) {
+    this.#cache = new KeyCache(options);
+    this.maxEntries = this.#cache.maxEntries;
+    this.ttlMs = this.#cache.ttlMs;
+    caches.set(this, this.#cache);
+    const ref = new WeakRef(this.#cache);
+    liveCaches.add(ref);
+    collected.register(this.#cache, ref);
+  }
+
+  /** Number of live (unexpired) data keys. */
+  get size(): number {
+    return this.#cache.size;
   }
 
   /**
-   * The cached entry of one version (key bytes and derived state), or `undefined`.
+   * Forgets (and zeroes) every key of one scope id here and refuses to cache it again for one
+   * TTL: for news of a rotation or destruction made by another process.
    *
    * @example
    * ```ts
    * import { DekCache } from "@eventsalsa/eventsalsa/encryption";
    * const cache = new DekCache();
-   * cache.setDek("user-pii", "u-1", 2, new Uint8Array(32));
-   * console.log(cache.getCached("user-pii", "u-1", 2)?.dek.length); // 32
+   * cache.invalidate("user-pii", "u-1");
    * ```
    */
-  getCached(scope: string, scopeId: string, keyVersion: number): CachedDek | undefined {
-    const now = this.#clock.now();
-    const key = subjectKey(scope, scopeId);
-    const subject = this.#subject(key, now);
-    const entry = subject?.deks.get(keyVersion);
-    if (subject === undefined || entry === undefined) return undefined;
-    if (entry.expiresAt <= now) {
-      release(entry);
-      subject.deks.delete(keyVersion);
-      this.#size--;
-      this.#dropIfEmpty(key, subject);
-      return undefined;
-    }
-    return entry;
-  }
-
-  /**
-   * Caches a key; the cache takes ownership of `dek` (and zeroes it when it leaves). Ignored while
-   * the subject is blocked after an invalidation.
-   */
-  setDek(scope: string, scopeId: string, keyVersion: number, dek: Uint8Array): void {
-    const now = this.#clock.now();
-    const key = subjectKey(scope, scopeId);
-    if (this.#isBlocked(key, now)) {
-      dek.fill(0);
-      return;
-    }
-    let subject = this.#subject(key, now);
-    if (subject === undefined) {
-      subject = { active: null, deks: new Map() };
-      this.#subjects.set(key, subject);
-    }
-    const old = subject.deks.get(keyVersion);
-    if (old !== undefined && old.dek === dek) {
-      old.expiresAt = now + this.ttlMs;
-      return;
-    }
-    if (old !== undefined) {
-      release(old);
-      this.#size--;
-    }
-    subject.deks.set(keyVersion, { keyVersion, dek, derived: null, expiresAt: now + this.ttlMs });
-    this.#size++;
-    this.#evict(key);
-  }
-
-  /**
-   * The subject's cached active version and its key, in one lookup, or `undefined`. The key is the
-   * cache's own: use it synchronously, do not keep or modify it.
-   */
-  getActive(scope: string, scopeId: string): CachedDek | undefined {
-    const now = this.#clock.now();
-    const subject = this.#subject(subjectKey(scope, scopeId), now);
-    const active = subject?.active;
-    if (active == null) return undefined;
-    const entry = subject!.deks.get(active.value);
-    if (entry === undefined || entry.expiresAt <= now) return undefined;
-    return entry;
-  }
-
-  /** The subject's cached active version, or `undefined`. */
-  getActiveVersion(scope: string, scopeId: string): number | undefined {
-    const subject = this.#subject(subjectKey(scope, scopeId), this.#clock.now());
-    return subject?.active?.value;
-  }
-
-  /** Caches the subject's active version (only alongside its key, see {@link DekCache.setDek}). */
-  setActiveVersion(scope: string, scopeId: string, keyVersion: number): void {
-    const now = this.#clock.now();
-    const key = subjectKey(scope, scopeId);
-    if (this.#isBlocked(key, now)) return;
-    const subject = this.#subject(key, now);
-    if (subject === undefined) return;
-    subject.active = { value: keyVersion, expiresAt: now + this.ttlMs };
-  }
-
-  /**
-   * Forgets (and zeroes) everything about one subject and refuses to cache it again for one TTL.
-   * Called by the key manager on `rotateKey`, `revokeKeys` and `destroyKeys`.
-   */
   invalidate(scope: string, scopeId: string): void {
-    const now = this.#clock.now();
-    const key = subjectKey(scope, scopeId);
-    const subject = this.#subjects.get(key);
-    if (subject !== undefined) this.#drop(key, subject);
-    this.#blocked.set(key, now + this.ttlMs);
-    if (this.#blocked.size > this.maxEntries) {
-      for (const [k, until] of this.#blocked) if (until <= now) this.#blocked.delete(k);
-    }
+    this.#cache.invalidate(scope, scopeId);
   }
 
-  /** Forgets (and zeroes) every key. */
+  /**
+   * Forgets (and zeroes) every key.
+   *
+   * @example
+   * ```ts
+   * import { DekCache } from "@eventsalsa/eventsalsa/encryption";
+   * const cache = new DekCache();
+   * cache.clear();
+   * console.log(cache.size); // 0
+   * ```
+   */
   clear(): void {
-    for (const [key, subject] of this.#subjects) this.#drop(key, subject);
-    this.#blocked.clear();
-  }
-
-  #drop(key: string, subject: Subject): void {
-    for (const entry of subject.deks.values()) release(entry);
-    this.#size -= subject.deks.size;
-    subject.deks.clear();
-    this.#subjects.delete(key);
-  }
-
-  #dropIfEmpty(key: string, subject: Subject): void {
-    if (subject.deks.size === 0) this.#subjects.delete(key);
-  }
-
-  #evict(keep: string): void {
-    if (this.#size <= this.maxEntries) return;
-    for (const [key, subject] of this.#subjects) {
-      if (this.#size <= this.maxEntries) return;
-      if (key === keep) continue;
-      this.#drop(key, subject);
-    }
-    // Still too many: the kept subject alone holds more versions than the limit.
-    const subject = this.#subjects.get(keep);
-    if (subject === undefined) return;
-    for (const [version, entry] of subject.deks) {
-      if (this.#size <= this.maxEntries) return;
-      release(entry);
-      subject.deks.delete(version);
-      this.#size--;
-    }
+    this.#cache.clear();
   }
 }
 
-function subjectKey(scope: string, scopeId: string): string {
-  // Scopes and scope ids never contain NUL (checked at the API boundary).
-  return `${scope}\u0000${scopeId}`;
+/** The keys behind a public cache; for the envelope only (not exported by the package). */
+export function keyCacheOf(cache: DekCache): KeyCache {
+  return caches.get(cache)!;
+}
+
+/** Invalidates a scope id in every cache of this process (the key manager's writes). */
+export function invalidateEverywhere(scope: string, scopeId: string): void {
+  for (const ref of liveCaches) ref.deref()?.invalidate(scope, scopeId);
 }

@@ -2,119 +2,129 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { FakeClock } from "../testing/fake_clock.ts";
 import { InMemoryKeyStore } from "../testing/in_memory_key_store.ts";
-import { DekCache } from "./dek_cache.ts";
+import { DataKey } from "./aes_gcm.ts";
+import { DekCache, KeyCache, keyCacheOf } from "./dek_cache.ts";
 import { createEncryption } from "./encryption.ts";
 import { InvalidInputError, KeyDestroyedError } from "./errors.ts";
 import { keyringFromMap } from "./keyring.ts";
 import type { KeyStore } from "./key_store.ts";
-import { AesGcmCipher } from "./cipher.ts";
-import { PreparedAesGcmKey } from "./prepared_key.ts";
 
+/** A data key over `bytes` (kept by the caller, to see them zeroed). */
+const dataKey = (bytes: Uint8Array): DataKey => new DataKey(bytes);
 const dek = (fill: number) => new Uint8Array(32).fill(fill);
 
-describe("DekCache", () => {
-  it("expires entries after the TTL and zeroes them", async () => {
+describe("KeyCache", () => {
+  it("expired entries are swept (zeroed) at the next use of the cache, and size counts live ones", async () => {
     const clock = new FakeClock(0);
-    const cache = new DekCache({ ttlMs: 1000, clock });
-    const key = dek(7);
-    cache.setDek("s", "i", 1, key);
-    cache.setActiveVersion("s", "i", 1);
-    assert.deepEqual(cache.getDek("s", "i", 1), dek(7));
-    assert.equal(cache.getActiveVersion("s", "i"), 1);
-    await clock.advance(999);
-    assert.ok(cache.getDek("s", "i", 1));
+    const cache = new KeyCache({ ttlMs: 1000, clock });
+    const old = dek(7);
+    const oldKey = dataKey(old);
+    assert.equal(cache.put("s", "i", 1, oldKey, true), true);
+    assert.equal(cache.getActive("s", "i")?.key, oldKey);
+    await clock.advance(500);
+    const young = dek(8);
+    cache.put("s", "j", 1, dataKey(young), false);
+    assert.equal(cache.size, 2);
+    await clock.advance(499);
+    assert.ok(cache.get("s", "i", 1));
     await clock.advance(1);
-    assert.equal(cache.getDek("s", "i", 1), undefined);
-    assert.equal(cache.getActiveVersion("s", "i"), undefined);
-    assert.deepEqual(key, dek(0), "expired key zeroed");
+    // Not touched: `size` alone sweeps it.
+    assert.equal(cache.size, 1);
+    assert.deepEqual(old, dek(0), "expired key zeroed without being asked for");
+    assert.equal(oldKey.destroyed, true);
+    assert.equal(cache.getActive("s", "i"), undefined);
+    assert.equal(cache.get("s", "i", 1), undefined);
+    // An unrelated operation sweeps too.
+    await clock.advance(500);
+    cache.get("other", "x", 1);
+    assert.deepEqual(young, dek(0));
     assert.equal(cache.size, 0);
   });
 
   it("holds at most maxEntries keys, evicting the least recently used (zeroed)", () => {
-    const cache = new DekCache({ maxEntries: 2, clock: new FakeClock(0) });
+    const cache = new KeyCache({ maxEntries: 2, clock: new FakeClock(0) });
     const a = dek(1);
-    cache.setDek("s", "a", 1, a);
-    cache.setDek("s", "b", 1, dek(2));
-    cache.getDek("s", "a", 1); // a is now more recent than b
-    cache.setDek("s", "c", 1, dek(3));
+    const b = dek(2);
+    cache.put("s", "a", 1, dataKey(a), true);
+    cache.put("s", "b", 1, dataKey(b), true);
+    cache.get("s", "a", 1); // a is now more recent than b
+    cache.put("s", "c", 1, dataKey(dek(3)), true);
     assert.equal(cache.size, 2);
-    assert.equal(cache.getDek("s", "b", 1), undefined);
-    assert.ok(cache.getDek("s", "a", 1));
-    assert.ok(cache.getDek("s", "c", 1));
-    // One subject with more versions than the limit keeps its newest.
-    const small = new DekCache({ maxEntries: 2 });
+    assert.equal(cache.get("s", "b", 1), undefined);
+    assert.deepEqual(b, dek(0));
+    assert.ok(cache.get("s", "a", 1));
+    assert.ok(cache.getActive("s", "c"));
+    // One scope id with more versions than the limit keeps its newest.
+    const small = new KeyCache({ maxEntries: 2 });
     const v1 = dek(1);
-    for (const [v, k] of [[1, v1], [2, dek(2)], [3, dek(3)]] as const) small.setDek("s", "x", v, k);
+    small.put("s", "x", 1, dataKey(v1), false);
+    small.put("s", "x", 2, dataKey(dek(2)), false);
+    small.put("s", "x", 3, dataKey(dek(3)), true);
     assert.equal(small.size, 2);
-    assert.equal(small.getDek("s", "x", 1), undefined);
+    assert.equal(small.get("s", "x", 1), undefined);
     assert.deepEqual(v1, dek(0));
-    assert.ok(small.getDek("s", "x", 3));
+    assert.equal(small.getActive("s", "x")?.keyVersion, 3);
   });
 
-  it("invalidate drops and zeroes a subject and refuses it for one TTL", async () => {
+  it("a second key for a version replaces (and zeroes) the first; the active mark stays", () => {
+    const cache = new KeyCache();
+    const first = dek(1);
+    cache.put("s", "i", 1, dataKey(first), true);
+    const second = dataKey(dek(2));
+    cache.put("s", "i", 1, second, false);
+    assert.deepEqual(first, dek(0));
+    assert.equal(cache.size, 1);
+    assert.equal(cache.getActive("s", "i")?.key, second);
+  });
+
+  it("invalidate drops and zeroes a scope id and refuses it for one TTL", async () => {
     const clock = new FakeClock(0);
-    const cache = new DekCache({ ttlMs: 1000, clock });
+    const cache = new KeyCache({ ttlMs: 1000, clock });
     const key = dek(4);
-    cache.setDek("s", "i", 1, key);
-    cache.setDek("s", "other", 1, dek(5));
+    cache.put("s", "i", 1, dataKey(key), true);
+    cache.put("s", "i", 2, dataKey(dek(4)), false);
+    cache.put("s", "other", 1, dataKey(dek(5)), true);
     cache.invalidate("s", "i");
     assert.deepEqual(key, dek(0));
-    assert.equal(cache.getDek("s", "i", 1), undefined);
-    assert.ok(cache.getDek("s", "other", 1), "other subjects stay");
-    const refused = dek(6);
-    cache.setDek("s", "i", 1, refused);
-    assert.equal(cache.getDek("s", "i", 1), undefined);
-    assert.deepEqual(refused, dek(0), "a refused key is zeroed, not kept");
+    assert.equal(cache.get("s", "i", 1), undefined);
+    assert.equal(cache.size, 1, "other scope ids stay");
+    const refused = dataKey(dek(6));
+    assert.equal(cache.put("s", "i", 1, refused, true), false, "the caller keeps a refused key");
+    assert.equal(refused.destroyed, false);
+    assert.equal(cache.get("s", "i", 1), undefined);
     await clock.advance(1000);
-    cache.setDek("s", "i", 1, dek(6));
-    assert.ok(cache.getDek("s", "i", 1));
+    assert.equal(cache.put("s", "i", 1, refused, true), true);
+    assert.ok(cache.get("s", "i", 1));
   });
 
   it("clear zeroes everything; options are validated", () => {
-    const cache = new DekCache();
+    const cache = new KeyCache();
     const key = dek(8);
-    cache.setDek("s", "i", 1, key);
+    cache.put("s", "i", 1, dataKey(key), true);
     cache.clear();
     assert.deepEqual(key, dek(0));
     assert.equal(cache.size, 0);
-    assert.throws(() => new DekCache({ maxEntries: 0 }), InvalidInputError);
-    assert.throws(() => new DekCache({ ttlMs: -1 }), InvalidInputError);
+    assert.throws(() => new KeyCache({ maxEntries: 0 }), InvalidInputError);
+    assert.throws(() => new KeyCache({ ttlMs: -1 }), InvalidInputError);
+    assert.throws(() => new DekCache({ maxEntries: 1.5 }), InvalidInputError);
   });
+});
 
-  it("destroys derived state whenever its key leaves: expiry, eviction, replacement, invalidate, clear", async () => {
-    const clock = new FakeClock(0);
-    const cache = new DekCache({ maxEntries: 2, ttlMs: 1000, clock });
-    const destroyed: string[] = [];
-    const derive = (scope: string, id: string, version: number) => {
-      const entry = cache.getCached(scope, id, version)!;
-      entry.derived = { destroy: () => destroyed.push(`${id}/${version}`) };
-    };
-    cache.setDek("s", "expires", 1, dek(1));
-    derive("s", "expires", 1);
-    await clock.advance(1000);
-    assert.equal(cache.getCached("s", "expires", 1), undefined);
-    assert.deepEqual(destroyed, ["expires/1"]);
-
-    cache.setDek("s", "a", 1, dek(2));
-    derive("s", "a", 1);
-    const same = cache.getDek("s", "a", 1)!;
-    cache.setDek("s", "a", 1, same); // the same array again: kept, derived state too
-    assert.deepEqual(destroyed, ["expires/1"]);
-    cache.setDek("s", "a", 1, dek(3)); // another array for the version: the old one goes
-    assert.deepEqual(destroyed, ["expires/1", "a/1"]);
-    assert.equal(cache.getCached("s", "a", 1)!.derived, null);
-
-    derive("s", "a", 1);
-    cache.setDek("s", "b", 1, dek(4));
-    derive("s", "b", 1);
-    cache.setDek("s", "c", 1, dek(5)); // evicts a, the least recently used
-    assert.deepEqual(destroyed.slice(2), ["a/1"]);
-    cache.invalidate("s", "b");
-    assert.deepEqual(destroyed.slice(3), ["b/1"]);
-    derive("s", "c", 1);
+describe("DekCache (the public face)", () => {
+  it("counts, invalidates and clears the keys behind it, and returns none", () => {
+    const cache = new DekCache({ maxEntries: 5, ttlMs: 10 });
+    assert.deepEqual([cache.maxEntries, cache.ttlMs, cache.size], [5, 10, 0]);
+    const keys = keyCacheOf(cache);
+    const bytes = dek(9);
+    keys.put("s", "i", 1, dataKey(bytes), true);
+    assert.equal(cache.size, 1);
+    cache.invalidate("s", "i");
+    assert.deepEqual([cache.size, bytes], [0, dek(0)]);
+    keys.put("s", "j", 1, dataKey(dek(1)), true);
     cache.clear();
-    assert.deepEqual(destroyed.slice(4), ["c/1"]);
     assert.equal(cache.size, 0);
+    const names = Object.getOwnPropertyNames(DekCache.prototype).sort();
+    assert.deepEqual(names, ["clear", "constructor", "invalidate", "size"]);
   });
 });
 
@@ -155,42 +165,21 @@ describe("DEK cache in the envelope", () => {
     assert.deepEqual(reads, ["getActiveKey"]);
   });
 
-  it("keeps a prepared AES-GCM key beside each cached key and destroys it with the key", async () => {
-    const { encryption, cache } = setup();
-    await encryption.keyManager.createKey(null, "s", "i");
-    const value = await encryption.envelope.encrypt(null, "s", "i", "x");
-    assert.equal(cache.getCached("s", "i", 1)!.derived, null, "the store read used the bytes");
-    assert.equal(await encryption.envelope.decrypt(null, "s", "i", value), "x");
-    const prepared = cache.getCached("s", "i", 1)!.derived;
-    assert.ok(prepared instanceof PreparedAesGcmKey, "prepared on the first cache hit");
-    await encryption.envelope.encrypt(null, "s", "i", "y");
-    assert.equal(cache.getCached("s", "i", 1)!.derived, prepared, "built once, then reused");
-    await encryption.keyManager.rotateKey(null, "s", "i");
-    assert.equal(prepared.destroyed, true);
-    // Values written through the prepared key read back with a cacheless envelope, and back.
-    const { keyring, store } = setup();
+  it("cached and uncached envelopes read each other's values, short and long", async () => {
+    const { keyring, store, reads } = setup();
     const plain = createEncryption({ keyring, store });
     await plain.keyManager.createKey(null, "t", "j");
     const withCache = createEncryption({ keyring, store, cache: new DekCache() });
-    for (const text of ["", "a", "x".repeat(100), "ünïcødé ✓"]) {
+    for (const text of ["", "a", "x".repeat(100), "ünïcødé ✓", "long ".repeat(2048)]) {
       const cached = await withCache.envelope.encrypt(null, "t", "j", text, { context: "f" });
       assert.equal(await plain.envelope.decrypt(null, "t", "j", cached, { context: "f" }), text);
       const uncached = await plain.envelope.encrypt(null, "t", "j", text);
       assert.equal(await withCache.envelope.decrypt(null, "t", "j", uncached), text);
     }
-  });
-
-  it("a custom cipher gets the key bytes: no prepared key is made for it", async () => {
-    class SubclassedCipher extends AesGcmCipher {}
-    const clock = new FakeClock(0);
-    const store = new InMemoryKeyStore({ clock });
-    const keyring = keyringFromMap({ k1: crypto.getRandomValues(new Uint8Array(32)) }, "k1");
-    const cache = new DekCache({ clock });
-    const encryption = createEncryption({ keyring, store, cache, cipher: new SubclassedCipher() });
-    await encryption.keyManager.createKey(null, "s", "i");
-    const value = await encryption.envelope.encrypt(null, "s", "i", "x");
-    assert.equal(await encryption.envelope.decrypt(null, "s", "i", value), "x");
-    assert.equal(cache.getCached("s", "i", 1)!.derived, null);
+    reads.length = 0;
+    await withCache.envelope.encrypt(null, "t", "j", "long ".repeat(2048));
+    await withCache.envelope.encrypt(null, "t", "j", "short");
+    assert.deepEqual(reads, [], "both paths served from the cache");
   });
 
   it("re-reads the store after the TTL", async () => {
@@ -224,12 +213,32 @@ describe("DEK cache in the envelope", () => {
     assert.match(await encryption.envelope.encrypt(null, "s", "i", "x"), /^es2:2:/);
   });
 
-  it("documented limit: another process's destroyKeys is seen here only after the TTL", async () => {
-    const { encryption, store, keyring, clock } = setup();
-    const otherProcess = createEncryption({ keyring, store }); // its own (no) cache
+  it("a destroy through any key manager of this process clears every cache of the process", async () => {
+    const { encryption, store, keyring, cache } = setup();
+    const elsewhere = createEncryption({ keyring, store, cache: true }); // another cache
     await encryption.keyManager.createKey(null, "user-pii", "u-1");
     const value = await encryption.envelope.encrypt(null, "user-pii", "u-1", "alice");
-    await otherProcess.keyManager.destroyKeys(null, "user-pii", "u-1");
+    assert.equal(await elsewhere.envelope.decrypt(null, "user-pii", "u-1", value), "alice");
+    assert.deepEqual([cache.size, elsewhere.cache!.size], [1, 1]);
+    // A third encryption object, without a cache of its own, destroys the key.
+    await createEncryption({ keyring, store }).keyManager.destroyKeys(null, "user-pii", "u-1");
+    assert.deepEqual([cache.size, elsewhere.cache!.size], [0, 0]);
+    await assert.rejects(
+      encryption.envelope.decrypt(null, "user-pii", "u-1", value),
+      KeyDestroyedError,
+    );
+    await assert.rejects(
+      elsewhere.envelope.decrypt(null, "user-pii", "u-1", value),
+      KeyDestroyedError,
+    );
+  });
+
+  it("documented limit: another process's destroyKeys is seen here only after the TTL", async () => {
+    const { encryption, memory, clock } = setup();
+    await encryption.keyManager.createKey(null, "user-pii", "u-1");
+    const value = await encryption.envelope.encrypt(null, "user-pii", "u-1", "alice");
+    // Another process: the shared key store changes, nothing in this process is told.
+    await memory.destroyKeys(null, "user-pii", "u-1");
     assert.equal(await encryption.envelope.decrypt(null, "user-pii", "u-1", value), "alice");
     await clock.advance(10_000);
     await assert.rejects(

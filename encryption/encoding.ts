@@ -131,12 +131,42 @@ export function decodeBase64Std(text: string): Uint8Array | null {
   return decodeQuads(clean, STD_DECODE, length);
 }
 
+type NativeFromBase64 = (text: string, options: object) => Uint8Array;
+type NativeSetFromBase64 = (text: string, options: object) => { read: number; written: number };
+// The platform decoders (TC39 stage 4) where they exist, for long values: several times faster.
+// They skip ASCII whitespace, so the alphabet is checked first (a native regular expression).
+const nativeFromBase64 = (Uint8Array as unknown as { fromBase64?: NativeFromBase64 }).fromBase64;
+const nativeSetFromBase64 = (Uint8Array.prototype as { setFromBase64?: NativeSetFromBase64 })
+  .setFromBase64;
+const URL_TEXT = /^[A-Za-z0-9_-]*$/;
+const NATIVE_OPTIONS = { alphabet: "base64url", lastChunkHandling: "loose" };
+/** Below this many characters the loop below is as fast as a native call. */
+const NATIVE_MIN_LENGTH = 512;
+
 /**
  * Decodes unpadded base64url; `null` for padding, other characters or an impossible length. With
  * `into`, decodes into (a view of) that buffer when it is large enough, without allocating.
  */
 export function decodeBase64Url(text: string, into?: Uint8Array): Uint8Array | null {
-  return decodeQuads(text, URL_DECODE, text.length, into);
+  if (
+    text.length < NATIVE_MIN_LENGTH || nativeFromBase64 === undefined ||
+    nativeSetFromBase64 === undefined
+  ) {
+    return decodeQuads(text, URL_DECODE, text.length, into);
+  }
+  const size = decodedSize(text.length);
+  if (size < 0 || !URL_TEXT.test(text)) return null;
+  if (into !== undefined && into.length >= size) {
+    const out = into.subarray(0, size);
+    nativeSetFromBase64.call(out, text, NATIVE_OPTIONS);
+    return out;
+  }
+  return nativeFromBase64(text, NATIVE_OPTIONS);
+}
+
+/** The portable decoder, for tests that compare it with the platform's. */
+export function decodeBase64UrlPortable(text: string): Uint8Array | null {
+  return decodeQuads(text, URL_DECODE, text.length);
 }
 
 const HEX: string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
@@ -179,17 +209,6 @@ export function utf8DecodeStrict(bytes: Uint8Array): string | null {
 /**
  * Overwrites every byte with 0. Safe on `null`, `undefined` and empty arrays. Best effort: it wipes
  * this buffer, not copies the engine or the garbage collector may have made.
- *
- * @example
- * ```ts
- * import { zeroBytes } from "@eventsalsa/eventsalsa/encryption";
- * const dek = crypto.getRandomValues(new Uint8Array(32));
- * try {
- *   // ... use dek ...
- * } finally {
- *   zeroBytes(dek);
- * }
- * ```
  */
 export function zeroBytes(bytes: Uint8Array | null | undefined): void {
   if (bytes !== null && bytes !== undefined) bytes.fill(0);

@@ -5,6 +5,7 @@ import {
   constantTimeEqualText,
   decodeBase64Std,
   decodeBase64Url,
+  decodeBase64UrlPortable,
   encodeBase64Std,
   encodeBase64Url,
   fromHex,
@@ -58,6 +59,24 @@ describe("base64 (standard, Go decoding rules)", () => {
 
   it("accepts non-zero trailing bits, as Go's StdEncoding does", () => {
     assert.deepEqual(decodeBase64Std("Zh=="), decodeBase64Std("Zg=="));
+  });
+
+  it("long base64url goes through the platform decoder, with the portable one's answers", () => {
+    const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    for (let i = 0; i < 200; i++) {
+      const length = 500 + Math.floor(Math.random() * 3000);
+      let text = "";
+      for (let j = 0; j < length; j++) text += alphabet[Math.floor(Math.random() * 64)];
+      // Now and then a character outside the alphabet, at a random place.
+      if (i % 4 === 0) {
+        const at = Math.floor(Math.random() * length);
+        text = text.slice(0, at) + [" ", "=", "+", "/", "\n", "é"][i % 6] + text.slice(at + 1);
+      }
+      const expected = decodeBase64UrlPortable(text);
+      assert.deepEqual(decodeBase64Url(text), expected, `length ${text.length}`);
+      const into = new Uint8Array(4096);
+      assert.deepEqual(decodeBase64Url(text, into), expected);
+    }
   });
 
   it("the platform encoder, when present, writes exactly what the portable one writes", () => {

@@ -1,10 +1,9 @@
 /**
- * `createEncryption`: one call that wires a keyring, a key store, a cipher and an optional DEK
- * cache into a key manager, an envelope and the adapters, all sharing the same parts.
+ * `createEncryption`: one call that wires a keyring, a key store and an optional DEK cache into a
+ * key manager, an envelope and the adapters, all sharing the same parts.
  *
  * @module
  */
-import { AesGcmCipher, type Cipher } from "./cipher.ts";
 import { DekCache, type DekCacheOptions } from "./dek_cache.ts";
 import { Envelope } from "./envelope.ts";
 import type { EnvelopeFormat } from "./envelope_format.ts";
@@ -21,7 +20,8 @@ import type { Telemetry } from "../internal/telemetry.ts";
  *
  * @example
  * ```ts
- * import { type EncryptionOptions, keyringFromMap, PostgresKeyStore, type SqlExecutor } from "@eventsalsa/eventsalsa/encryption";
+ * import { type EncryptionOptions, keyringFromMap, PostgresKeyStore } from "@eventsalsa/eventsalsa/encryption";
+ * import type { SqlExecutor } from "@eventsalsa/eventsalsa/store";
  * const options: EncryptionOptions<SqlExecutor> = {
  *   keyring: keyringFromMap({ k1: crypto.getRandomValues(new Uint8Array(32)) }, "k1"),
  *   store: new PostgresKeyStore(),
@@ -34,8 +34,6 @@ export interface EncryptionOptions<Tx> {
   keyring: Keyring;
   /** Where wrapped data keys live. */
   store: KeyStore<Tx>;
-  /** The cipher for both layers; AES-256-GCM (`@noble/ciphers`) when omitted. */
-  cipher?: Cipher;
   /**
    * The DEK cache: off when omitted or `false` (every operation reads the store, so shredding by
    * another process takes effect at once); `true` for the defaults; options or an instance
@@ -53,8 +51,8 @@ export interface EncryptionOptions<Tx> {
 }
 
 /**
- * The wired-up component: key manager, envelope and adapters sharing one keyring, store, cipher
- * and cache.
+ * The wired-up component: key manager, envelope and adapters sharing one keyring, store and cache.
+ * Adapters are made per scope: `pii(scope)` and `secrets(scope)`.
  *
  * @example
  * ```ts
@@ -70,12 +68,12 @@ export interface Encryption<Tx> {
   readonly keyManager: KeyManager<Tx>;
   /** Value encryption. */
   readonly envelope: Envelope<Tx>;
-  /** The shared DEK cache, or `null` when off. */
+  /** The shared DEK cache (size, invalidate, clear; no access to keys), or `null` when off. */
   readonly cache: DekCache | null;
-  /** Secrets under rotating keys. */
-  readonly secrets: SecretAdapter<Tx>;
-  /** A PII adapter for one scope (one key per subject). */
+  /** A PII adapter for one scope: personal data, one key per scope id, shredded at once. */
   pii<ID = string>(scope: string, options?: PiiAdapterOptions): PiiAdapter<Tx, ID>;
+  /** A secret adapter for one scope: secrets under rotating keys. */
+  secrets<ID = string>(scope: string): SecretAdapter<Tx, ID>;
 }
 
 /**
@@ -103,7 +101,6 @@ export function createEncryption<Tx>(options: EncryptionOptions<Tx>): Encryption
   if (options === null || typeof options !== "object") {
     throw new InvalidInputError("encryption options are required");
   }
-  const cipher = options.cipher ?? new AesGcmCipher();
   const setting = options.cache;
   let cache: DekCache | null;
   if (setting === undefined || setting === false) cache = null;
@@ -114,25 +111,22 @@ export function createEncryption<Tx>(options: EncryptionOptions<Tx>): Encryption
   const keyManager = new KeyManager({
     keyring: options.keyring,
     store: options.store,
-    cipher,
-    cache,
     telemetry: options.telemetry,
   });
   const envelope = new Envelope({
     keyring: options.keyring,
     store: options.store,
-    cipher,
     cache,
     writeFormat: options.writeFormat,
     telemetry: options.telemetry,
   });
-  const secrets = new SecretAdapter(envelope);
   return {
     keyManager,
     envelope,
     cache,
-    secrets,
     pii: <ID = string>(scope: string, piiOptions?: PiiAdapterOptions): PiiAdapter<Tx, ID> =>
       new PiiAdapter<Tx, ID>(envelope, scope, piiOptions),
+    secrets: <ID = string>(scope: string): SecretAdapter<Tx, ID> =>
+      new SecretAdapter<Tx, ID>(envelope, scope),
   };
 }

@@ -2,7 +2,6 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { InMemoryKeyStore } from "../testing/in_memory_key_store.ts";
 import {
-  AesGcmCipher,
   createEncryption,
   DekCache,
   InvalidInputError,
@@ -34,17 +33,17 @@ describe("createEncryption", () => {
   });
 
   it("91. secrets: v1, rotate, v2; both decrypt", async () => {
-    const { keyManager, secrets } = createEncryption({
-      keyring: keyring(),
-      store: new InMemoryKeyStore(),
-    });
+    const encryption = createEncryption({ keyring: keyring(), store: new InMemoryKeyStore() });
+    const { keyManager } = encryption;
+    const secrets = encryption.secrets("integration");
+    assert.equal(secrets.scope, "integration");
     await keyManager.createKey(null, "integration", "github");
-    const v1 = await secrets.encrypt(null, "integration", "github", "ghp_1");
+    const v1 = await secrets.encrypt(null, "github", "ghp_1");
     await keyManager.rotateKey(null, "integration", "github");
-    const v2 = await secrets.encrypt(null, "integration", "github", "ghp_2");
+    const v2 = await secrets.encrypt(null, "github", "ghp_2");
     assert.deepEqual([v1.keyVersion, v2.keyVersion], [1, 2]);
-    assert.equal(await secrets.decrypt(null, "integration", "github", v1), "ghp_1");
-    assert.equal(await secrets.decrypt(null, "integration", "github", v2), "ghp_2");
+    assert.equal(await secrets.decrypt(null, "github", v1), "ghp_1");
+    assert.equal(await secrets.decrypt(null, "github", v2), "ghp_2");
   });
 
   it("the cache is off by default and shared when on", () => {
@@ -67,21 +66,56 @@ describe("createEncryption", () => {
     assert.throws(() => createEncryption(null as never), InvalidInputError);
   });
 
-  it("uses the given cipher for both layers", async () => {
-    let calls = 0;
-    const inner = new AesGcmCipher();
-    const counting = {
-      keySize: 32,
-      encrypt: (k: Uint8Array, p: Uint8Array, a?: Uint8Array) => (calls++, inner.encrypt(k, p, a)),
-      decrypt: (k: Uint8Array, c: Uint8Array, a?: Uint8Array) => (calls++, inner.decrypt(k, c, a)),
-    };
-    const { keyManager, envelope } = createEncryption({
+  it("both adapters fix their scope up front and take scope ids alike", async () => {
+    const encryption = createEncryption({ keyring: keyring(), store: new InMemoryKeyStore() });
+    await encryption.keyManager.createKey(null, "user-pii", "u-1");
+    await encryption.keyManager.createKey(null, "integration", "u-1");
+    const pii = encryption.pii("user-pii");
+    const secrets = encryption.secrets("integration");
+    assert.equal(pii.scope, "user-pii");
+    const email = await pii.encrypt(null, "u-1", "alice@example.com");
+    const token = await secrets.encrypt(null, "u-1", "sk_live");
+    assert.equal(await pii.decrypt(null, "u-1", email), "alice@example.com");
+    assert.equal(await secrets.decrypt(null, "u-1", token), "sk_live");
+    // Each value is bound to its adapter's scope.
+    await assert.rejects(
+      encryption.secrets("user-pii").decrypt(null, "u-1", token),
+      (error: Error) => error.name === "DecryptionError",
+    );
+    assert.throws(() => encryption.secrets(""), InvalidInputError);
+    assert.throws(() => encryption.pii(""), InvalidInputError);
+  });
+
+  it("no public object hands out key material", async () => {
+    const encryption = createEncryption({
       keyring: keyring(),
       store: new InMemoryKeyStore(),
-      cipher: counting,
+      cache: true,
     });
-    await keyManager.createKey(null, "s", "i"); // wrap: 1
-    await envelope.encrypt(null, "s", "i", "x"); // unwrap + encrypt: 2
-    assert.equal(calls, 3);
+    await encryption.keyManager.createKey(null, "s", "i");
+    await encryption.envelope.encrypt(null, "s", "i", "x");
+    assert.equal(encryption.cache!.size, 1);
+    const methods = (object: object): string[] => {
+      const names = new Set<string>();
+      for (let o = object; o !== Object.prototype; o = Object.getPrototypeOf(o)) {
+        for (const name of Object.getOwnPropertyNames(o)) names.add(name);
+      }
+      return [...names].sort();
+    };
+    assert.deepEqual(methods(encryption.cache!), [
+      "clear",
+      "constructor",
+      "invalidate",
+      "maxEntries",
+      "size",
+      "ttlMs",
+    ]);
+    assert.deepEqual(Object.keys(encryption).sort(), [
+      "cache",
+      "envelope",
+      "keyManager",
+      "pii",
+      "secrets",
+    ]);
   });
 });

@@ -1,18 +1,17 @@
 /**
- * Envelope encryption of values: each value is encrypted under its subject's data key (DEK), which
+ * Envelope encryption of values: each value is encrypted under its scope id's data key (DEK), which
  * the key store keeps wrapped under a system key. Runtime-agnostic: it talks to a {@link KeyStore}
  * port and never to a database directly.
  *
  * @module
  */
-import { AesGcmCipher, type Cipher, plainAesGcm } from "./cipher.ts";
+import { DataKey, NONCE_SIZE, randomBytes } from "./aes_gcm.ts";
 import { unwrapDek } from "./data_keys.ts";
-import type { CachedDek, DekCache } from "./dek_cache.ts";
+import { type DekCache, type KeyCache, keyCacheOf } from "./dek_cache.ts";
 import { encodeBase64Std, utf8DecodeStrict, utf8Encode, zeroBytes } from "./encoding.ts";
 import {
   type EnvelopeFormat,
   es2AssociatedData,
-  formatEs2,
   formatEs2Detached,
   parseCiphertext,
 } from "./envelope_format.ts";
@@ -24,7 +23,6 @@ import {
 } from "./errors.ts";
 import type { Keyring } from "./keyring.ts";
 import type { KeyLookup, KeyStore, StoredKey } from "./key_store.ts";
-import { PreparedAesGcmKey } from "./prepared_key.ts";
 import { checkContext, checkKeyVersion, checkSubject } from "./validation.ts";
 import { checkTelemetry, type Telemetry, type TelemetryTracer } from "../internal/telemetry.ts";
 import { fetchKeySpan } from "./telemetry.ts";
@@ -49,12 +47,10 @@ export interface EnvelopeOptions<Tx> {
   keyring: Keyring;
   /** Where wrapped data keys live. */
   store: KeyStore<Tx>;
-  /** The cipher for both layers; AES-256-GCM when omitted. */
-  cipher?: Cipher;
-  /** An optional cache of unwrapped data keys; none when omitted. Share it with the key manager. */
+  /** An optional cache of unwrapped data keys; none when omitted. */
   cache?: DekCache | null;
   /**
-   * Format of new values: `"es2"` (default: self-describing, bound to subject and version) or
+   * Format of new values: `"es2"` (default: self-describing, bound to scope id and version) or
    * `"go"` (the Go library's bare base64, for data that Go services must still read).
    */
   writeFormat?: EnvelopeFormat;
@@ -79,7 +75,7 @@ export interface EnvelopeOptions<Tx> {
 export interface EncryptOptions {
   /**
    * A label bound into the associated data (es2 only), e.g. the field name, so a value cannot be
-   * moved to another field of the same subject. Decrypt with the same label.
+   * moved to another field of the same scope id. Decrypt with the same label.
    */
   context?: string;
 }
@@ -114,7 +110,7 @@ export interface DecryptOptions extends EncryptOptions {
 export interface VersionedCiphertext {
   /** The encrypted value. */
   readonly ciphertext: string;
-  /** The subject's key version it was encrypted under. */
+  /** The scope id's key version it was encrypted under. */
   readonly keyVersion: number;
   /** Its format. */
   readonly format: EnvelopeFormat;
@@ -137,13 +133,13 @@ function lookupError(
 }
 
 /**
- * Encrypts and decrypts values under per-subject data keys. New values use the subject's active
+ * Encrypts and decrypts values under per-scope-id data keys. New values use the scope id's active
  * key version; decryption uses the version embedded in the value (es2) or given by the caller
  * (Go format), revoked or not. Strings are UTF-8; the `*Bytes` methods take and return bytes, which
  * the caller can zero after use.
  *
  * Errors: {@link InvalidInputError} for bad arguments (nothing read), {@link KeyNotFoundError} when
- * the subject or version never had a key, {@link KeyDestroyedError} after crypto-shredding,
+ * the scope id or version never had a key, {@link KeyDestroyedError} after crypto-shredding,
  * `SystemKeyNotFoundError` when the keyring lacks the row's system key, {@link DecryptionError} for
  * a malformed, tampered, misplaced or undecodable value.
  *
@@ -162,10 +158,7 @@ function lookupError(
 export class Envelope<Tx> {
   readonly #keyring: Keyring;
   readonly #store: KeyStore<Tx>;
-  readonly #cipher: Cipher;
-  /** The cipher when it is our own AES-GCM (not a subclass): it takes prepared keys. */
-  readonly #aes: AesGcmCipher | null;
-  readonly #cache: DekCache | null;
+  readonly #cache: KeyCache | null;
   readonly #tracer: TelemetryTracer | null;
   /** The format new values are written in. */
   readonly writeFormat: EnvelopeFormat;
@@ -189,9 +182,7 @@ export class Envelope<Tx> {
     }
     this.#keyring = options.keyring;
     this.#store = options.store;
-    this.#cipher = options.cipher ?? new AesGcmCipher();
-    this.#aes = plainAesGcm(this.#cipher);
-    this.#cache = options.cache ?? null;
+    this.#cache = options.cache ? keyCacheOf(options.cache) : null;
     this.#tracer =
       checkTelemetry(options.telemetry, (message) => new InvalidInputError(message))?.tracer ??
         null;
@@ -199,7 +190,9 @@ export class Envelope<Tx> {
   }
 
   /**
-   * Encrypts a string under the subject's active key and returns the value (es2 by default).
+   * Encrypts a string (as UTF-8) under the scope id's active key and returns the value (es2 by
+   * default). Anything but a string is an {@link InvalidInputError}: bytes go to
+   * {@link Envelope.encryptBytes}.
    *
    * @example
    * ```ts
@@ -215,12 +208,18 @@ export class Envelope<Tx> {
     plaintext: string,
     options?: EncryptOptions,
   ): Promise<string> {
+    if (typeof plaintext !== "string") {
+      return Promise.reject(
+        new InvalidInputError("plaintext must be a string (use encryptBytes for bytes)"),
+      );
+    }
     return this.#ciphertextOnly(tx, scope, scopeId, plaintext, options);
   }
 
   /**
-   * Encrypts bytes under the subject's active key. The plaintext array is left as it is (zero it
-   * yourself when done).
+   * Encrypts bytes under the scope id's active key. The plaintext array is read before this
+   * returns and left as it is (zero it yourself when done). Anything but a `Uint8Array` is an
+   * {@link InvalidInputError}: strings go to {@link Envelope.encrypt}.
    *
    * @example
    * ```ts
@@ -238,6 +237,11 @@ export class Envelope<Tx> {
     plaintext: Uint8Array,
     options?: EncryptOptions,
   ): Promise<string> {
+    if (!(plaintext instanceof Uint8Array)) {
+      return Promise.reject(
+        new InvalidInputError("plaintext must be a Uint8Array (use encrypt for strings)"),
+      );
+    }
     return this.#ciphertextOnly(tx, scope, scopeId, plaintext, options);
   }
 
@@ -259,8 +263,9 @@ export class Envelope<Tx> {
   }
 
   /**
-   * Encrypts a string or bytes and reports the key version used: what you need to store alongside
-   * a Go-format value, which does not carry its version.
+   * Encrypts a string (as UTF-8) or bytes and reports the key version used: what you need to store
+   * alongside a Go-format value, which does not carry its version. Anything else is an
+   * {@link InvalidInputError}.
    *
    * @example
    * ```ts
@@ -284,7 +289,7 @@ export class Envelope<Tx> {
     }
   }
 
-  /** Validates, then encrypts synchronously from the cache or asynchronously via the store. */
+  /** Validates, then encrypts from the cache (synchronously for short values) or via the store. */
   #encrypt(
     tx: Tx,
     scope: string,
@@ -300,22 +305,27 @@ export class Envelope<Tx> {
     if (context !== undefined && this.writeFormat === "go") {
       throw new InvalidInputError("a context label cannot be bound in the Go format");
     }
-    // Fast path, fully synchronous: a cached key cannot be zeroed while it is in use.
+    // Fast path: a cached key is used before anything can release it (sealing reads it at once).
     const hit = this.#cache?.getActive(scope, scopeId);
     if (hit !== undefined) {
-      return this.#seal(this.#keyOf(hit), scope, scopeId, hit.keyVersion, plaintext, context);
+      return this.#seal(hit.key, scope, scopeId, hit.keyVersion, plaintext, context);
     }
+    // The key is fetched first: bytes are copied now (and the copy wiped), so the caller may
+    // reuse its array as soon as this returns, as on the cached path.
+    const input = typeof plaintext === "string" ? plaintext : plaintext.slice();
     const tracer = this.#tracer;
-    if (tracer === null) return this.#encryptSlow(tx, scope, scopeId, plaintext, context);
-    return fetchKeySpan(
-      tracer,
-      "encrypt",
-      scope,
-      scopeId,
-      null,
-      () => this.#encryptSlow(tx, scope, scopeId, plaintext, context),
-      (span, result) => span.setAttribute("eventsalsa.encryption.key_version", result.keyVersion),
-    );
+    const result = tracer === null
+      ? this.#encryptSlow(tx, scope, scopeId, input, context)
+      : fetchKeySpan(
+        tracer,
+        "encrypt",
+        scope,
+        scopeId,
+        null,
+        () => this.#encryptSlow(tx, scope, scopeId, input, context),
+        (span, result) => span.setAttribute("eventsalsa.encryption.key_version", result.keyVersion),
+      );
+    return typeof input === "string" ? result : result.finally(() => input.fill(0));
   }
 
   async #encryptSlow(
@@ -327,71 +337,60 @@ export class Envelope<Tx> {
   ): Promise<VersionedCiphertext> {
     const lookup = await this.#store.getActiveKey(tx, scope, scopeId);
     if (lookup.status !== "found") throw lookupError(lookup, scope, scopeId, null);
-    const key = lookup.key;
-    const dek = unwrapDek(this.#keyring, this.#cipher, key);
+    const stored = lookup.key;
+    const key = new DataKey(unwrapDek(this.#keyring, stored));
+    const cached = this.#remember(tx, stored, key, true);
     try {
-      this.#remember(tx, key, dek, true);
-      return this.#seal(dek, scope, scopeId, key.keyVersion, plaintext, context);
+      return await this.#seal(key, scope, scopeId, stored.keyVersion, plaintext, context);
     } finally {
-      zeroBytes(dek);
+      if (!cached) key.destroy();
     }
   }
 
-  #remember(tx: Tx, key: StoredKey, dek: Uint8Array, active: boolean): void {
+  /** Offers `key` to the cache; true when the cache took it (and will destroy it itself). */
+  #remember(tx: Tx, stored: StoredKey, key: DataKey, active: boolean): boolean {
     const cache = this.#cache;
-    if (cache === null || !this.#store.readsCommitted(tx)) return;
-    cache.setDek(key.scope, key.scopeId, key.keyVersion, dek.slice());
-    if (active) cache.setActiveVersion(key.scope, key.scopeId, key.keyVersion);
-  }
-
-  /**
-   * The key to use for a cached entry: with our AES-GCM, the entry's prepared key (built on first
-   * use, destroyed by the cache with the entry), which skips the per-value key setup.
-   */
-  #keyOf(entry: CachedDek): Uint8Array | PreparedAesGcmKey {
-    if (this.#aes === null) return entry.dek;
-    const derived = entry.derived;
-    if (derived instanceof PreparedAesGcmKey && !derived.destroyed) return derived;
-    derived?.destroy();
-    return (entry.derived = new PreparedAesGcmKey(entry.dek));
+    if (cache === null || !this.#store.readsCommitted(tx)) return false;
+    return cache.put(stored.scope, stored.scopeId, stored.keyVersion, key, active);
   }
 
   #seal(
-    dek: Uint8Array | PreparedAesGcmKey,
+    key: DataKey,
     scope: string,
     scopeId: string,
     keyVersion: number,
     plaintext: string | Uint8Array,
     context: string | undefined,
-  ): VersionedCiphertext {
+  ): VersionedCiphertext | Promise<VersionedCiphertext> {
     let bytes: Uint8Array;
     if (typeof plaintext !== "string") {
       bytes = plaintext;
     } else if (plaintext.length * 3 <= SCRATCH.length) {
       // Encode into a reused buffer (wiped below): a fresh allocation per call costs more than
-      // the rest of the bookkeeping together. Safe: sealing is synchronous.
+      // the rest of the bookkeeping together. Safe: `seal` reads its input before returning.
       bytes = SCRATCH.subarray(0, encoder.encodeInto(plaintext, SCRATCH).written);
     } else {
       bytes = utf8Encode(plaintext);
     }
+    const nonce = randomBytes(NONCE_SIZE);
+    const go = this.writeFormat === "go";
+    const finish = (sealed: Uint8Array): VersionedCiphertext => {
+      if (go) {
+        const out = new Uint8Array(NONCE_SIZE + sealed.length);
+        out.set(nonce, 0);
+        out.set(sealed, NONCE_SIZE);
+        return { ciphertext: encodeBase64Std(out), keyVersion, format: "go" };
+      }
+      return {
+        ciphertext: formatEs2Detached(keyVersion, nonce, sealed),
+        keyVersion,
+        format: "es2",
+      };
+    };
     try {
-      // A prepared key only ever comes with `#aes` set (see #keyOf).
-      const aes = this.#aes;
-      if (this.writeFormat === "go") {
-        const sealed = aes !== null
-          ? aes.encrypt(dek, bytes)
-          : this.#cipher.encrypt(dek as Uint8Array, bytes);
-        return { ciphertext: encodeBase64Std(sealed), keyVersion, format: "go" };
-      }
-      const aad = es2AssociatedData(scope, scopeId, keyVersion, context);
-      let ciphertext: string;
-      if (aes !== null) {
-        const { nonce, sealed } = aes.encryptDetached(dek, bytes, aad);
-        ciphertext = formatEs2Detached(keyVersion, nonce, sealed);
-      } else {
-        ciphertext = formatEs2(keyVersion, this.#cipher.encrypt(dek as Uint8Array, bytes, aad));
-      }
-      return { ciphertext, keyVersion, format: "es2" };
+      const aad = go ? undefined : es2AssociatedData(scope, scopeId, keyVersion, context);
+      const sealed = key.seal(nonce, bytes, aad);
+      return sealed instanceof Promise ? sealed.then(finish) : finish(sealed);
     } finally {
       if (bytes !== plaintext) zeroBytes(bytes);
     }
@@ -466,7 +465,7 @@ export class Envelope<Tx> {
     }
   }
 
-  /** Validates and parses, then decrypts synchronously from the cache or via the store. */
+  /** Validates and parses, then decrypts from the cache or via the store. */
   #decrypt(
     tx: Tx,
     scope: string,
@@ -506,10 +505,10 @@ export class Envelope<Tx> {
     const aad = parsed.format === "es2"
       ? es2AssociatedData(scope, scopeId, keyVersion, context)
       : undefined;
-    // Fast path, fully synchronous: a cached key cannot be zeroed while it is in use.
-    const cached = this.#cache?.getCached(scope, scopeId, keyVersion);
+    // Fast path: a cached key is used before anything can release it (opening reads it at once).
+    const cached = this.#cache?.get(scope, scopeId, keyVersion);
     if (cached !== undefined) {
-      return this.#open(this.#keyOf(cached), parsed.sealed, aad, scope, scopeId, keyVersion);
+      return this.#open(cached, parsed.sealed, aad, scope, scopeId, keyVersion);
     }
     // `sealed` may live in a scratch buffer: copy it before waiting for the store.
     const sealed = parsed.sealed.slice();
@@ -535,36 +534,42 @@ export class Envelope<Tx> {
   ): Promise<Uint8Array> {
     const lookup = await this.#store.getKey(tx, scope, scopeId, keyVersion);
     if (lookup.status !== "found") throw lookupError(lookup, scope, scopeId, keyVersion);
-    const dek = unwrapDek(this.#keyring, this.#cipher, lookup.key);
+    const key = new DataKey(unwrapDek(this.#keyring, lookup.key));
+    const cached = this.#remember(tx, lookup.key, key, false);
     try {
-      this.#remember(tx, lookup.key, dek, false);
-      return this.#open(dek, sealed, aad, scope, scopeId, keyVersion);
+      return await this.#open(key, sealed, aad, scope, scopeId, keyVersion);
     } finally {
-      zeroBytes(dek);
+      if (!cached) key.destroy();
     }
   }
 
+  /** Opens `nonce ‖ ciphertext ‖ tag` (parsed, so at least 28 bytes) under `key`. */
   #open(
-    dek: Uint8Array | PreparedAesGcmKey,
-    sealed: Uint8Array,
+    key: DataKey,
+    data: Uint8Array,
     aad: Uint8Array | undefined,
     scope: string,
     scopeId: string,
     keyVersion: number,
-  ): Uint8Array {
+  ): Uint8Array | Promise<Uint8Array> {
     try {
-      return this.#aes !== null
-        ? this.#aes.decrypt(dek, sealed, aad)
-        : this.#cipher.decrypt(dek as Uint8Array, sealed, aad);
+      const opened = key.open(data.subarray(0, NONCE_SIZE), data.subarray(NONCE_SIZE), aad);
+      if (!(opened instanceof Promise)) return opened;
+      return opened.catch((error) => failedToOpen(error, scope, scopeId, keyVersion));
     } catch (error) {
-      const reason = error instanceof DecryptionError ? error.reason : "authentication failed";
-      throw new DecryptionError(
-        reason === "authentication failed"
-          ? "authentication failed (tampered, or bound to another subject, version or context)"
-          : reason,
-        { scope, scopeId, keyVersion },
-        { cause: error },
-      );
+      return failedToOpen(error, scope, scopeId, keyVersion);
     }
   }
+}
+
+/** Rethrows a failure to open a value as a {@link DecryptionError} naming the scope id. */
+function failedToOpen(error: unknown, scope: string, scopeId: string, keyVersion: number): never {
+  const reason = error instanceof DecryptionError ? error.reason : "authentication failed";
+  throw new DecryptionError(
+    reason === "authentication failed"
+      ? "authentication failed (tampered, or bound to another scope id, version or context)"
+      : reason,
+    { scope, scopeId, keyVersion },
+    { cause: error },
+  );
 }

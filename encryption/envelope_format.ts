@@ -4,7 +4,7 @@
  * - **es2** (written by default): `es2:<keyVersion>:<base64url(nonce ‖ ciphertext ‖ tag)>`, no
  *   padding. The `es2:` tag cannot occur in standard base64, so both formats are told apart
  *   without ambiguity. The associated data binds the format tag, scope, scope id, key version and
- *   an optional context label: a value copied to another subject, version or field fails to
+ *   an optional context label: a value copied to another scope id, version or field fails to
  *   decrypt.
  * - **go** (the Go library's format, always readable, written only when configured): bare
  *   standard base64 of `nonce ‖ ciphertext ‖ tag`, no associated data, key version out of band.
@@ -12,19 +12,11 @@
  * @module
  */
 import { sha256 } from "@noble/hashes/sha2.js";
-import { GCM_NONCE_SIZE, GCM_TAG_SIZE } from "./cipher.ts";
+import { NONCE_SIZE, TAG_SIZE } from "./aes_gcm.ts";
 import { decodeBase64Std, decodeBase64Url, encodeBase64Url, utf8Encode } from "./encoding.ts";
 import { MAX_KEY_VERSION } from "./validation.ts";
 
-/**
- * The prefix of every es2 value.
- *
- * @example
- * ```ts
- * import { ES2_PREFIX } from "@eventsalsa/eventsalsa/encryption";
- * const isEs2 = (value: string) => value.startsWith(ES2_PREFIX);
- * ```
- */
+/** The prefix of every es2 value. */
 export const ES2_PREFIX = "es2:";
 
 /**
@@ -46,7 +38,7 @@ export type ParsedCiphertext =
   | { readonly format: "es2"; readonly keyVersion: number; readonly sealed: Uint8Array }
   | { readonly format: "go"; readonly keyVersion: null; readonly sealed: Uint8Array };
 
-const MIN_SEALED = GCM_NONCE_SIZE + GCM_TAG_SIZE;
+const MIN_SEALED = NONCE_SIZE + TAG_SIZE;
 /** Decoding space for values up to 8 KiB: ciphertext is not secret, so it is not wiped. */
 const SCRATCH = new Uint8Array(8 * 1024);
 const VERSION = /^[1-9][0-9]{0,9}$/;
@@ -124,7 +116,7 @@ const aadContextCache = new Map<string, Uint8Array>();
  * Associated data of an es2 value: the first 16 bytes of SHA-256 over a canonical encoding of the
  * binding (the format tag and a NUL, then length-prefixed (u32, big endian) scope, scope id, key
  * version, and a presence byte plus length-prefixed context, so no two distinct tuples encode
- * alike). Moving a value to another subject needs a second preimage of that digest (2^128 work).
+ * alike). Moving a value to another scope id needs a second preimage of that digest (2^128 work).
  * The result is memoised (it is derived from public labels only) and must not be modified.
  */
 export function es2AssociatedData(

@@ -1,10 +1,24 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { InMemoryKeyStore } from "../testing/in_memory_key_store.ts";
-import { AesGcmCipher } from "./cipher.ts";
-import { decodeBase64Std, encodeBase64Std, fromHex, utf8Encode } from "./encoding.ts";
+import {
+  decryptWithKey,
+  openWithNoble,
+  sealWithNoble,
+  WEB_CRYPTO_MIN_BYTES,
+  withoutWebCrypto,
+} from "./aes_gcm.ts";
+import { DekCache } from "./dek_cache.ts";
+import {
+  decodeBase64Std,
+  decodeBase64Url,
+  encodeBase64Std,
+  encodeBase64Url,
+  fromHex,
+  utf8Encode,
+} from "./encoding.ts";
 import { Envelope } from "./envelope.ts";
-import { keyVersionOf } from "./envelope_format.ts";
+import { es2AssociatedData, keyVersionOf } from "./envelope_format.ts";
 import {
   DecryptionError,
   InvalidInputError,
@@ -20,6 +34,7 @@ const KAT_KEK = Uint8Array.from({ length: 32 }, (_, i) => i);
 const KAT_WRAPPED = fromHex(
   "00000000000000000000000135f79ddf60d1163926077b12c08b14d825ae2e67508762b34b3939e21a0d4d6146cbc154a30130ab11e30f4ce3624eec",
 )!;
+const KAT_DEK = Uint8Array.from({ length: 32 }, (_, i) => i + 0x20);
 const KAT_ALICE = "AAAAAAAAAAAAAAACWTwvkoCDYc46ROSGJp4WF2afQGxFXz2ZsyccdqGwCkhn";
 const KAT_EMPTY = "AAAAAAAAAAAAAAACHmM7QWGU1xz+aG431GloFA==";
 
@@ -210,18 +225,23 @@ describe("Go format interop (Go known-answer vectors)", () => {
     assert.equal(await envelope.decrypt(null, "tenant", "abc", KAT_EMPTY, { keyVersion: 1 }), "");
   });
 
-  it("writes byte-identical Go values when configured (fixed nonce)", async () => {
+  it("writes Go's layout under the Go DEK: nonce, then what Go's sealing gives for it", async () => {
     const { memory, keyring } = goSeeded();
-    const fixed = new AesGcmCipher({
-      randomBytes: () => Uint8Array.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]),
-    });
-    const writer = new Envelope({ keyring, store: memory, cipher: fixed, writeFormat: "go" });
-    assert.deepEqual(await writer.encryptVersioned(null, "tenant", "abc", "alice@example.com"), {
-      ciphertext: KAT_ALICE,
-      keyVersion: 1,
-      format: "go",
-    });
-    assert.equal(await writer.encrypt(null, "tenant", "abc", ""), KAT_EMPTY);
+    const writer = new Envelope({ keyring, store: memory, writeFormat: "go" });
+    // The KAT DEK is the one the seeded row wraps; under the KAT nonce it seals to KAT_ALICE.
+    const katNonce = decodeBase64Std(KAT_ALICE)!.subarray(0, 12);
+    assert.deepEqual(
+      sealWithNoble(KAT_DEK, katNonce, utf8Encode("alice@example.com")),
+      decodeBase64Std(KAT_ALICE)!.subarray(12),
+    );
+    for (const text of ["alice@example.com", "", "x".repeat(3000)]) {
+      const value = await writer.encryptVersioned(null, "tenant", "abc", text);
+      assert.deepEqual([value.keyVersion, value.format], [1, "go"]);
+      const raw = decodeBase64Std(value.ciphertext)!;
+      assert.equal(raw.length, 12 + utf8Encode(text).length + 16);
+      const nonce = raw.subarray(0, 12);
+      assert.deepEqual(raw.subarray(12), sealWithNoble(KAT_DEK, nonce, utf8Encode(text)));
+    }
   });
 
   it("Go values written here are read by a default (es2) envelope", async () => {
@@ -411,6 +431,130 @@ describe("bad input gives typed errors and touches nothing", () => {
       () => new Envelope({ keyring, store, writeFormat: "v9" as never }),
       InvalidInputError,
     );
+  });
+});
+
+describe("strings and bytes: the types are what the runtime accepts", () => {
+  it("encrypt takes strings only, encryptBytes bytes only, encryptVersioned either", async () => {
+    const { keys, envelope, calls } = setup();
+    await keys.createKey(null, "s", "i");
+    calls.length = 0;
+    await assert.rejects(
+      envelope.encrypt(null, "s", "i", new Uint8Array([1]) as unknown as string),
+      (error: InvalidInputError) =>
+        error instanceof InvalidInputError && /encryptBytes/.test(error.message),
+    );
+    await assert.rejects(
+      envelope.encryptBytes(null, "s", "i", "text" as unknown as Uint8Array),
+      (error: InvalidInputError) =>
+        error instanceof InvalidInputError && /use encrypt for strings/.test(error.message),
+    );
+    assert.deepEqual(calls, [], "refused before any lookup");
+    const text = await envelope.encryptVersioned(null, "s", "i", "é");
+    const bytes = await envelope.encryptVersioned(null, "s", "i", utf8Encode("é"));
+    assert.equal(await envelope.decrypt(null, "s", "i", text.ciphertext), "é");
+    assert.equal(await envelope.decrypt(null, "s", "i", bytes.ciphertext), "é");
+  });
+
+  it("a context label follows the stored-text rule (no lone surrogate, at most 1,024 bytes)", async () => {
+    const { keys, envelope } = setup();
+    await keys.createKey(null, "s", "i");
+    for (const context of ["\uD800", "a\u0000", "é".repeat(513)]) {
+      await assert.rejects(envelope.encrypt(null, "s", "i", "x", { context }), InvalidInputError);
+    }
+    const value = await envelope.encrypt(null, "s", "i", "x", { context: "é".repeat(512) });
+    assert.equal(await envelope.decrypt(null, "s", "i", value, { context: "é".repeat(512) }), "x");
+  });
+});
+
+describe("long values (WebCrypto) and short ones (noble) give one format", () => {
+  const sizes = [0, 100, WEB_CRYPTO_MIN_BYTES - 1, WEB_CRYPTO_MIN_BYTES, 10_240, 100_000];
+
+  it("every size round-trips with and without the DEK cache, both formats, both directions", async () => {
+    const memory = new InMemoryKeyStore();
+    const keyring = keyringFromMap({ k1: crypto.getRandomValues(new Uint8Array(32)) }, "k1");
+    await new KeyManager({ keyring, store: memory }).createKey(null, "s", "i");
+    const plain = new Envelope({ keyring, store: memory });
+    const cached = new Envelope({ keyring, store: memory, cache: new DekCache() });
+    const go = new Envelope({ keyring, store: memory, writeFormat: "go", cache: new DekCache() });
+    for (const size of sizes) {
+      const bytes = new Uint8Array(size).map((_, i) => (i * 31 + size) & 255);
+      const text = "é".repeat(size >> 1);
+      for (const [writer, reader] of [[plain, cached], [cached, plain], [cached, cached]]) {
+        // Twice: the second time the cached envelope serves from its cache.
+        for (let round = 0; round < 2; round++) {
+          const sealed = await writer.encryptBytes(null, "s", "i", bytes, { context: "f" });
+          assert.deepEqual(
+            await reader.decryptBytes(null, "s", "i", sealed, { context: "f" }),
+            bytes,
+            `${size} bytes`,
+          );
+          const sealedText = await writer.encrypt(null, "s", "i", text);
+          assert.equal(await reader.decrypt(null, "s", "i", sealedText), text, `${size} text`);
+        }
+      }
+      const goValue = await go.encryptBytes(null, "s", "i", bytes);
+      assert.deepEqual(await plain.decryptBytes(null, "s", "i", goValue, { keyVersion: 1 }), bytes);
+      assert.deepEqual(await go.decryptBytes(null, "s", "i", goValue, { keyVersion: 1 }), bytes);
+    }
+  });
+
+  it("a long value is checked as strictly as a short one", async () => {
+    const { keys, envelope } = setup();
+    await keys.createKey(null, "s", "i");
+    await keys.createKey(null, "s", "j");
+    const value = await envelope.encrypt(null, "s", "i", "x".repeat(5000));
+    const raw = decodeBase64Url(value.slice("es2:1:".length))!;
+    raw[100] ^= 1;
+    const tampered = "es2:1:" + encodeBase64Url(raw);
+    await assert.rejects(envelope.decrypt(null, "s", "i", tampered), DecryptionError);
+    await assert.rejects(envelope.decrypt(null, "s", "j", value), DecryptionError);
+    await assert.rejects(
+      envelope.decrypt(null, "s", "i", value, { context: "c" }),
+      DecryptionError,
+    );
+  });
+
+  it("without WebCrypto, noble does every size, in the same format", async () => {
+    const { keys, envelope, keyring, store } = setup();
+    await keys.createKey(null, "s", "i");
+    const withWeb = await envelope.encrypt(null, "s", "i", "y".repeat(20_000));
+    await withoutWebCrypto(async () => {
+      const cached = new Envelope({ keyring, store, cache: new DekCache() });
+      for (let round = 0; round < 2; round++) {
+        assert.equal(await cached.decrypt(null, "s", "i", withWeb), "y".repeat(20_000));
+        const nobleOnly = await cached.encrypt(null, "s", "i", "z".repeat(20_000));
+        assert.equal(await envelope.decrypt(null, "s", "i", nobleOnly), "z".repeat(20_000));
+      }
+    });
+  });
+
+  it("plaintext buffers may be wiped as soon as the call returns", async () => {
+    const { keys, envelope } = setup();
+    await keys.createKey(null, "s", "i");
+    for (const size of [10, 5000]) {
+      const original = crypto.getRandomValues(new Uint8Array(size));
+      const buffer = original.slice();
+      const pending = envelope.encryptBytes(null, "s", "i", buffer);
+      buffer.fill(0);
+      assert.deepEqual(await envelope.decryptBytes(null, "s", "i", await pending), original);
+    }
+  });
+
+  it("a value sealed through WebCrypto opens with noble's gcm (es2 layout and binding)", async () => {
+    const { keys, envelope, memory, keyring } = setup();
+    await keys.createKey(null, "s", "i");
+    const value = await envelope.encrypt(null, "s", "i", "q".repeat(4096), { context: "f" });
+    const raw = decodeBase64Url(value.slice("es2:1:".length))!;
+    assert.equal(raw.length, 12 + 4096 + 16);
+    const dek = decryptWithKey(keyring.key("sys-key-1"), memory.rows()[0].encryptedDek);
+    const opened = openWithNoble(
+      dek,
+      raw.subarray(0, 12),
+      raw.subarray(12),
+      es2AssociatedData("s", "i", 1, "f"),
+    );
+    assert.equal(new TextDecoder().decode(opened), "q".repeat(4096));
   });
 });
 

@@ -8,7 +8,7 @@
  */
 
 /**
- * Where a key error happened: the subject's scope and id, and the key version when known.
+ * Where a key error happened: the scope and scope id, and the key version when known.
  *
  * @example
  * ```ts
@@ -20,7 +20,7 @@
 export interface KeyErrorContext {
   /** The key's scope, e.g. `"user-pii"`. */
   readonly scope: string;
-  /** The subject within the scope, e.g. a user id. */
+  /** The id within the scope, e.g. a user id. */
   readonly scopeId: string;
   /** The key version concerned, or `null` when the operation was about the active key. */
   readonly keyVersion?: number | null;
@@ -53,37 +53,8 @@ export class InvalidInputError extends TypeError {
 }
 
 /**
- * Base of the errors about one subject's key ({@link KeyNotFoundError}, {@link KeyDestroyedError},
- * {@link KeyExistsError}): the scope and subject are always known, the version when one was asked
- * for. Catch it to handle every key-state error alike.
- *
- * @example
- * ```ts
- * import { KeyNotFoundError, SubjectKeyError } from "@eventsalsa/eventsalsa/encryption";
- * const error = new KeyNotFoundError({ scope: "user-pii", scopeId: "u-1" });
- * console.log(error instanceof SubjectKeyError, error.scopeId); // true u-1
- * ```
- */
-export abstract class SubjectKeyError extends Error {
-  /** The key's scope. */
-  readonly scope: string;
-  /** The subject id. */
-  readonly scopeId: string;
-  /** The key version, or null when the active key was asked for. */
-  readonly keyVersion: number | null;
-
-  /** `message` is the Go sentinel text; the subject is appended. */
-  constructor(message: string, context: KeyErrorContext, options?: ErrorOptions) {
-    super(`${message}: ${where(context)}`, options);
-    this.scope = context.scope;
-    this.scopeId = context.scopeId;
-    this.keyVersion = context.keyVersion ?? null;
-  }
-}
-
-/**
  * Base of {@link DecryptionError} and {@link EncryptionError}: a cipher operation failed for a
- * `reason` given in words that never include keys or plaintext, with the subject when known.
+ * `reason` given in words that never include keys or plaintext, with the scope and scope id when known.
  *
  * @example
  * ```ts
@@ -95,9 +66,9 @@ export abstract class SubjectKeyError extends Error {
 export abstract class CipherOperationError extends Error {
   /** Why it failed, without secrets. */
   readonly reason: string;
-  /** The scope, when the failure concerns a subject's value or key. */
+  /** The scope, when the failure concerns a scope id's value or key. */
   readonly scope: string | null;
-  /** The subject id, when known. */
+  /** The scope id, when known. */
   readonly scopeId: string | null;
   /** The key version, when known. */
   readonly keyVersion: number | null;
@@ -121,7 +92,7 @@ export abstract class CipherOperationError extends Error {
 }
 
 /**
- * No key exists for the subject (or for the requested version), and none was ever destroyed
+ * No key exists for the scope id (or for the requested version), and none was ever destroyed
  * there: the key was never created. Go's text: `encryption key not found`.
  *
  * @example
@@ -131,20 +102,29 @@ export abstract class CipherOperationError extends Error {
  * console.log(error.message); // encryption key not found: user-pii/u-1 v2
  * ```
  */
-export class KeyNotFoundError extends SubjectKeyError {
+export class KeyNotFoundError extends Error {
   /** Stable error name. */
   override readonly name: string = "KeyNotFoundError";
   /** Stable error code. */
   readonly code: string = "ERR_KEY_NOT_FOUND";
+  /** The key's scope. */
+  readonly scope: string;
+  /** The scope id. */
+  readonly scopeId: string;
+  /** The key version asked for, or `null` when the active key was asked for. */
+  readonly keyVersion: number | null;
 
-  /** Creates the error for the given subject (and version). */
+  /** Creates the error for the given scope id (and version). */
   constructor(context: KeyErrorContext, options?: ErrorOptions) {
-    super("encryption key not found", context, options);
+    super(`encryption key not found: ${where(context)}`, options);
+    this.scope = context.scope;
+    this.scopeId = context.scopeId;
+    this.keyVersion = context.keyVersion ?? null;
   }
 }
 
 /**
- * The subject's keys were destroyed (crypto-shredded): the data encrypted under them can never be
+ * The scope id's keys were destroyed (crypto-shredded): the data encrypted under them can never be
  * decrypted again. Distinct from {@link KeyNotFoundError}, which means the key never existed. Go's
  * text: `encryption key has been destroyed`.
  *
@@ -155,23 +135,32 @@ export class KeyNotFoundError extends SubjectKeyError {
  * console.log(error.code); // ERR_KEY_DESTROYED
  * ```
  */
-export class KeyDestroyedError extends SubjectKeyError {
+export class KeyDestroyedError extends Error {
   /** Stable error name. */
   override readonly name: string = "KeyDestroyedError";
   /** Stable error code. */
   readonly code: string = "ERR_KEY_DESTROYED";
+  /** The key's scope. */
+  readonly scope: string;
+  /** The scope id. */
+  readonly scopeId: string;
+  /** The key version asked for, or `null` when the active key was asked for. */
+  readonly keyVersion: number | null;
   /** When the keys were destroyed. */
   readonly destroyedAt: Date;
 
-  /** Creates the error for the given subject (and version) and destruction time. */
+  /** Creates the error for the given scope id (and version) and destruction time. */
   constructor(context: KeyErrorContext, destroyedAt: Date, options?: ErrorOptions) {
-    super("encryption key has been destroyed", context, options);
+    super(`encryption key has been destroyed: ${where(context)}`, options);
+    this.scope = context.scope;
+    this.scopeId = context.scopeId;
+    this.keyVersion = context.keyVersion ?? null;
     this.destroyedAt = destroyedAt;
   }
 }
 
 /**
- * `createKey` found an active key for the subject (or lost a race against a concurrent
+ * `createKey` found an active key for the scope id (or lost a race against a concurrent
  * `createKey`). Go's text: `encryption key already exists`.
  *
  * @example
@@ -181,15 +170,24 @@ export class KeyDestroyedError extends SubjectKeyError {
  * console.log(error.keyVersion); // 1
  * ```
  */
-export class KeyExistsError extends SubjectKeyError {
+export class KeyExistsError extends Error {
   /** Stable error name. */
   override readonly name: string = "KeyExistsError";
   /** Stable error code. */
   readonly code: string = "ERR_KEY_EXISTS";
+  /** The key's scope. */
+  readonly scope: string;
+  /** The scope id. */
+  readonly scopeId: string;
+  /** The active version found, or `null` when a concurrent writer won and it is unknown. */
+  readonly keyVersion: number | null;
 
-  /** Creates the error for the given subject. */
+  /** Creates the error for the given scope id. */
   constructor(context: KeyErrorContext, options?: ErrorOptions) {
-    super("encryption key already exists", context, options);
+    super(`encryption key already exists: ${where(context)}`, options);
+    this.scope = context.scope;
+    this.scopeId = context.scopeId;
+    this.keyVersion = context.keyVersion ?? null;
   }
 }
 
@@ -214,7 +212,7 @@ export class SystemKeyNotFoundError extends Error {
   readonly systemKeyId: string;
   /** The scope whose key needed it, when the lookup was for a data key. */
   readonly scope: string | null;
-  /** The subject whose key needed it, when the lookup was for a data key. */
+  /** The scope id whose key needed it, when the lookup was for a data key. */
   readonly scopeId: string | null;
   /** The data key version that needed it, when known. */
   readonly keyVersion: number | null;
@@ -235,7 +233,7 @@ export class SystemKeyNotFoundError extends Error {
 
 /**
  * Decryption failed: the ciphertext was tampered with, truncated, not valid base64, bound to
- * another subject or version, encrypted under another key, or its plaintext is not valid UTF-8; or
+ * another scope id or version, encrypted under another key, or its plaintext is not valid UTF-8; or
  * a wrapped data key could not be unwrapped with its system key. `reason` says which, in words that
  * never include the ciphertext, the key or the plaintext. Go's text: `decryption failed`.
  *
@@ -252,21 +250,21 @@ export class DecryptionError extends CipherOperationError {
   /** Stable error code. */
   readonly code: string = "ERR_DECRYPTION";
 
-  /** Creates the error with a reason and, optionally, the subject it concerns. */
+  /** Creates the error with a reason and, optionally, the scope id it concerns. */
   constructor(reason: string, context?: KeyErrorContext, options?: ErrorOptions) {
     super("decryption", reason, context, options);
   }
 }
 
 /**
- * Encryption failed for a reason other than bad input: the random source failed, or a value cannot
- * be written in the configured format (e.g. a Go-format PII value under a key version other than 1).
+ * Encryption failed for a reason other than bad input: a value cannot be written in the configured
+ * format (e.g. a Go-format PII value under a key version other than 1), or the cipher failed.
  * Go's text: `encryption failed`.
  *
  * @example
  * ```ts
  * import { EncryptionError } from "@eventsalsa/eventsalsa/encryption";
- * console.log(new EncryptionError("random source failed").code); // ERR_ENCRYPTION
+ * console.log(new EncryptionError("AES-GCM encryption failed").code); // ERR_ENCRYPTION
  * ```
  */
 export class EncryptionError extends CipherOperationError {
@@ -275,7 +273,7 @@ export class EncryptionError extends CipherOperationError {
   /** Stable error code. */
   readonly code: string = "ERR_ENCRYPTION";
 
-  /** Creates the error with a reason and, optionally, the subject it concerns. */
+  /** Creates the error with a reason and, optionally, the scope id it concerns. */
   constructor(reason: string, context?: KeyErrorContext, options?: ErrorOptions) {
     super("encryption", reason, context, options);
   }
@@ -283,7 +281,7 @@ export class EncryptionError extends CipherOperationError {
 
 /**
  * A key has the wrong length: a system key that is not 32 bytes, a blind-index key shorter than 32
- * bytes, or a key of the wrong size handed to a cipher. Go's text: `invalid key size`.
+ * bytes, or a key handed to a keyring or hasher with the wrong size. Go's text: `invalid key size`.
  *
  * @example
  * ```ts

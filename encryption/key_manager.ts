@@ -1,13 +1,12 @@
 /**
- * The key manager: the lifecycle of per-subject data keys (create, rotate, revoke, destroy) and
- * the rewrap of data keys from one system key to another. Runtime-agnostic: it talks to a
- * {@link KeyStore} port.
+ * The key manager: the lifecycle of data keys, one set of versions per (scope, scope id) (create,
+ * rotate, revoke, destroy), and the rewrap of data keys from one system key to another.
+ * Runtime-agnostic: it talks to a {@link KeyStore} port.
  *
  * @module
  */
-import { AesGcmCipher, type Cipher } from "./cipher.ts";
 import { kekOperations, newWrappedDek } from "./data_keys.ts";
-import type { DekCache } from "./dek_cache.ts";
+import { invalidateEverywhere } from "./dek_cache.ts";
 import {
   InvalidInputError,
   KeyDestroyedError,
@@ -19,6 +18,7 @@ import type { Keyring } from "./keyring.ts";
 import type { KeyStore } from "./key_store.ts";
 import {
   checkRewrapOptions,
+  driveRewrap,
   rewrapKey,
   type RewrapResult,
   type RewrapSystemKeysOptions,
@@ -51,12 +51,6 @@ export interface KeyManagerOptions<Tx> {
   keyring: Keyring;
   /** Where wrapped data keys live. */
   store: KeyStore<Tx>;
-  /** The cipher that wraps data keys; AES-256-GCM when omitted. */
-  cipher?: Cipher;
-  /** The envelope's DEK cache, if any, so key changes here invalidate it. */
-  cache?: DekCache | null;
-  /** Source of new data keys; the platform CSPRNG when omitted. For tests only. */
-  randomBytes?: (length: number) => Uint8Array;
   /**
    * OpenTelemetry: with a `tracer`, a span per create, rotate, revoke, destroy and rewrap, naming
    * the scope, the scope id and the resulting version or count (never key material). No telemetry
@@ -78,6 +72,9 @@ export interface KeyManagerOptions<Tx> {
  * - `destroyKeys` deletes every version (crypto-shredding) and leaves a tombstone, so decrypting
  *   old values throws `KeyDestroyedError` instead of `KeyNotFoundError`.
  *
+ * `rotateKey`, `revokeKeys` and `destroyKeys` clear the scope id from every DEK cache of this
+ * process at once (not from other processes' caches: see `DekCache`).
+ *
  * @example
  * ```ts
  * import { KeyManager, keyringFromMap } from "@eventsalsa/eventsalsa/encryption";
@@ -95,9 +92,6 @@ export interface KeyManagerOptions<Tx> {
 export class KeyManager<Tx> {
   readonly #keyring: Keyring;
   readonly #store: KeyStore<Tx>;
-  readonly #cipher: Cipher;
-  readonly #cache: DekCache | null;
-  readonly #random: ((length: number) => Uint8Array) | undefined;
   readonly #tracer: TelemetryTracer | null;
 
   /** Builds a manager; see {@link KeyManagerOptions}. */
@@ -113,17 +107,14 @@ export class KeyManager<Tx> {
     }
     this.#keyring = options.keyring;
     this.#store = options.store;
-    this.#cipher = options.cipher ?? new AesGcmCipher();
-    this.#cache = options.cache ?? null;
-    this.#random = options.randomBytes;
     this.#tracer =
       checkTelemetry(options.telemetry, (message) => new InvalidInputError(message))?.tracer ??
         null;
   }
 
   /**
-   * Creates the subject's first data key and returns its version: 1, or one above the highest
-   * version destroyed earlier. Throws {@link KeyExistsError} when the subject has an active key.
+   * Creates the scope id's first data key and returns its version: 1, or one above the highest
+   * version destroyed earlier. Throws {@link KeyExistsError} when the scope id has an active key.
    *
    * @example
    * ```ts
@@ -151,7 +142,7 @@ export class KeyManager<Tx> {
 
   async #createKey(tx: Tx, scope: string, scopeId: string): Promise<number> {
     checkSubject(scope, scopeId);
-    const wrapped = newWrappedDek(this.#keyring, this.#cipher, { scope, scopeId }, this.#random);
+    const wrapped = newWrappedDek(this.#keyring);
     const result = await this.#store.createKey(tx, { scope, scopeId, ...wrapped });
     if (result.status === "exists") {
       throw new KeyExistsError({ scope, scopeId, keyVersion: result.keyVersion });
@@ -161,7 +152,7 @@ export class KeyManager<Tx> {
 
   /**
    * Adds a new version wrapped under the active system key, revokes the older ones (they still
-   * decrypt) and returns the new version. Throws {@link KeyNotFoundError} when the subject has no
+   * decrypt) and returns the new version. Throws {@link KeyNotFoundError} when the scope id has no
    * key and {@link KeyDestroyedError} when its keys were destroyed.
    *
    * @example
@@ -186,8 +177,8 @@ export class KeyManager<Tx> {
 
   async #rotateKey(tx: Tx, scope: string, scopeId: string): Promise<number> {
     checkSubject(scope, scopeId);
-    const wrapped = newWrappedDek(this.#keyring, this.#cipher, { scope, scopeId }, this.#random);
-    this.#cache?.invalidate(scope, scopeId);
+    const wrapped = newWrappedDek(this.#keyring);
+    invalidateEverywhere(scope, scopeId);
     const result = await this.#store.rotateKey(tx, { scope, scopeId, ...wrapped });
     if (result.status === "destroyed") {
       throw new KeyDestroyedError({ scope, scopeId }, result.tombstone.destroyedAt);
@@ -198,7 +189,7 @@ export class KeyManager<Tx> {
 
   /**
    * Revokes every version but the newest: they stop being used for encryption but still decrypt.
-   * Returns how many versions were revoked (0 for an unknown subject, no error).
+   * Returns how many versions were revoked (0 for an unknown scope id, no error).
    *
    * @example
    * ```ts
@@ -222,14 +213,14 @@ export class KeyManager<Tx> {
 
   async #revokeKeys(tx: Tx, scope: string, scopeId: string): Promise<number> {
     checkSubject(scope, scopeId);
-    this.#cache?.invalidate(scope, scopeId);
+    invalidateEverywhere(scope, scopeId);
     return await this.#store.revokeKeys(tx, scope, scopeId);
   }
 
   /**
-   * Crypto-shredding: deletes every version of the subject's key and leaves a tombstone. Values
+   * Crypto-shredding: deletes every version of the scope id's key and leaves a tombstone. Values
    * encrypted under them can no longer be decrypted (`KeyDestroyedError`). Returns how many versions
-   * were destroyed (0 for an unknown subject, no error). Run it in the same transaction as the event
+   * were destroyed (0 for an unknown scope id, no error). Run it in the same transaction as the event
    * that records the deletion. Copies in backups, WAL and replicas are out of its reach: see
    * docs/encryption.md.
    *
@@ -260,17 +251,17 @@ export class KeyManager<Tx> {
 
   async #destroyKeys(tx: Tx, scope: string, scopeId: string): Promise<number> {
     checkSubject(scope, scopeId);
-    this.#cache?.invalidate(scope, scopeId);
+    invalidateEverywhere(scope, scopeId);
     try {
       return await this.#store.destroyKeys(tx, scope, scopeId);
     } finally {
       // Again after the write, so nothing cached in between survives.
-      this.#cache?.invalidate(scope, scopeId);
+      invalidateEverywhere(scope, scopeId);
     }
   }
 
   /**
-   * The subject's active key version. Throws {@link KeyNotFoundError} or
+   * The scope id's active key version. Throws {@link KeyNotFoundError} or
    * {@link KeyDestroyedError}.
    *
    * @example
@@ -337,10 +328,11 @@ export class KeyManager<Tx> {
     for (const id of [checked.from, checked.to]) {
       if (!this.#keyring.has(id)) throw new SystemKeyNotFoundError(id);
     }
-    const fromKek = kekOperations(this.#keyring, this.#cipher, checked.from);
-    const toKek = kekOperations(this.#keyring, this.#cipher, checked.to);
+    const fromKek = kekOperations(this.#keyring, checked.from);
+    const toKek = kekOperations(this.#keyring, checked.to);
+    const store = this.#store;
     try {
-      return await this.#store.rewrapSystemKeys(tx, {
+      return await driveRewrap({
         fromSystemKeyId: checked.from,
         toSystemKeyId: checked.to,
         batchSize: checked.batchSize,
@@ -348,6 +340,14 @@ export class KeyManager<Tx> {
         rewrapRow: (row) => rewrapKey(fromKek, toKek, row),
         onProgress: options.onProgress,
         onRowError: options.onRowError,
+      }, {
+        runBatch: (after, limit, rewrap) =>
+          store.rewrapBatch(
+            tx,
+            { fromSystemKeyId: checked.from, after, limit, dryRun: checked.dryRun },
+            rewrap,
+          ),
+        countRemaining: () => store.countKeys(tx, checked.from),
       });
     } finally {
       fromKek.release();

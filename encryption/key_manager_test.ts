@@ -1,7 +1,10 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { InMemoryKeyStore } from "../testing/in_memory_key_store.ts";
-import { AesGcmCipher } from "./cipher.ts";
+import { decryptWithKey, openWithNoble } from "./aes_gcm.ts";
+import { decodeBase64Url } from "./encoding.ts";
+import { Envelope } from "./envelope.ts";
+import { es2AssociatedData } from "./envelope_format.ts";
 import {
   DecryptionError,
   InvalidInputError,
@@ -78,13 +81,24 @@ describe("KeyManager beyond Go", () => {
   it("wraps new keys under the active system key and records its id", async () => {
     const store = new InMemoryKeyStore();
     const keyring = keyringFromMap({ old: new Uint8Array(32).fill(1), current: SK1 }, "current");
-    const dek = new Uint8Array(32).fill(0x5a);
-    const keys = new KeyManager({ keyring, store, randomBytes: (n) => dek.slice(0, n) });
+    const keys = new KeyManager({ keyring, store });
     await keys.createKey(null, "s", "i");
-    const [row] = store.rows();
+    await keys.createKey(null, "s", "j");
+    const [row, other] = store.rows();
     assert.equal(row.systemKeyId, "current");
     assert.equal(row.encryptedDek.length, 60);
-    assert.deepEqual(new AesGcmCipher().decrypt(SK1, row.encryptedDek), dek);
+    const dek = decryptWithKey(SK1, row.encryptedDek);
+    assert.equal(dek.length, 32);
+    assert.notDeepEqual(decryptWithKey(SK1, other.encryptedDek), dek, "a fresh random key each");
+    // The wrapped key is the one values are encrypted under.
+    const envelope = new Envelope({ keyring, store });
+    const value = await envelope.encryptVersioned(null, "s", "i", "x");
+    const sealed = decodeBase64Url(value.ciphertext.slice("es2:1:".length))!;
+    const aad = es2AssociatedData("s", "i", 1, undefined);
+    assert.deepEqual(
+      openWithNoble(dek, sealed.subarray(0, 12), sealed.subarray(12), aad),
+      new TextEncoder().encode("x"),
+    );
   });
 
   it("after destroyKeys: activeKeyVersion and rotateKey say destroyed; createKey starts above", async () => {
@@ -138,6 +152,12 @@ describe("KeyManager beyond Go", () => {
         () => keys.activeKeyVersion(null, null as unknown as string, "i"),
       ],
       ["long scope", () => keys.createKey(null, "x".repeat(1025), "i")],
+      // The store's rule for stored text: UTF-8 bytes, not characters, and no lone surrogates
+      // (which UTF-8 would turn into U+FFFD, folding "a\uD800" and "a\uDBFF" into one key row).
+      ["1,200-byte scope id", () => keys.createKey(null, "s", "é".repeat(600))],
+      ["lone surrogate in scope id", () => keys.createKey(null, "s", "a\uD800")],
+      ["lone surrogate in scope", () => keys.createKey(null, "\uDC00", "i")],
+      ["NUL in scope id", () => keys.createKey(null, "s", "a\u0000")],
     ];
     for (const [what, call] of calls) await assert.rejects(call(), InvalidInputError, what);
     assert.deepEqual(store.rows(), []);
@@ -207,8 +227,7 @@ describe("KeyManager.rewrapSystemKeys (in memory)", () => {
 
   it("moves every key to the new system key without changing the DEK", async () => {
     const { keys, store } = await seeded(5);
-    const cipher = new AesGcmCipher();
-    const deks = store.rows().map((row) => cipher.decrypt(oldKek, row.encryptedDek));
+    const deks = store.rows().map((row) => decryptWithKey(oldKek, row.encryptedDek));
     const result = await keys.rewrapSystemKeys(null, { from: "old", to: "new", batchSize: 2 });
     assert.deepEqual(
       [
@@ -222,7 +241,7 @@ describe("KeyManager.rewrapSystemKeys (in memory)", () => {
     );
     store.rows().forEach((row, i) => {
       assert.equal(row.systemKeyId, "new");
-      assert.deepEqual(cipher.decrypt(newKek, row.encryptedDek), deks[i]);
+      assert.deepEqual(decryptWithKey(newKek, row.encryptedDek), deks[i]);
     });
   });
 

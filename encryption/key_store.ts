@@ -9,10 +9,9 @@
  *
  * @module
  */
-import type { RewrapRequest, RewrapResult } from "./rewrap.ts";
 
 /**
- * One stored data key: a version of a subject's key, wrapped under a system key.
+ * One stored data key: a version of a scope id's key, wrapped under a system key.
  *
  * @example
  * ```ts
@@ -24,11 +23,11 @@ import type { RewrapRequest, RewrapResult } from "./rewrap.ts";
  * ```
  */
 export interface StoredKey {
-  /** The kind of subject, e.g. `"user-pii"` or `"integration-secrets"`. */
+  /** The kind of key and data, e.g. `"user-pii"` or `"integration-secrets"`. */
   readonly scope: string;
-  /** The subject, e.g. a user id. */
+  /** The id within the scope, e.g. a user id. */
   readonly scopeId: string;
-  /** 1-based version within the subject. */
+  /** 1-based version within the scope id. */
   readonly keyVersion: number;
   /** The data key wrapped under the system key (60 bytes with AES-256-GCM). */
   readonly encryptedDek: Uint8Array;
@@ -41,7 +40,7 @@ export interface StoredKey {
 }
 
 /**
- * What is left of a subject whose keys were destroyed: the fact, the time, and the highest version
+ * What is left of a scope id whose keys were destroyed: the fact, the time, and the highest version
  * destroyed, so later lookups say "destroyed" instead of "not found".
  *
  * @example
@@ -58,7 +57,7 @@ export interface StoredKey {
 export interface KeyTombstone {
   /** The scope. */
   readonly scope: string;
-  /** The subject. */
+  /** The scope id. */
   readonly scopeId: string;
   /** Every version up to this one was destroyed. */
   readonly maxKeyVersion: number;
@@ -103,7 +102,7 @@ export type KeyLookup =
 export interface NewKey {
   /** The scope. */
   readonly scope: string;
-  /** The subject. */
+  /** The scope id. */
   readonly scopeId: string;
   /** The wrapped data key. */
   readonly encryptedDek: Uint8Array;
@@ -112,7 +111,7 @@ export interface NewKey {
 }
 
 /**
- * Outcome of {@link KeyStore.createKey}: created, or refused because the subject already has an
+ * Outcome of {@link KeyStore.createKey}: created, or refused because the scope id already has an
  * active key (`keyVersion` is `null` when a concurrent writer won and the version is unknown).
  *
  * @example
@@ -141,11 +140,34 @@ export type RotateKeyResult =
   | { readonly status: "missing" };
 
 /**
+ * Which keys one batch of a rewrap reads: see {@link KeyStore.rewrapBatch}.
+ *
+ * @example
+ * ```ts
+ * import type { RewrapBatch } from "@eventsalsa/eventsalsa/encryption";
+ * const first: RewrapBatch = { fromSystemKeyId: "kek-2025", after: null, limit: 100, dryRun: false };
+ * ```
+ */
+export interface RewrapBatch {
+  /** The system key the keys to read are wrapped under. */
+  readonly fromSystemKeyId: string;
+  /**
+   * Read only keys after this one in (scope, scopeId, keyVersion) order; `null` for the first
+   * batch.
+   */
+  readonly after: Pick<StoredKey, "scope" | "scopeId" | "keyVersion"> | null;
+  /** Most keys to read. */
+  readonly limit: number;
+  /** Read without locking and write nothing. */
+  readonly dryRun: boolean;
+}
+
+/**
  * Storage of wrapped data keys. Implementations must make `createKey` and `rotateKey` atomic per
- * subject: of two concurrent `createKey` calls exactly one creates, the other gets `exists`; of
+ * scope id: of two concurrent `createKey` calls exactly one creates, the other gets `exists`; of
  * concurrent rotations each creates its own version and afterwards exactly one version is active.
  *
- * Versions: a subject's first key is version 1, or one above the highest destroyed version when
+ * Versions: a scope id's first key is version 1, or one above the highest destroyed version when
  * its keys were destroyed before (so old ciphertext keeps failing with "destroyed"); a rotation
  * creates the highest version so far plus one.
  *
@@ -163,16 +185,31 @@ export interface KeyStore<Tx> {
   getActiveKey(tx: Tx, scope: string, scopeId: string): Promise<KeyLookup>;
   /** Exactly `keyVersion`, revoked or not; a tombstone when that version was destroyed. */
   getKey(tx: Tx, scope: string, scopeId: string, keyVersion: number): Promise<KeyLookup>;
-  /** Stores the subject's first active key, unless it already has one. */
+  /** Stores the scope id's first active key, unless it already has one. */
   createKey(tx: Tx, key: NewKey): Promise<CreateKeyResult>;
-  /** Stores a new highest version and revokes every other version, if the subject has an active key. */
+  /** Stores a new highest version and revokes every other version, if the scope id has an active key. */
   rotateKey(tx: Tx, key: NewKey): Promise<RotateKeyResult>;
   /** Revokes every unrevoked version except the highest; returns how many were revoked. */
   revokeKeys(tx: Tx, scope: string, scopeId: string): Promise<number>;
   /** Deletes every version and leaves a tombstone; returns how many versions were deleted. */
   destroyKeys(tx: Tx, scope: string, scopeId: string): Promise<number>;
-  /** Re-wraps every key stored under one system key, in batches; see `rewrapSystemKeys`. */
-  rewrapSystemKeys(tx: Tx, request: RewrapRequest): Promise<RewrapResult>;
+  /**
+   * One batch of a system-key rewrap (`KeyManager.rewrapSystemKeys` drives the batches and does
+   * the cryptography). In one transaction of its own (or in `tx` when it is one): read up to
+   * `batch.limit` keys wrapped under `batch.fromSystemKeyId` that come after `batch.after` in
+   * (scope, scopeId, keyVersion) order, in that order, locking them against other rewraps and
+   * skipping keys others hold locked (no locks in a dry run); pass them to `rewrap` once; write
+   * each key it returns (new `encryptedDek` and `systemKeyId`) only if its row is still under
+   * `batch.fromSystemKeyId`, and nothing in a dry run; commit. Returns how many keys were read and
+   * how many writes took effect.
+   */
+  rewrapBatch(
+    tx: Tx,
+    batch: RewrapBatch,
+    rewrap: (keys: StoredKey[]) => StoredKey[],
+  ): Promise<{ read: number; written: number }>;
+  /** How many keys are wrapped under system key `systemKeyId`. */
+  countKeys(tx: Tx, systemKeyId: string): Promise<number>;
   /**
    * Whether reads through `tx` can only see committed rows, so the DEK cache may keep what they
    * return. A PostgreSQL transaction can see its own uncommitted keys (which a rollback would

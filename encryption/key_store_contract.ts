@@ -8,7 +8,12 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import type { KeyLookup, KeyStore, StoredKey } from "./key_store.ts";
-import type { RewrapFailure, RewrapRequest } from "./rewrap.ts";
+import {
+  driveRewrap,
+  type RewrapFailure,
+  type RewrapRequest,
+  type RewrapResult,
+} from "./rewrap.ts";
 
 /**
  * One key store under test, opened fresh (empty) for every scenario.
@@ -79,6 +84,23 @@ function fakeRewrap(from: string, to: string, options: Partial<RewrapRequest> = 
   };
 }
 
+/** A whole rewrap through the store's batches, as `KeyManager.rewrapSystemKeys` runs it. */
+function rewrapThrough<Tx>(
+  store: KeyStore<Tx>,
+  tx: Tx,
+  request: RewrapRequest,
+): Promise<RewrapResult> {
+  return driveRewrap(request, {
+    runBatch: (after, limit, rewrap) =>
+      store.rewrapBatch(
+        tx,
+        { fromSystemKeyId: request.fromSystemKeyId, after, limit, dryRun: request.dryRun },
+        rewrap,
+      ),
+    countRemaining: () => store.countKeys(tx, request.fromSystemKeyId),
+  });
+}
+
 /**
  * Registers the key store scenarios under `describe(name)`.
  *
@@ -140,7 +162,7 @@ export function keyStoreContract<Tx>(name: string, factory: KeyStoreHarnessFacto
       );
     });
 
-    scenario("41/42. lookups of an unknown subject or version are missing", async (h) => {
+    scenario("41/42. lookups of an unknown scope id or version are missing", async (h) => {
       assert.deepEqual(await h.store.getActiveKey(h.base, "user", "nobody"), { status: "missing" });
       assert.deepEqual(await h.store.getKey(h.base, "user", "nobody", 1), { status: "missing" });
       await h.store.createKey(h.base, newKey("user", "u-1"));
@@ -215,7 +237,7 @@ export function keyStoreContract<Tx>(name: string, factory: KeyStoreHarnessFacto
       );
     });
 
-    scenario("createKey refuses a subject with an active key", async (h) => {
+    scenario("createKey refuses a scope id with an active key", async (h) => {
       await h.store.createKey(h.base, newKey("user", "u-1", "first"));
       assert.deepEqual(await h.store.createKey(h.base, newKey("user", "u-1", "second")), {
         status: "exists",
@@ -264,7 +286,7 @@ export function keyStoreContract<Tx>(name: string, factory: KeyStoreHarnessFacto
       assert.equal((await h.store.getActiveKey(h.base, "s", "gone")).status, "destroyed");
     });
 
-    scenario("concurrent createKey on one subject: one created, the rest exist", async (h) => {
+    scenario("concurrent createKey on one scope id: one created, the rest exist", async (h) => {
       const results = await Promise.all(
         [1, 2, 3, 4].map((n) => h.store.createKey(h.base, newKey("race", "r-1", `dek-${n}`))),
       );
@@ -288,7 +310,7 @@ export function keyStoreContract<Tx>(name: string, factory: KeyStoreHarnessFacto
       assert.equal(found(await h.store.getKey(h.base, "race", "r-2", 6)).revokedAt, null);
     });
 
-    scenario("56. concurrent creates on different subjects all succeed", async (h) => {
+    scenario("56. concurrent creates on different scope ids all succeed", async (h) => {
       const ids = Array.from({ length: 20 }, (_, i) => `id-${i}`);
       const results = await Promise.all(
         ids.map((id) => h.store.createKey(h.base, newKey("many", id))),
@@ -390,7 +412,8 @@ export function keyStoreContract<Tx>(name: string, factory: KeyStoreHarnessFacto
         systemKeyId: "new",
       });
       const progress: number[] = [];
-      const result = await h.store.rewrapSystemKeys(
+      const result = await rewrapThrough(
+        h.store,
         h.base,
         fakeRewrap("old", "new", { onProgress: (p) => void progress.push(p.rewrappedRows) }),
       );
@@ -421,7 +444,8 @@ export function keyStoreContract<Tx>(name: string, factory: KeyStoreHarnessFacto
         encryptedDek: text("x1"),
         systemKeyId: "old",
       });
-      const result = await h.store.rewrapSystemKeys(
+      const result = await rewrapThrough(
+        h.store,
         h.base,
         fakeRewrap("old", "new", { dryRun: true }),
       );
@@ -451,13 +475,15 @@ export function keyStoreContract<Tx>(name: string, factory: KeyStoreHarnessFacto
         encryptedDek: text("x1"),
         systemKeyId: "old",
       });
-      const first = await h.store.rewrapSystemKeys(
+      const first = await rewrapThrough(
+        h.store,
         h.base,
         fakeRewrap("old", "new", { batchSize: 10 }),
       );
       assert.equal(first.rewrappedRows, 1);
       assert.equal(first.remainingRows, 0);
-      const second = await h.store.rewrapSystemKeys(
+      const second = await rewrapThrough(
+        h.store,
         h.base,
         fakeRewrap("old", "new", { batchSize: 10 }),
       );
@@ -478,7 +504,8 @@ export function keyStoreContract<Tx>(name: string, factory: KeyStoreHarnessFacto
         });
       }
       const reported: RewrapFailure[] = [];
-      const result = await h.store.rewrapSystemKeys(
+      const result = await rewrapThrough(
+        h.store,
         h.base,
         fakeRewrap("old", "new", { batchSize: 2, onRowError: (f) => void reported.push(f) }),
       );
@@ -494,6 +521,60 @@ export function keyStoreContract<Tx>(name: string, factory: KeyStoreHarnessFacto
       assert.equal(found(await h.store.getKey(h.base, "s", "id-3", 1)).systemKeyId, "old");
       assert.equal(found(await h.store.getKey(h.base, "s", "id-4", 1)).systemKeyId, "new");
     });
+
+    scenario(
+      "rewrapBatch reads in key order after the cursor and writes only unmoved rows",
+      async (h) => {
+        for (
+          const [scopeId, systemKeyId] of [["a", "old"], ["b", "old"], ["c", "other"], ["d", "old"]]
+        ) {
+          await h.seed({
+            scope: "s",
+            scopeId,
+            keyVersion: 1,
+            encryptedDek: text(scopeId),
+            systemKeyId,
+          });
+        }
+        const seen: string[][] = [];
+        const first = await h.store.rewrapBatch(
+          h.base,
+          { fromSystemKeyId: "old", after: null, limit: 2, dryRun: false },
+          (keys) => {
+            seen.push(keys.map((k) => k.scopeId));
+            // One real update, and one for a row under another system key, which must not be written.
+            return [
+              { ...keys[0], encryptedDek: text("A"), systemKeyId: "new" },
+              { ...keys[0], scopeId: "c", encryptedDek: text("C"), systemKeyId: "new" },
+            ];
+          },
+        );
+        assert.deepEqual(first, { read: 2, written: 1 });
+        const second = await h.store.rewrapBatch(
+          h.base,
+          {
+            fromSystemKeyId: "old",
+            after: { scope: "s", scopeId: "b", keyVersion: 1 },
+            limit: 2,
+            dryRun: true,
+          },
+          (keys) => {
+            seen.push(keys.map((k) => k.scopeId));
+            return keys.map((k) => ({ ...k, encryptedDek: text("X"), systemKeyId: "new" }));
+          },
+        );
+        assert.deepEqual(second, { read: 1, written: 0 }, "a dry run writes nothing");
+        assert.deepEqual(seen, [["a", "b"], ["d"]]);
+        const a = found(await h.store.getKey(h.base, "s", "a", 1));
+        assert.deepEqual([a.systemKeyId, a.encryptedDek], ["new", text("A")]);
+        const c = found(await h.store.getKey(h.base, "s", "c", 1));
+        assert.deepEqual([c.systemKeyId, c.encryptedDek], ["other", text("c")]);
+        assert.equal(found(await h.store.getKey(h.base, "s", "d", 1)).systemKeyId, "old");
+        assert.equal(await h.store.countKeys(h.base, "old"), 2);
+        assert.equal(await h.store.countKeys(h.base, "new"), 1);
+        assert.equal(await h.store.countKeys(h.base, "none"), 0);
+      },
+    );
 
     scenario("a failing create in a transaction is a typed result, not an abort", async (h) => {
       await h.store.createKey(h.base, newKey("t", "x"));

@@ -13,7 +13,6 @@ import { readFile } from "node:fs/promises";
 import process from "node:process";
 import { decodeBase64Std } from "./encoding.ts";
 import { InvalidKeySizeError, KeyringError, SystemKeyNotFoundError } from "./errors.ts";
-import { PreparedAesGcmKey } from "./prepared_key.ts";
 
 /**
  * Length of every system key: AES-256.
@@ -34,13 +33,13 @@ const KEY_ID = /^[\x21-\x7e]{1,128}$/;
  *
  * @example
  * ```ts
- * import { keyringFromMap, type Keyring, zeroBytes } from "@eventsalsa/eventsalsa/encryption";
+ * import { keyringFromMap, type Keyring } from "@eventsalsa/eventsalsa/encryption";
  * const keyring: Keyring = keyringFromMap({ "kek-1": crypto.getRandomValues(new Uint8Array(32)) }, "kek-1");
  * const { keyId, key } = keyring.activeKey();
  * try {
  *   console.log(keyId, key.length); // kek-1 32
  * } finally {
- *   zeroBytes(key);
+ *   key.fill(0);
  * }
  * ```
  */
@@ -55,12 +54,6 @@ export interface Keyring {
   key(keyId: string): Uint8Array;
   /** The active key's id and a copy of its bytes. */
   activeKey(): { keyId: string; key: Uint8Array };
-  /**
-   * Optional: the key `keyId` prepared for AES-GCM, kept for the keyring's life, so wrapping and
-   * unwrapping data keys skip the per-call key setup. Keyrings without it are used through
-   * {@link Keyring.key}.
-   */
-  preparedKey?(keyId: string): PreparedAesGcmKey;
 }
 
 /**
@@ -80,7 +73,6 @@ class SystemKeyring implements Keyring {
   readonly activeKeyId: string;
   readonly keyIds: readonly string[];
   readonly #keys: Map<string, Uint8Array>;
-  readonly #prepared = new Map<string, PreparedAesGcmKey>();
 
   constructor(keys: Map<string, Uint8Array>, activeKeyId: string) {
     this.#keys = keys;
@@ -100,17 +92,6 @@ class SystemKeyring implements Keyring {
 
   activeKey(): { keyId: string; key: Uint8Array } {
     return { keyId: this.activeKeyId, key: this.key(this.activeKeyId) };
-  }
-
-  preparedKey(keyId: string): PreparedAesGcmKey {
-    let prepared = this.#prepared.get(keyId);
-    if (prepared === undefined) {
-      const key = this.#keys.get(keyId);
-      if (key === undefined) throw new SystemKeyNotFoundError(String(keyId));
-      prepared = new PreparedAesGcmKey(key);
-      this.#prepared.set(keyId, prepared);
-    }
-    return prepared;
   }
 
   toJSON(): { activeKeyId: string; keyIds: readonly string[] } {

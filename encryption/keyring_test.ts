@@ -4,7 +4,6 @@ import assert from "node:assert/strict";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { AesGcmCipher } from "./cipher.ts";
 import { encodeBase64Std } from "./encoding.ts";
 import { InvalidKeySizeError, KeyringError, SystemKeyNotFoundError } from "./errors.ts";
 import { keyringFromEnv, keyringFromFiles, keyringFromMap } from "./keyring.ts";
@@ -120,19 +119,6 @@ describe("keyringFromMap", () => {
     copy.fill(0);
     keyring.activeKey().key.fill(0);
     assert.deepEqual(keyring.key("k1"), new Uint8Array(32).fill(7));
-  });
-
-  it("keeps one prepared AES-GCM key per id, for the life of the keyring", () => {
-    const a = new Uint8Array(32).fill(1);
-    const b = new Uint8Array(32).fill(2);
-    const keyring = keyringFromMap({ a, b }, "a");
-    const prepared = keyring.preparedKey!("b");
-    assert.equal(keyring.preparedKey!("b"), prepared, "prepared once");
-    assert.notEqual(keyring.preparedKey!("a"), prepared);
-    const cipher = new AesGcmCipher();
-    const plaintext = new Uint8Array([1, 2, 3]);
-    assert.deepEqual(cipher.decrypt(b, cipher.encrypt(prepared, plaintext)), plaintext);
-    assert.throws(() => keyring.preparedKey!("c"), SystemKeyNotFoundError);
   });
 
   it("never shows key bytes when serialized or in errors", () => {

@@ -17,31 +17,46 @@ import {
 import { InvalidInputError } from "./errors.ts";
 
 /**
- * Default keys table (resolved through `search_path`). The Go library's default is
- * `infrastructure.encryption_keys`.
+ * Default keys table, unqualified (resolved through `search_path`). It is not the Go services'
+ * table: see {@link GO_KEYS_TABLE}.
+ */
+export const DEFAULT_KEYS_TABLE = "encryption_keys";
+
+/**
+ * The keys table of the Go library's services, `infrastructure.encryption_keys`. The default here
+ * is the unqualified `encryption_keys`, another table: a deployment where Go and TypeScript
+ * services share keys must name this one, the same way, wherever a table is given (the key store,
+ * the migration, the CLI's `--keys-table`), or each side silently keeps keys of its own.
  *
  * @example
  * ```ts
- * import { DEFAULT_KEYS_TABLE, migrationSql } from "@eventsalsa/eventsalsa/encryption";
- * console.log(migrationSql().includes(DEFAULT_KEYS_TABLE)); // true
+ * import postgres from "postgres";
+ * import process from "node:process";
+ * import { GO_KEYS_TABLE, migrate, PostgresKeyStore } from "@eventsalsa/eventsalsa/encryption";
+ * const sql = postgres(process.env.DATABASE_URL!);
+ * // Adds only the tombstone table next to a table the Go services already created.
+ * await migrate(sql, { table: GO_KEYS_TABLE, createSchema: true });
+ * const store = new PostgresKeyStore({ table: GO_KEYS_TABLE });
  * ```
  */
-export const DEFAULT_KEYS_TABLE = "encryption_keys";
+export const GO_KEYS_TABLE = "infrastructure.encryption_keys";
 
 /**
  * Table names of the PostgreSQL key store.
  *
  * @example
  * ```ts
- * import type { KeyStoreTableOptions } from "@eventsalsa/eventsalsa/encryption";
- * // Share the Go library's table:
- * const options: KeyStoreTableOptions = { table: "infrastructure.encryption_keys" };
+ * import { GO_KEYS_TABLE, type KeyStoreTableOptions } from "@eventsalsa/eventsalsa/encryption";
+ * // Share the Go services' table:
+ * const options: KeyStoreTableOptions = { table: GO_KEYS_TABLE };
  * ```
  */
 export interface KeyStoreTableOptions {
   /**
    * The keys table, optionally schema-qualified, lower case (so the quoted name is the same table
-   * Go's unquoted name resolves to); `encryption_keys` when omitted.
+   * Go's unquoted name resolves to); `encryption_keys` when omitted. To share keys with services
+   * on the Go library, pass {@link GO_KEYS_TABLE} (`infrastructure.encryption_keys`, Go's
+   * default) or whatever table those services were configured with.
    */
   table?: string;
   /** The tombstone table; `<table>_tombstones` in the same schema when omitted. */
@@ -53,8 +68,8 @@ export interface KeyStoreTableOptions {
  *
  * @example
  * ```ts
- * import type { EncryptionMigrationOptions } from "@eventsalsa/eventsalsa/encryption";
- * const options: EncryptionMigrationOptions = { table: "infrastructure.encryption_keys", createSchema: true };
+ * import { type EncryptionMigrationOptions, GO_KEYS_TABLE } from "@eventsalsa/eventsalsa/encryption";
+ * const options: EncryptionMigrationOptions = { table: GO_KEYS_TABLE, createSchema: true };
  * ```
  */
 export interface EncryptionMigrationOptions extends KeyStoreTableOptions {
@@ -103,8 +118,8 @@ export function keyStoreTables(options: KeyStoreTableOptions = {}): KeyStoreTabl
  *
  * @example
  * ```ts
- * import { migrationSql } from "@eventsalsa/eventsalsa/encryption";
- * console.log(migrationSql({ table: "infrastructure.encryption_keys", createSchema: true }));
+ * import { GO_KEYS_TABLE, migrationSql } from "@eventsalsa/eventsalsa/encryption";
+ * console.log(migrationSql({ table: GO_KEYS_TABLE, createSchema: true }));
  * ```
  */
 export function migrationSql(options: EncryptionMigrationOptions = {}): string {

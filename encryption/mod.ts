@@ -1,14 +1,17 @@
 /**
  * Envelope encryption for event-sourced systems on PostgreSQL: personal data and secrets encrypted
- * under per-subject data keys (DEKs), which are wrapped under system keys (KEKs) from a keyring.
- * Destroying a subject's keys (crypto-shredding) makes all of its data unreadable, even in an
- * append-only event log. Also: HMAC-SHA-256 blind indexes, an optional DEK cache, and rewrap of
- * every DEK from one system key to another.
+ * under data keys (DEKs), one set per scope id (a user, a tenant) within a scope (`user-pii`),
+ * which are wrapped under system keys (KEKs) from a keyring. Destroying a scope id's keys
+ * (crypto-shredding) makes all of its data unreadable, even in an append-only event log. Also:
+ * HMAC-SHA-256 blind indexes, an optional DEK cache, and rewrap of every DEK from one system key to
+ * another.
  *
- * - AES-256-GCM (`@noble/ciphers`) with a fresh random 96-bit nonce per encryption.
+ * - AES-256-GCM with a fresh random 96-bit nonce per encryption: `@noble/ciphers` for short values
+ *   and data keys, the platform's WebCrypto for values of 1 KiB and more.
  * - Values are self-describing (`es2:<keyVersion>:<base64url>`), and their associated data binds
- *   scope, subject and key version: a value copied to another subject fails to decrypt.
- * - Values written by the Go library (bare base64) stay readable; the key table is Go's.
+ *   scope, scope id and key version: a value copied to another scope id fails to decrypt.
+ * - Values written by the Go library (bare base64) stay readable; the key table has Go's columns
+ *   (to share the Go services' table, name it: `GO_KEYS_TABLE`).
  * - Typed errors: `KeyNotFoundError` (never created), `KeyDestroyedError` (shredded),
  *   `SystemKeyNotFoundError` (KEK missing from the keyring), `DecryptionError` (tampered or
  *   misplaced), `KeyExistsError`, `InvalidInputError`, `InvalidKeySizeError`, `KeyringError`.
@@ -16,7 +19,8 @@
  *   the key" commits or rolls back as one.
  *
  * Limits (JavaScript cannot guarantee that key material or plaintext leaves memory, and deleted
- * keys live on in backups and WAL) are written down in docs/encryption.md.
+ * keys live on in backups and WAL) are written down in docs/encryption.md. Types shared with the
+ * store (`SqlExecutor`, `Telemetry`) are exported by `@eventsalsa/eventsalsa/store`.
  *
  * @example
  * ```ts
@@ -39,7 +43,7 @@
  * });
  * const pii = encryption.pii("user-pii");
  *
- * // Registration: create the subject's key and encrypt in the same transaction as the event.
+ * // Registration: create the user's key and encrypt in the same transaction as the event.
  * const email = await sql.begin(async (tx) => {
  *   await encryption.keyManager.createKey(tx, "user-pii", "u-1");
  *   return await pii.encrypt(tx, "u-1", "alice@example.com");
@@ -67,18 +71,8 @@ export {
   KeyExistsError,
   KeyNotFoundError,
   KeyringError,
-  SubjectKeyError,
   SystemKeyNotFoundError,
 } from "./errors.ts";
-export {
-  AES_256_KEY_SIZE,
-  AesGcmCipher,
-  type AesGcmCipherOptions,
-  type Cipher,
-  GCM_NONCE_SIZE,
-  GCM_TAG_SIZE,
-} from "./cipher.ts";
-export { PreparedAesGcmKey } from "./prepared_key.ts";
 export {
   type EnvKeyringOptions,
   type FileKeyringOptions,
@@ -95,6 +89,7 @@ export type {
   KeyStore,
   KeyTombstone,
   NewKey,
+  RewrapBatch,
   RotateKeyResult,
   StoredKey,
 } from "./key_store.ts";
@@ -106,7 +101,7 @@ export {
   type EnvelopeOptions,
   type VersionedCiphertext,
 } from "./envelope.ts";
-export { type EnvelopeFormat, ES2_PREFIX, keyVersionOf } from "./envelope_format.ts";
+export { type EnvelopeFormat, keyVersionOf } from "./envelope_format.ts";
 export { isEmptyValue, PiiAdapter, type PiiAdapterOptions, REDACTED } from "./pii.ts";
 export { isEmptySecret, SecretAdapter, type SecretValue, secretValue } from "./secret.ts";
 export {
@@ -117,39 +112,20 @@ export {
   type Normalizer,
   normalizers,
 } from "./blind_index.ts";
-export { type CachedDek, DekCache, type DekCacheOptions } from "./dek_cache.ts";
+export { DekCache, type DekCacheOptions } from "./dek_cache.ts";
 export {
-  DEFAULT_REWRAP_BATCH_SIZE,
-  driveRewrap,
-  MAX_REWRAP_BATCH_SIZE,
   RewrapAbortedError,
-  type RewrapBatchIo,
-  type RewrapCursor,
   type RewrapFailure,
   type RewrapProgress,
-  type RewrapRequest,
   type RewrapResult,
   type RewrapSystemKeysOptions,
-  type RewrapUpdate,
 } from "./rewrap.ts";
-export { zeroBytes } from "./encoding.ts";
-export type { Telemetry } from "../internal/telemetry.ts";
 export { createEncryption, type Encryption, type EncryptionOptions } from "./encryption.ts";
 export {
-  DEFAULT_KEYS_TABLE,
   type EncryptionMigrationOptions,
+  GO_KEYS_TABLE,
   type KeyStoreTableOptions,
   migrate,
   migrationSql,
 } from "./migration.ts";
-export {
-  PostgresKeyStore,
-  type PostgresKeyStoreOptions,
-  type SqlExecutor,
-} from "./postgres_key_store.ts";
-// postgres.js's types that appear in this module's signatures, under names that say whose they are.
-export type {
-  ReservedSql as PostgresReservedSql,
-  Sql as PostgresSql,
-  TransactionSql as PostgresTransactionSql,
-} from "postgres";
+export { PostgresKeyStore, type PostgresKeyStoreOptions } from "./postgres_key_store.ts";

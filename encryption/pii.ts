@@ -1,13 +1,13 @@
 /**
- * The PII adapter: personal data encrypted under one key per subject, so that destroying the
- * subject's keys (crypto-shredding) makes every value unreadable at once.
+ * The PII adapter: personal data encrypted under one key per scope id (a user, a customer), so that
+ * destroying that scope id's keys (crypto-shredding) makes every value unreadable at once.
  *
  * @module
  */
 import type { Envelope } from "./envelope.ts";
 import { ES2_PREFIX } from "./envelope_format.ts";
 import { EncryptionError, InvalidInputError } from "./errors.ts";
-import { checkContext, checkScope, subjectIdText } from "./validation.ts";
+import { checkContext, checkScope, scopeIdText } from "./validation.ts";
 
 /**
  * What to log instead of an encrypted value.
@@ -32,17 +32,21 @@ export const REDACTED = "[REDACTED]";
 export interface PiiAdapterOptions {
   /**
    * A label bound into every value (e.g. the field name), so values cannot be swapped between
-   * fields of one subject. Values written with a label must be read with the same label.
+   * fields of one scope id. Values written with a label must be read with the same label.
    */
   context?: string;
 }
 
 /**
- * Encrypts personal data under the subject's key in one scope (e.g. `"user-pii"`). Create the key
- * with `KeyManager.createKey(tx, scope, subjectId)` first (encrypting without one throws
+ * Encrypts personal data under a scope id's key in one scope (e.g. `"user-pii"`), fixed when the
+ * adapter is made (`encryption.pii(scope)`), like the secret adapter's. Create the key with
+ * `KeyManager.createKey(tx, scope, scopeId)` first (encrypting without one throws
  * `KeyNotFoundError`); destroy it with `KeyManager.destroyKeys` to shred every value at once.
+ * Values are strings (UTF-8); anything else is an `InvalidInputError`.
  *
- * Decryption uses the key version written inside the value, so a rotation of the subject's key
+ * `ID` is the type of scope ids: strings, or objects with their own `toString()` (value-object ids).
+ *
+ * Decryption uses the key version written inside the value, so a rotation of the scope id's key
  * never makes older values unreadable (the Go adapter always decrypts with version 1). Go-format
  * values, which carry no version, are read with version 1, as Go writes them. When the envelope
  * writes the Go format, encrypting under any version other than 1 is refused
@@ -83,7 +87,7 @@ export class PiiAdapter<Tx, ID = string> {
   }
 
   /**
-   * Encrypts a value for the subject under its active key.
+   * Encrypts a string for the scope id under its active key.
    *
    * @example
    * ```ts
@@ -92,8 +96,8 @@ export class PiiAdapter<Tx, ID = string> {
    * const value = await pii.encrypt(null, "u-1", "Alice Example");
    * ```
    */
-  async encrypt(tx: Tx, subjectId: ID, plaintext: string): Promise<string> {
-    const id = subjectIdText(subjectId);
+  async encrypt(tx: Tx, scopeId: ID, plaintext: string): Promise<string> {
+    const id = scopeIdText(scopeId);
     if (typeof plaintext !== "string") {
       throw new InvalidInputError("PII plaintext must be a string");
     }
@@ -111,7 +115,7 @@ export class PiiAdapter<Tx, ID = string> {
   }
 
   /**
-   * Decrypts a value of the subject, with the key version it was written under.
+   * Decrypts a value of the scope id, with the key version it was written under.
    *
    * @example
    * ```ts
@@ -121,10 +125,10 @@ export class PiiAdapter<Tx, ID = string> {
    * const name = await pii.decrypt(null, "u-1", stored);
    * ```
    */
-  decrypt(tx: Tx, subjectId: ID, value: string): Promise<string> {
+  decrypt(tx: Tx, scopeId: ID, value: string): Promise<string> {
     let id: string;
     try {
-      id = subjectIdText(subjectId);
+      id = scopeIdText(scopeId);
       if (typeof value !== "string") throw new InvalidInputError("PII value must be a string");
     } catch (error) {
       return Promise.reject(error);

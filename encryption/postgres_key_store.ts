@@ -15,33 +15,25 @@ import type {
   KeyStore,
   KeyTombstone,
   NewKey,
+  RewrapBatch,
   RotateKeyResult,
   StoredKey,
 } from "./key_store.ts";
 import { type KeyStoreTableOptions, keyStoreTables } from "./migration.ts";
-import {
-  driveRewrap,
-  type RewrapCursor,
-  type RewrapRequest,
-  type RewrapResult,
-  type RewrapUpdate,
-} from "./rewrap.ts";
-
-export type { SqlExecutor };
 
 /**
  * Options of {@link PostgresKeyStore}: the table names (see {@link KeyStoreTableOptions}).
  *
  * @example
  * ```ts
- * import { PostgresKeyStore, type PostgresKeyStoreOptions } from "@eventsalsa/eventsalsa/encryption";
- * const options: PostgresKeyStoreOptions = { table: "infrastructure.encryption_keys" };
+ * import { GO_KEYS_TABLE, PostgresKeyStore, type PostgresKeyStoreOptions } from "@eventsalsa/eventsalsa/encryption";
+ * const options: PostgresKeyStoreOptions = { table: GO_KEYS_TABLE }; // the Go services' table
  * const store = new PostgresKeyStore(options);
  * ```
  */
 export type PostgresKeyStoreOptions = KeyStoreTableOptions;
 
-/** First key of the two-key advisory lock that serialises key changes per subject. */
+/** First key of the two-key advisory lock that serialises key changes per scope id. */
 export const KEY_LOCK_CLASS = 1_163_086_681;
 
 type Row = unknown[];
@@ -55,7 +47,7 @@ const KEY_COLUMNS = "key_version, encrypted_key, system_key_id, created_at, revo
  * postgres.js `prepare: true` and `prepare: false` (PgBouncer transaction mode).
  *
  * Race safety: `createKey`, `rotateKey` and `destroyKeys` take a transaction-scoped advisory lock
- * per subject, so concurrent calls on one subject run one after another (the second sees the
+ * per scope id, so concurrent calls on one scope id run one after another (the second sees the
  * first's committed result), and insert with `ON CONFLICT DO NOTHING`, so a writer that takes no
  * lock (a Go service) yields `KeyExistsError`, never a raw unique violation.
  *
@@ -167,9 +159,9 @@ export class PostgresKeyStore implements KeyStore<SqlExecutor> {
       " AND (scope, scope_id, key_version) > ($3::text, $4::text, $5::int4)",
     );
     this.#rewrapUpdateSql = `UPDATE ${T} AS k
-      SET encrypted_key = decode(u.encrypted_key, 'hex'), system_key_id = $2::text
-      FROM unnest($3::text[], $4::text[], $5::int4[], $6::text[])
-        AS u(scope, scope_id, key_version, encrypted_key)
+      SET encrypted_key = decode(u.encrypted_key, 'hex'), system_key_id = u.system_key_id
+      FROM unnest($2::text[], $3::text[], $4::int4[], $5::text[], $6::text[])
+        AS u(scope, scope_id, key_version, encrypted_key, system_key_id)
       WHERE k.scope = u.scope AND k.scope_id = u.scope_id AND k.key_version = u.key_version
         AND k.system_key_id = $1::text
       RETURNING 1`;
@@ -267,50 +259,50 @@ export class PostgresKeyStore implements KeyStore<SqlExecutor> {
   }
 
   /**
-   * See {@link KeyStore.rewrapSystemKeys}. Given the pool, each batch is its own transaction;
-   * given a transaction, every batch runs in it. Rows are read in (scope, scope_id, key_version)
-   * order with `FOR UPDATE SKIP LOCKED` (no locks in a dry run) and written with one
-   * compare-and-set `UPDATE` per batch.
+   * See {@link KeyStore.rewrapBatch}. Given the pool, the batch is a transaction of its own; given
+   * a transaction, it runs in it. Rows are read in (scope, scope_id, key_version) order with
+   * `FOR UPDATE SKIP LOCKED` (no locks in a dry run) and written with one compare-and-set
+   * `UPDATE`.
    */
-  rewrapSystemKeys(tx: SqlExecutor, request: RewrapRequest): Promise<RewrapResult> {
-    const lock = request.dryRun ? "" : " FOR UPDATE SKIP LOCKED";
-    const first = this.#rewrapSelectFirstSql + lock;
-    const next = this.#rewrapSelectNextSql + lock;
-    return driveRewrap(request, {
-      runBatch: (cursor: RewrapCursor | null, limit: number, process) =>
-        inTransaction(tx, async (t) => {
-          const rows = cursor === null
-            ? await run(t, first, [request.fromSystemKeyId, limit])
-            : await run(t, next, [
-              request.fromSystemKeyId,
-              limit,
-              cursor.scope,
-              cursor.scopeId,
-              cursor.keyVersion,
-            ]);
-          const keys = rows.map((row) =>
-            toStoredKey(row[0] as string, row[1] as string, row.slice(2))
-          );
-          const updates: RewrapUpdate[] = process(keys);
-          let applied = 0;
-          if (updates.length > 0) {
-            const done = await run(t, this.#rewrapUpdateSql, [
-              request.fromSystemKeyId,
-              request.toSystemKeyId,
-              textArrayLiteral(updates.map((u) => u.scope)),
-              textArrayLiteral(updates.map((u) => u.scopeId)),
-              textArrayLiteral(updates.map((u) => String(u.keyVersion))),
-              textArrayLiteral(updates.map((u) => toHex(u.encryptedDek))),
-            ]);
-            applied = done.length;
-          }
-          return { rows: rows.length, applied };
-        }),
-      countRemaining: async () => {
-        const [row] = await run(tx, this.#countSql, [request.fromSystemKeyId]);
-        return row[0] as number;
-      },
+  rewrapBatch(
+    tx: SqlExecutor,
+    batch: RewrapBatch,
+    rewrap: (keys: StoredKey[]) => StoredKey[],
+  ): Promise<{ read: number; written: number }> {
+    const lock = batch.dryRun ? "" : " FOR UPDATE SKIP LOCKED";
+    const after = batch.after;
+    return inTransaction(tx, async (t) => {
+      const rows = after === null
+        ? await run(t, this.#rewrapSelectFirstSql + lock, [batch.fromSystemKeyId, batch.limit])
+        : await run(t, this.#rewrapSelectNextSql + lock, [
+          batch.fromSystemKeyId,
+          batch.limit,
+          after.scope,
+          after.scopeId,
+          after.keyVersion,
+        ]);
+      const keys = rows.map((row) => toStoredKey(row[0] as string, row[1] as string, row.slice(2)));
+      const updates = rewrap(keys);
+      let written = 0;
+      if (updates.length > 0 && !batch.dryRun) {
+        const done = await run(t, this.#rewrapUpdateSql, [
+          batch.fromSystemKeyId,
+          textArrayLiteral(updates.map((u) => u.scope)),
+          textArrayLiteral(updates.map((u) => u.scopeId)),
+          textArrayLiteral(updates.map((u) => String(u.keyVersion))),
+          textArrayLiteral(updates.map((u) => toHex(u.encryptedDek))),
+          textArrayLiteral(updates.map((u) => u.systemKeyId)),
+        ]);
+        written = done.length;
+      }
+      return { read: rows.length, written };
     });
+  }
+
+  /** See {@link KeyStore.countKeys}. */
+  async countKeys(tx: SqlExecutor, systemKeyId: string): Promise<number> {
+    const [row] = await run(tx, this.#countSql, [systemKeyId]);
+    return row[0] as number;
   }
 
   /**

@@ -2,10 +2,11 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import type postgres from "postgres";
 import { type TestDatabase, testDatabase } from "../testing/test_database.ts";
+import { decryptWithKey, encryptWithKey } from "./aes_gcm.ts";
 import { toHex } from "./encoding.ts";
 import { keyStoreContract, type KeyStoreHarness } from "./key_store_contract.ts";
+import type { SqlExecutor } from "../store/mod.ts";
 import {
-  AesGcmCipher,
   createEncryption,
   DekCache,
   KeyDestroyedError,
@@ -15,7 +16,6 @@ import {
   migrationSql,
   PostgresKeyStore,
   RewrapAbortedError,
-  type SqlExecutor,
 } from "./mod.ts";
 
 function postgresHarness(prepare: boolean): () => Promise<KeyStoreHarness<SqlExecutor>> {
@@ -294,12 +294,13 @@ describe("PostgresKeyStore on PostgreSQL", () => {
       keyring: keyringFromMap({ k1: kek(1) }, "k1"),
       store: new PostgresKeyStore(),
     });
+    const secrets = encryption.secrets("integration");
     await encryption.keyManager.createKey(pool, "integration", "stripe");
-    const v1 = await encryption.secrets.encrypt(pool, "integration", "stripe", "sk_1");
+    const v1 = await secrets.encrypt(pool, "stripe", "sk_1");
     await pool.begin((tx) => encryption.keyManager.rotateKey(tx, "integration", "stripe"));
-    const v2 = await encryption.secrets.encrypt(pool, "integration", "stripe", "sk_2");
-    assert.equal(await encryption.secrets.decrypt(pool, "integration", "stripe", v1), "sk_1");
-    assert.equal(await encryption.secrets.decrypt(pool, "integration", "stripe", v2), "sk_2");
+    const v2 = await secrets.encrypt(pool, "stripe", "sk_2");
+    assert.equal(await secrets.decrypt(pool, "stripe", v1), "sk_1");
+    assert.equal(await secrets.decrypt(pool, "stripe", v2), "sk_2");
     if (pool !== db.sql) await pool.end();
   });
 });
@@ -321,7 +322,6 @@ describe("rewrapSystemKeys on PostgreSQL", () => {
     count: number,
     prefix: string,
   ): Promise<Uint8Array[]> {
-    const cipher = new AesGcmCipher();
     const deks: Uint8Array[] = [];
     const scopeIds: string[] = [];
     const wrapped: string[] = [];
@@ -329,7 +329,7 @@ describe("rewrapSystemKeys on PostgreSQL", () => {
       const dek = crypto.getRandomValues(new Uint8Array(32));
       deks.push(dek);
       scopeIds.push(`${prefix}-${String(i).padStart(6, "0")}`);
-      wrapped.push(toHex(cipher.encrypt(oldKek, dek)));
+      wrapped.push(toHex(encryptWithKey(oldKek, dek)));
     }
     await sql.unsafe(
       `INSERT INTO encryption_keys (scope, scope_id, key_version, encrypted_key, system_key_id)
@@ -365,13 +365,12 @@ describe("rewrapSystemKeys on PostgreSQL", () => {
     assert.deepEqual(failures, ["r-004321: DecryptionError"]);
     assert.deepEqual(progress, [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000]);
     // Spot-check: rewrapped rows open under the new key to the same DEK.
-    const cipher = new AesGcmCipher();
     for (const i of [0, 4320, 4322, 9999]) {
       const id = `r-${String(i).padStart(6, "0")}`;
       const [row] = await db.sql`SELECT encrypted_key, system_key_id FROM encryption_keys
         WHERE scope_id = ${id}`;
       assert.equal(row.system_key_id, "new");
-      assert.deepEqual(cipher.decrypt(newKek, new Uint8Array(row.encrypted_key)), deks[i]);
+      assert.deepEqual(decryptWithKey(newKek, new Uint8Array(row.encrypted_key)), deks[i]);
     }
     // A rerun only meets the bad row again.
     const again = await keyManager.rewrapSystemKeys(db.sql, {
@@ -397,15 +396,15 @@ describe("rewrapSystemKeys on PostgreSQL", () => {
     const store = new PostgresKeyStore();
     const before = createEncryption({ keyring: keyringFromMap({ old: oldKek }, "old"), store });
     await before.keyManager.createKey(db.sql, "secret", "history");
-    const alpha = await before.secrets.encrypt(db.sql, "secret", "history", "alpha");
+    const alpha = await before.secrets("secret").encrypt(db.sql, "history", "alpha");
     await before.keyManager.rotateKey(db.sql, "secret", "history");
-    const beta = await before.secrets.encrypt(db.sql, "secret", "history", "beta");
+    const beta = await before.secrets("secret").encrypt(db.sql, "history", "beta");
     const during = createEncryption({ keyring: keyring(), store });
     const result = await during.keyManager.rewrapSystemKeys(db.sql, { from: "old", to: "new" });
     assert.equal(result.rewrappedRows, 2);
     const after = createEncryption({ keyring: keyringFromMap({ new: newKek }, "new"), store });
-    assert.equal(await after.secrets.decrypt(db.sql, "secret", "history", alpha), "alpha");
-    assert.equal(await after.secrets.decrypt(db.sql, "secret", "history", beta), "beta");
+    assert.equal(await after.secrets("secret").decrypt(db.sql, "history", alpha), "alpha");
+    assert.equal(await after.secrets("secret").decrypt(db.sql, "history", beta), "beta");
     await db.sql`DELETE FROM encryption_keys`;
   });
 

@@ -2,55 +2,24 @@
  * Rewrap: moving every data key from one system key (KEK) to another without touching the data
  * keys themselves, so no application ciphertext changes. This file holds the runtime-agnostic part
  * (options, validation, the per-row work and the batch driver with its counting rules); each key
- * store supplies batch reads and writes.
+ * store supplies one batch at a time (`KeyStore.rewrapBatch`).
  *
  * @module
  */
-import type { KeyOperations } from "./cipher.ts";
+import type { KeyOperations } from "./data_keys.ts";
 import { constantTimeEqual, zeroBytes } from "./encoding.ts";
 import { DecryptionError, EncryptionError, InvalidInputError } from "./errors.ts";
 import type { StoredKey } from "./key_store.ts";
 
-/**
- * Rows per batch when `batchSize` is omitted.
- *
- * @example
- * ```ts
- * import { DEFAULT_REWRAP_BATCH_SIZE } from "@eventsalsa/eventsalsa/encryption";
- * const batches = (rows: number) => Math.ceil(rows / DEFAULT_REWRAP_BATCH_SIZE);
- * ```
- */
+/** Rows per batch when `batchSize` is omitted. */
 export const DEFAULT_REWRAP_BATCH_SIZE = 100;
-/**
- * The largest accepted `batchSize`.
- *
- * @example
- * ```ts
- * import { MAX_REWRAP_BATCH_SIZE } from "@eventsalsa/eventsalsa/encryption";
- * const batchSize = Math.min(5_000, MAX_REWRAP_BATCH_SIZE);
- * ```
- */
+/** The largest accepted `batchSize`. */
 export const MAX_REWRAP_BATCH_SIZE = 10_000;
 /** How many failures a result lists in full; `failedRows` counts them all. */
 export const MAX_LISTED_FAILURES = 100;
 
-/**
- * The position of a row in rewrap order (`scope`, `scopeId`, `keyVersion`).
- *
- * @example
- * ```ts
- * import type { RewrapCursor } from "@eventsalsa/eventsalsa/encryption";
- * const cursor: RewrapCursor = { scope: "user-pii", scopeId: "u-1", keyVersion: 1 };
- * ```
- */
-export interface RewrapCursor {
-  /** The row's scope. */
-  readonly scope: string;
-  /** The row's subject. */
-  readonly scopeId: string;
-  /** The row's version. */
-  readonly keyVersion: number;
-}
+/** The position of a row in rewrap order (`scope`, `scopeId`, `keyVersion`). */
+export type RewrapCursor = Pick<StoredKey, "scope" | "scopeId" | "keyVersion">;
 
 /**
  * A row that could not be rewrapped (its wrapped key does not open under the source KEK, or the
@@ -62,7 +31,13 @@ export interface RewrapCursor {
  * const report = (f: RewrapFailure) => `${f.scope}/${f.scopeId} v${f.keyVersion}: ${f.error.message}`;
  * ```
  */
-export interface RewrapFailure extends RewrapCursor {
+export interface RewrapFailure {
+  /** The row's scope. */
+  readonly scope: string;
+  /** The row's scope id. */
+  readonly scopeId: string;
+  /** The row's key version. */
+  readonly keyVersion: number;
   /** What went wrong: a `DecryptionError` or `EncryptionError`, without key material. */
   readonly error: Error;
 }
@@ -88,7 +63,7 @@ export interface RewrapProgress {
   /** Rows that could not be rewrapped and were left alone. */
   readonly failedRows: number;
   /** The last row of the batch, in rewrap order. */
-  readonly cursor: RewrapCursor | null;
+  readonly cursor: Pick<StoredKey, "scope" | "scopeId" | "keyVersion"> | null;
 }
 
 /**
@@ -117,7 +92,7 @@ export interface RewrapResult {
   readonly batches: number;
   /** Whether this was a dry run (nothing written). */
   readonly dryRun: boolean;
-  /** The first {@link MAX_LISTED_FAILURES} failures. */
+  /** The first 100 failures (`failedRows` counts them all). */
   readonly failures: readonly RewrapFailure[];
 }
 
@@ -151,33 +126,7 @@ export interface RewrapSystemKeysOptions {
   onRowError?: (failure: RewrapFailure) => void;
 }
 
-/**
- * A replacement computed for one row: the new wrapped key, to be written only if the row is still
- * under the source key.
- *
- * @example
- * ```ts
- * import type { RewrapUpdate } from "@eventsalsa/eventsalsa/encryption";
- * const update: RewrapUpdate = {
- *   scope: "user-pii", scopeId: "u-1", keyVersion: 1, encryptedDek: new Uint8Array(60),
- * };
- * ```
- */
-export interface RewrapUpdate extends RewrapCursor {
-  /** The data key wrapped under the target key. */
-  readonly encryptedDek: Uint8Array;
-}
-
-/**
- * What a key store's `rewrapSystemKeys` receives: validated ids and the per-row work, done by
- * {@link driveRewrap}.
- *
- * @example
- * ```ts
- * import type { RewrapRequest } from "@eventsalsa/eventsalsa/encryption";
- * const ids = (r: RewrapRequest) => `${r.fromSystemKeyId} -> ${r.toSystemKeyId}`;
- * ```
- */
+/** What {@link driveRewrap} runs: validated ids and the per-row work. */
 export interface RewrapRequest {
   /** Source system key id. */
   readonly fromSystemKeyId: string;
@@ -196,30 +145,16 @@ export interface RewrapRequest {
 }
 
 /**
- * The batch primitives a key store provides to {@link driveRewrap}.
- *
- * @example
- * ```ts
- * import type { RewrapBatchIo } from "@eventsalsa/eventsalsa/encryption";
- * const none: RewrapBatchIo = {
- *   runBatch: async () => ({ rows: 0, applied: 0 }),
- *   countRemaining: async () => 0,
- * };
- * ```
+ * The batch primitives {@link driveRewrap} runs on: `KeyStore.rewrapBatch` and
+ * `KeyStore.countKeys`, bound to one store, transaction and source key.
  */
 export interface RewrapBatchIo {
-  /**
-   * In one transaction: read up to `limit` rows under the source key ordered by (scope, scopeId,
-   * keyVersion) and after `cursor`, locking them (skipping rows others hold locked) unless it is a
-   * dry run; call `process(rows)`; write the updates it returns, each only if its row is still
-   * under the source key (skip in a dry run); commit. Returns how many rows were read and how many
-   * updates took effect.
-   */
+  /** One batch: the keys after `cursor` (at most `limit`), given to `process`, its result written. */
   runBatch(
     cursor: RewrapCursor | null,
     limit: number,
-    process: (rows: StoredKey[]) => RewrapUpdate[],
-  ): Promise<{ rows: number; applied: number }>;
+    process: (rows: StoredKey[]) => StoredKey[],
+  ): Promise<{ read: number; written: number }>;
   /** Rows still under the source key. */
   countRemaining(): Promise<number>;
 }
@@ -340,23 +275,6 @@ export class RewrapAbortedError extends Error {
  * Runs a rewrap over a store's batch primitives: keyset pagination in (scope, scopeId, keyVersion)
  * order, so a row that fails is passed over instead of being read again forever; per-row failures
  * are counted, reported and skipped; progress after each batch.
- *
- * @example
- * ```ts
- * import { driveRewrap, type RewrapBatchIo } from "@eventsalsa/eventsalsa/encryption";
- * const emptyStore: RewrapBatchIo = {
- *   runBatch: async () => ({ rows: 0, applied: 0 }),
- *   countRemaining: async () => 0,
- * };
- * const result = await driveRewrap({
- *   fromSystemKeyId: "kek-2025",
- *   toSystemKeyId: "kek-2026",
- *   batchSize: 100,
- *   dryRun: false,
- *   rewrapRow: (row) => row.encryptedDek, // a real store re-wraps here
- * }, emptyStore);
- * console.log(result.rewrappedRows); // 0
- * ```
  */
 export async function driveRewrap(
   request: RewrapRequest,
@@ -384,39 +302,38 @@ export async function driveRewrap(
       let batchFailed = 0;
       let attempted = 0;
       const reported: RewrapFailure[] = [];
-      const { rows, applied } = await io.runBatch(cursor, request.batchSize, (batch) => {
-        // Runs inside the batch transaction; it may run again if the store retries the batch, so
-        // nothing outside this call is touched until the batch has committed.
-        batchFailed = 0;
-        attempted = 0;
-        reported.length = 0;
-        const updates: RewrapUpdate[] = [];
-        for (const row of batch) {
-          try {
-            const encryptedDek = request.rewrapRow(row);
-            attempted++;
-            updates.push({
-              scope: row.scope,
-              scopeId: row.scopeId,
-              keyVersion: row.keyVersion,
-              encryptedDek,
-            });
-          } catch (error) {
-            batchFailed++;
-            reported.push({
-              scope: row.scope,
-              scopeId: row.scopeId,
-              keyVersion: row.keyVersion,
-              error: error instanceof Error ? error : new Error(String(error)),
-            });
+      const { read: rows, written: applied } = await io.runBatch(
+        cursor,
+        request.batchSize,
+        (batch) => {
+          // Runs inside the batch transaction; it may run again if the store retries the batch, so
+          // nothing outside this call is touched until the batch has committed.
+          batchFailed = 0;
+          attempted = 0;
+          reported.length = 0;
+          const updates: StoredKey[] = [];
+          for (const row of batch) {
+            try {
+              const encryptedDek = request.rewrapRow(row);
+              attempted++;
+              updates.push({ ...row, encryptedDek, systemKeyId: request.toSystemKeyId });
+            } catch (error) {
+              batchFailed++;
+              reported.push({
+                scope: row.scope,
+                scopeId: row.scopeId,
+                keyVersion: row.keyVersion,
+                error: error instanceof Error ? error : new Error(String(error)),
+              });
+            }
           }
-        }
-        if (batch.length > 0) {
-          const last = batch[batch.length - 1];
-          cursor = { scope: last.scope, scopeId: last.scopeId, keyVersion: last.keyVersion };
-        }
-        return request.dryRun ? [] : updates;
-      });
+          if (batch.length > 0) {
+            const last = batch[batch.length - 1];
+            cursor = { scope: last.scope, scopeId: last.scopeId, keyVersion: last.keyVersion };
+          }
+          return request.dryRun ? [] : updates;
+        },
+      );
       if (rows === 0) break;
       batches++;
       matchedRows += rows;

@@ -1,6 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { AesGcmCipher, bindKey } from "./cipher.ts";
+import { decryptWithKey, encryptWithKey } from "./aes_gcm.ts";
+import type { KeyOperations } from "./data_keys.ts";
 import { DecryptionError, EncryptionError, InvalidInputError } from "./errors.ts";
 import type { StoredKey } from "./key_store.ts";
 import {
@@ -51,43 +52,33 @@ describe("checkRewrapOptions (scenarios 33-38)", () => {
 });
 
 describe("rewrapKey", () => {
-  const cipher = new AesGcmCipher();
   const from = new Uint8Array(32).fill(1);
   const to = new Uint8Array(32).fill(2);
+  const bound = (key: Uint8Array): KeyOperations => ({
+    encrypt: (plaintext) => encryptWithKey(key, plaintext),
+    decrypt: (ciphertext) => decryptWithKey(key, ciphertext),
+  });
 
   it("re-wraps the same DEK under the target key with a fresh nonce", () => {
     const dek = new Uint8Array(32).fill(9);
-    const wrapped = cipher.encrypt(from, dek);
-    const rewrapped = rewrapKey(bindKey(cipher, from), bindKey(cipher, to), row(wrapped));
-    assert.deepEqual(cipher.decrypt(to, rewrapped), dek);
+    const wrapped = encryptWithKey(from, dek);
+    const rewrapped = rewrapKey(bound(from), bound(to), row(wrapped));
+    assert.deepEqual(decryptWithKey(to, rewrapped), dek);
     assert.notDeepEqual(rewrapped.subarray(0, 12), wrapped.subarray(0, 12));
   });
 
   it("a row that does not open under the source key is DecryptionError with its coordinates", () => {
     assert.throws(
-      () =>
-        rewrapKey(
-          bindKey(cipher, from),
-          bindKey(cipher, to),
-          row(cipher.encrypt(to, new Uint8Array(32)), 7),
-        ),
+      () => rewrapKey(bound(from), bound(to), row(encryptWithKey(to, new Uint8Array(32)), 7)),
       (error) =>
         error instanceof DecryptionError && error.keyVersion === 7 && error.scopeId === "i",
     );
   });
 
   it("a rewrap that does not verify is EncryptionError", () => {
-    const lying = {
-      keySize: 32,
-      encrypt: (key: Uint8Array, plaintext: Uint8Array) => cipher.encrypt(key, plaintext),
-      decrypt: (key: Uint8Array, sealed: Uint8Array) =>
-        key === to ? new Uint8Array(32) : cipher.decrypt(key, sealed),
-    };
-    const wrapped = cipher.encrypt(from, new Uint8Array(32).fill(3));
-    assert.throws(
-      () => rewrapKey(bindKey(lying, from), bindKey(lying, to), row(wrapped)),
-      EncryptionError,
-    );
+    const lying: KeyOperations = { ...bound(to), decrypt: () => new Uint8Array(32) };
+    const wrapped = encryptWithKey(from, new Uint8Array(32).fill(3));
+    assert.throws(() => rewrapKey(bound(from), lying, row(wrapped)), EncryptionError);
   });
 });
 
@@ -111,7 +102,8 @@ describe("driveRewrap", () => {
         cursors.push(cursor);
         const rows = batches.shift() ?? [];
         const updates = process(rows);
-        return Promise.resolve({ rows: rows.length, applied: Math.max(0, updates.length - 1) });
+        assert.ok(updates.every((u) => u.systemKeyId === "new"));
+        return Promise.resolve({ read: rows.length, written: Math.max(0, updates.length - 1) });
       },
       countRemaining: () => Promise.resolve(2),
     };
@@ -135,7 +127,7 @@ describe("driveRewrap", () => {
       runBatch: (_cursor, _limit, process) => {
         if (++calls === 2) return Promise.reject(new Error("connection lost"));
         process([row(new Uint8Array(1), 1), row(new Uint8Array(1), 2)]);
-        return Promise.resolve({ rows: 2, applied: 2 });
+        return Promise.resolve({ read: 2, written: 2 });
       },
       countRemaining: () => Promise.resolve(0),
     };
@@ -152,10 +144,10 @@ describe("driveRewrap", () => {
     let done = false;
     const io: RewrapBatchIo = {
       runBatch: (_cursor, _limit, process) => {
-        if (done) return Promise.resolve({ rows: 0, applied: 0 });
+        if (done) return Promise.resolve({ read: 0, written: 0 });
         done = true;
         process(rows);
-        return Promise.resolve({ rows: rows.length, applied: 0 });
+        return Promise.resolve({ read: rows.length, written: 0 });
       },
       countRemaining: () => Promise.resolve(150),
     };

@@ -1,13 +1,14 @@
 /**
- * The secret adapter: credentials and other secrets of a scope (an integration, a tenant), under
- * rotating keys. A value records its key version, so old values stay readable after a rotation,
- * and after `revokeKeys` too (revocation only stops new encryptions); only `destroyKeys` ends that.
+ * The secret adapter: credentials and other secrets (an integration's API token, a tenant's
+ * webhook secret) under rotating keys. A value records its key version, so old values stay
+ * readable after a rotation, and after `revokeKeys` too (revocation only stops new encryptions);
+ * only `destroyKeys` ends that.
  *
  * @module
  */
 import type { Envelope } from "./envelope.ts";
 import { InvalidInputError } from "./errors.ts";
-import { checkKeyVersion } from "./validation.ts";
+import { checkKeyVersion, checkScope, scopeIdText } from "./validation.ts";
 
 /**
  * An encrypted secret and the key version it was encrypted under. For es2 content the version is
@@ -54,68 +55,79 @@ export function isEmptySecret(value: SecretValue | null | undefined): boolean {
 }
 
 /**
- * Encrypts secrets under a scope's rotating key. Create the key with `KeyManager.createKey` and
- * rotate it with `KeyManager.rotateKey`; new values use the newest version, old values decrypt
- * with theirs.
+ * Encrypts secrets under a scope id's rotating key in one scope (e.g. `"integration"`), fixed when
+ * the adapter is made (`encryption.secrets(scope)`), like the PII adapter's. Create the key with
+ * `KeyManager.createKey` and rotate it with `KeyManager.rotateKey`; new values use the newest
+ * version, old values decrypt with theirs. Secrets are strings (UTF-8); anything else is an
+ * `InvalidInputError`.
+ *
+ * `ID` is the type of scope ids: strings, or objects with their own `toString()` (value-object ids).
  *
  * @example
  * ```ts
  * import { createEncryption, keyringFromMap } from "@eventsalsa/eventsalsa/encryption";
  * import { InMemoryKeyStore } from "@eventsalsa/eventsalsa/testing";
- * const { keyManager, secrets } = createEncryption({
+ * const encryption = createEncryption({
  *   keyring: keyringFromMap({ k1: crypto.getRandomValues(new Uint8Array(32)) }, "k1"),
  *   store: new InMemoryKeyStore(),
  * });
- * await keyManager.createKey(null, "integration", "stripe");
- * const v1 = await secrets.encrypt(null, "integration", "stripe", "sk_live_1");
- * await keyManager.rotateKey(null, "integration", "stripe");
- * const v2 = await secrets.encrypt(null, "integration", "stripe", "sk_live_2");
+ * const secrets = encryption.secrets("integration");
+ * await encryption.keyManager.createKey(null, "integration", "stripe");
+ * const v1 = await secrets.encrypt(null, "stripe", "sk_live_1");
+ * await encryption.keyManager.rotateKey(null, "integration", "stripe");
+ * const v2 = await secrets.encrypt(null, "stripe", "sk_live_2");
  * console.log(v1.keyVersion, v2.keyVersion); // 1 2
- * console.log(await secrets.decrypt(null, "integration", "stripe", v1)); // sk_live_1
+ * console.log(await secrets.decrypt(null, "stripe", v1)); // sk_live_1
  * ```
  */
-export class SecretAdapter<Tx> {
+export class SecretAdapter<Tx, ID = string> {
   readonly #envelope: Envelope<Tx>;
+  /** The key scope of this adapter. */
+  readonly scope: string;
 
-  /** Creates the adapter over an envelope. */
-  constructor(envelope: Envelope<Tx>) {
+  /** Creates an adapter for one scope. */
+  constructor(envelope: Envelope<Tx>, scope: string) {
     if (envelope === null || typeof envelope !== "object") {
       throw new InvalidInputError("secret adapter: envelope is required");
     }
     this.#envelope = envelope;
+    this.scope = checkScope(scope);
   }
 
   /**
-   * Encrypts a secret under the scope's active key.
+   * Encrypts a secret for the scope id under its active key.
    *
    * @example
    * ```ts
    * import type { SecretAdapter } from "@eventsalsa/eventsalsa/encryption";
    * declare const secrets: SecretAdapter<unknown>;
-   * const { content, keyVersion } = await secrets.encrypt(null, "integration", "stripe", "sk_live_x");
+   * const { content, keyVersion } = await secrets.encrypt(null, "stripe", "sk_live_x");
    * ```
    */
-  async encrypt(tx: Tx, scope: string, scopeId: string, plaintext: string): Promise<SecretValue> {
+  async encrypt(tx: Tx, scopeId: ID, plaintext: string): Promise<SecretValue> {
+    const id = scopeIdText(scopeId);
     if (typeof plaintext !== "string") {
       throw new InvalidInputError("secret plaintext must be a string");
     }
-    const result = await this.#envelope.encryptVersioned(tx, scope, scopeId, plaintext);
+    const result = await this.#envelope.encryptVersioned(tx, this.scope, id, plaintext);
     return { content: result.ciphertext, keyVersion: result.keyVersion };
   }
 
   /**
-   * Decrypts a secret with the version it records (revoked versions included).
+   * Decrypts a secret of the scope id with the version it records (revoked versions included).
    *
    * @example
    * ```ts
    * import type { SecretAdapter, SecretValue } from "@eventsalsa/eventsalsa/encryption";
    * declare const secrets: SecretAdapter<unknown>;
    * declare const stored: SecretValue;
-   * const apiKey = await secrets.decrypt(null, "integration", "stripe", stored);
+   * const apiKey = await secrets.decrypt(null, "stripe", stored);
    * ```
    */
-  decrypt(tx: Tx, scope: string, scopeId: string, value: SecretValue): Promise<string> {
+  decrypt(tx: Tx, scopeId: ID, value: SecretValue): Promise<string> {
+    let id: string;
     try {
+      id = scopeIdText(scopeId);
       if (value === null || typeof value !== "object" || typeof value.content !== "string") {
         throw new InvalidInputError("secret value must be { content: string, keyVersion: number }");
       }
@@ -123,7 +135,7 @@ export class SecretAdapter<Tx> {
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.#envelope.decrypt(tx, scope, scopeId, value.content, {
+    return this.#envelope.decrypt(tx, this.scope, id, value.content, {
       keyVersion: value.keyVersion,
     });
   }

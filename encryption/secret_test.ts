@@ -12,11 +12,12 @@ import { keyringFromMap } from "./keyring.ts";
 import { isEmptySecret, secretValue } from "./secret.ts";
 
 function setup(writeFormat?: "es2" | "go") {
-  return createEncryption({
+  const encryption = createEncryption({
     keyring: keyringFromMap({ k1: crypto.getRandomValues(new Uint8Array(32)) }, "k1"),
     store: new InMemoryKeyStore(),
     writeFormat,
   });
+  return { keyManager: encryption.keyManager, secrets: encryption.secrets("integration") };
 }
 
 describe("SecretValue (scenarios 70-73)", () => {
@@ -44,33 +45,33 @@ describe("SecretAdapter (scenarios 74-77)", () => {
   it("74. round-trips sk_live_xxx on integration/stripe, version 1", async () => {
     const { keyManager, secrets } = setup();
     await keyManager.createKey(null, "integration", "stripe");
-    const value = await secrets.encrypt(null, "integration", "stripe", "sk_live_xxx");
+    const value = await secrets.encrypt(null, "stripe", "sk_live_xxx");
     assert.equal(value.keyVersion, 1);
-    assert.equal(await secrets.decrypt(null, "integration", "stripe", value), "sk_live_xxx");
+    assert.equal(await secrets.decrypt(null, "stripe", value), "sk_live_xxx");
   });
 
   it("75. after rotation new values use version 2 and both decrypt", async () => {
     const { keyManager, secrets } = setup();
     await keyManager.createKey(null, "integration", "stripe");
-    const v1 = await secrets.encrypt(null, "integration", "stripe", "first");
+    const v1 = await secrets.encrypt(null, "stripe", "first");
     await keyManager.rotateKey(null, "integration", "stripe");
-    const v2 = await secrets.encrypt(null, "integration", "stripe", "second");
+    const v2 = await secrets.encrypt(null, "stripe", "second");
     assert.equal(v2.keyVersion, 2);
-    assert.equal(await secrets.decrypt(null, "integration", "stripe", v1), "first");
-    assert.equal(await secrets.decrypt(null, "integration", "stripe", v2), "second");
+    assert.equal(await secrets.decrypt(null, "stripe", v1), "first");
+    assert.equal(await secrets.decrypt(null, "stripe", v2), "second");
   });
 
   it("76. encrypting on an unknown scope is KeyNotFoundError", async () => {
     const { secrets } = setup();
-    await assert.rejects(secrets.encrypt(null, "integration", "nope", "x"), KeyNotFoundError);
+    await assert.rejects(secrets.encrypt(null, "nope", "x"), KeyNotFoundError);
   });
 
   it("77. decrypting a Go-format value on an unknown scope is KeyNotFoundError", async () => {
     const { secrets } = setup();
     const goShaped = secretValue("Ym9ndXNib2d1c2JvZ3VzYm9ndXNib2d1c2JvZ3Vz", 1);
-    await assert.rejects(secrets.decrypt(null, "integration", "nope", goShaped), KeyNotFoundError);
+    await assert.rejects(secrets.decrypt(null, "nope", goShaped), KeyNotFoundError);
     await assert.rejects(
-      secrets.decrypt(null, "integration", "nope", secretValue("bogus", 1)),
+      secrets.decrypt(null, "nope", secretValue("bogus", 1)),
       DecryptionError,
     );
   });
@@ -80,21 +81,21 @@ describe("SecretAdapter lifecycle", () => {
   it("old values stay readable after revokeKeys, and end with destroyKeys", async () => {
     const { keyManager, secrets } = setup();
     await keyManager.createKey(null, "integration", "stripe");
-    const v1 = await secrets.encrypt(null, "integration", "stripe", "first");
+    const v1 = await secrets.encrypt(null, "stripe", "first");
     await keyManager.rotateKey(null, "integration", "stripe");
     await keyManager.rotateKey(null, "integration", "stripe");
     await keyManager.revokeKeys(null, "integration", "stripe");
-    assert.equal(await secrets.decrypt(null, "integration", "stripe", v1), "first");
+    assert.equal(await secrets.decrypt(null, "stripe", v1), "first");
     await keyManager.destroyKeys(null, "integration", "stripe");
-    await assert.rejects(secrets.decrypt(null, "integration", "stripe", v1), KeyDestroyedError);
+    await assert.rejects(secrets.decrypt(null, "stripe", v1), KeyDestroyedError);
   });
 
   it("a version that disagrees with the one inside the value is DecryptionError", async () => {
     const { keyManager, secrets } = setup();
     await keyManager.createKey(null, "integration", "stripe");
-    const value = await secrets.encrypt(null, "integration", "stripe", "x");
+    const value = await secrets.encrypt(null, "stripe", "x");
     await assert.rejects(
-      secrets.decrypt(null, "integration", "stripe", { ...value, keyVersion: 2 }),
+      secrets.decrypt(null, "stripe", { ...value, keyVersion: 2 }),
       DecryptionError,
     );
   });
@@ -103,29 +104,29 @@ describe("SecretAdapter lifecycle", () => {
     const { keyManager, secrets } = setup("go");
     await keyManager.createKey(null, "integration", "stripe");
     await keyManager.rotateKey(null, "integration", "stripe");
-    const value = await secrets.encrypt(null, "integration", "stripe", "go-readable");
+    const value = await secrets.encrypt(null, "stripe", "go-readable");
     assert.equal(value.keyVersion, 2);
     assert.match(value.content, /^[A-Za-z0-9+/]+=*$/);
-    assert.equal(await secrets.decrypt(null, "integration", "stripe", value), "go-readable");
+    assert.equal(await secrets.decrypt(null, "stripe", value), "go-readable");
   });
 
   it("bad values are InvalidInputError", async () => {
     const { keyManager, secrets } = setup();
     await keyManager.createKey(null, "integration", "stripe");
     await assert.rejects(
-      secrets.encrypt(null, "integration", "stripe", 1 as unknown as string),
+      secrets.encrypt(null, "stripe", 1 as unknown as string),
       InvalidInputError,
     );
     await assert.rejects(
-      secrets.decrypt(null, "integration", "stripe", null as never),
+      secrets.decrypt(null, "stripe", null as never),
       InvalidInputError,
     );
     await assert.rejects(
-      secrets.decrypt(null, "integration", "stripe", secretValue("x", 0)),
+      secrets.decrypt(null, "stripe", secretValue("x", 0)),
       InvalidInputError,
     );
     await assert.rejects(
-      secrets.decrypt(null, "integration", "stripe", { content: 5 } as never),
+      secrets.decrypt(null, "stripe", { content: 5 } as never),
       InvalidInputError,
     );
   });

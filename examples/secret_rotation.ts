@@ -17,19 +17,21 @@ import { connect } from "./connect.ts";
 const db = await connect();
 try {
   await migrateEncryption(db.sql);
-  const { keyManager, secrets } = createEncryption({
+  const encryption = createEncryption({
     keyring: keyringFromMap({ "kek-1": crypto.getRandomValues(new Uint8Array(32)) }, "kek-1"),
     store: new PostgresKeyStore(),
   });
+  const { keyManager } = encryption;
+  const secrets = encryption.secrets("integration"); // the scope, fixed like pii("user-pii")
   const tenant = `tenant-${crypto.randomUUID().slice(0, 8)}`;
   await keyManager.createKey(db.sql, "integration", tenant);
-  const first = await secrets.encrypt(db.sql, "integration", tenant, "sk_live_first");
+  const first = await secrets.encrypt(db.sql, tenant, "sk_live_first");
   await keyManager.rotateKey(db.sql, "integration", tenant);
-  const second = await secrets.encrypt(db.sql, "integration", tenant, "sk_live_second");
+  const second = await secrets.encrypt(db.sql, tenant, "sk_live_second");
   console.log(`first token under key v${first.keyVersion}, second under v${second.keyVersion}`);
   console.log(
-    `both readable: ${await secrets.decrypt(db.sql, "integration", tenant, first)}, ` +
-      `${await secrets.decrypt(db.sql, "integration", tenant, second)}`,
+    `both readable: ${await secrets.decrypt(db.sql, tenant, first)}, ` +
+      `${await secrets.decrypt(db.sql, tenant, second)}`,
   );
   const active = await keyManager.activeKeyVersion(db.sql, "integration", tenant);
   console.log(`active version: ${active}`);
@@ -37,7 +39,7 @@ try {
   // Retiring the tenant: revoke (no new encryptions) and destroy (nothing decrypts any more).
   await keyManager.revokeKeys(db.sql, "integration", tenant);
   await keyManager.destroyKeys(db.sql, "integration", tenant);
-  await secrets.decrypt(db.sql, "integration", tenant, first).then(
+  await secrets.decrypt(db.sql, tenant, first).then(
     () => {
       throw new Error("a destroyed key must not decrypt");
     },

@@ -11,16 +11,8 @@ export const MIGRATION_LOCK_KEY = 7_290_412_853;
 
 /**
  * Applies DDL in one transaction under an advisory lock, so concurrent starts do not race on
- * `CREATE ... IF NOT EXISTS`.
- *
- * @example
- * ```ts
- * import postgres from "postgres";
- * import process from "node:process";
- * import { applyMigration, migrationSql } from "@eventsalsa/eventsalsa/store";
- * const sql = postgres(process.env.DATABASE_URL!);
- * await applyMigration(sql, migrationSql());
- * ```
+ * `CREATE ... IF NOT EXISTS`. Internal: users migrate with each component's `migrate` (or the
+ * CLI), which also record schema versions.
  */
 export async function applyMigration(sql: Sql, ddl: string): Promise<void> {
   await begin(sql, async (tx) => {

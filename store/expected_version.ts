@@ -80,13 +80,8 @@ export function streamExists(): ExpectedVersion {
 }
 
 /**
- * `"Any"`, `"NoStream"`, `"Exact(5)"` or `"StreamExists"`, for logs and messages.
- *
- * @example
- * ```ts
- * import { describeExpectedVersion, exact } from "@eventsalsa/eventsalsa/store";
- * describeExpectedVersion(exact(5)); // "Exact(5)"
- * ```
+ * `"Any"`, `"NoStream"`, `"Exact(5)"` or `"StreamExists"`, for the store's messages and span
+ * attributes. Internal; not exported by the package.
  */
 export function describeExpectedVersion(expected: ExpectedVersion): string {
   switch (expected.kind) {

@@ -78,13 +78,9 @@ function positiveInteger(value: number | undefined, fallback: number, what: stri
 }
 
 /**
- * Name of the partition holding positions `from` to `to` inclusive.
- *
- * @example
- * ```ts
- * import { partitionName } from "@eventsalsa/eventsalsa/store";
- * console.log(partitionName("events", 1, 5)); // "events_p0000000001_p0000000005"
- * ```
+ * Name of the partition holding positions `from` to `to` inclusive, e.g.
+ * `partitionName("events", 1, 5)` is `"events_p0000000001_p0000000005"`. Internal (tests check
+ * partitions by name); not exported by the package.
  */
 export function partitionName(eventsTable: string, from: number, to: number): string {
   const pad = (n: number) => String(n).padStart(10, "0");

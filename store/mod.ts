@@ -37,13 +37,7 @@ export type {
   StreamAppend,
   VersionRange,
 } from "./types.ts";
-export {
-  any,
-  exact,
-  type ExpectedVersion,
-  noStream,
-  streamExists,
-} from "./expected_version.ts";
+export { any, exact, type ExpectedVersion, noStream, streamExists } from "./expected_version.ts";
 export {
   ConcurrencyError,
   DuplicateEventIdError,

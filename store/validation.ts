@@ -11,6 +11,11 @@
  *
  * @module
  */
+import {
+  MAX_TEXT_BYTES as MAX_STORED_TEXT_BYTES,
+  storedTextProblem,
+  textProblem,
+} from "../internal/stored_text.ts";
 import { NoEventsError, ValidationError } from "./errors.ts";
 import {
   any,
@@ -30,12 +35,12 @@ import type {
 
 /**
  * Most UTF-8 bytes in `aggregateType`, `aggregateId`, `eventType`, `traceId`, `correlationId` and
- * `causationId`. The widest index, `(aggregate_type, aggregate_id, aggregate_version)`, then needs
- * at most 8 + (4 + 1024) + (4 + 1024) + 8 = 2,072 bytes (tuple header, two long varlenas, int8),
- * safely under PostgreSQL's btree limit of 2,704 bytes for 8 kB pages even when the values do
- * not compress.
+ * `causationId`: the rule every component applies to stored text (internal/stored_text.ts). The
+ * widest index, `(aggregate_type, aggregate_id, aggregate_version)`, then needs at most 8 + (4 +
+ * 1024) + (4 + 1024) + 8 = 2,072 bytes (tuple header, two long varlenas, int8), safely under
+ * PostgreSQL's btree limit of 2,704 bytes for 8 kB pages even when the values do not compress.
  */
-export const MAX_TEXT_BYTES = 1024;
+export const MAX_TEXT_BYTES: number = MAX_STORED_TEXT_BYTES;
 /** Deepest metadata nesting: the metadata object itself is level 1. */
 export const MAX_METADATA_DEPTH = 100;
 /**
@@ -146,24 +151,6 @@ function preview(value: unknown): string {
   }
 }
 
-/** UTF-8 length of a well-formed string (surrogate pairs are 4 bytes). */
-function utf8Length(text: string): number {
-  let bytes = text.length;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c < 0x80) continue;
-    bytes += c < 0x800 || (c >= 0xd800 && c <= 0xdfff) ? 1 : 2;
-  }
-  return bytes;
-}
-
-/** Why PostgreSQL would reject or alter `text`, or null when it stores it unchanged. */
-function stringProblem(text: string): string | null {
-  if (text.includes("\u0000")) return "must not contain NUL (\\u0000)";
-  if (!text.isWellFormed()) return "contains a lone UTF-16 surrogate";
-  return null;
-}
-
 /**
  * A non-empty string PostgreSQL `text` stores unchanged (no NUL character, no lone surrogate) and
  * indexes (at most {@link MAX_TEXT_BYTES} UTF-8 bytes).
@@ -172,26 +159,8 @@ function checkText(value: unknown, index: number, field: string): string {
   if (typeof value !== "string") {
     throw new ValidationError(`${label(index, field)} must be a string, got ${preview(value)}`);
   }
-  const length = value.length;
-  if (length === 0) throw new ValidationError(`${label(index, field)} must not be empty`);
-  // Each UTF-16 code unit is 1 to 3 UTF-8 bytes: longer than the limit in units is too long, and
-  // only a string over a third of the limit needs its bytes counted.
-  if (length > MAX_TEXT_BYTES) {
-    throw new ValidationError(
-      `${label(index, field)} must be at most ${MAX_TEXT_BYTES} UTF-8 bytes, got ${length} ` +
-        `characters`,
-    );
-  }
-  const problem = stringProblem(value);
+  const problem = storedTextProblem(value, MAX_TEXT_BYTES);
   if (problem !== null) throw new ValidationError(`${label(index, field)} ${problem}`);
-  if (length > MAX_TEXT_BYTES / 3) {
-    const bytes = utf8Length(value);
-    if (bytes > MAX_TEXT_BYTES) {
-      throw new ValidationError(
-        `${label(index, field)} must be at most ${MAX_TEXT_BYTES} UTF-8 bytes, got ${bytes}`,
-      );
-    }
-  }
   return value;
 }
 
@@ -279,7 +248,7 @@ function copyMetadata(metadata: Record<string, unknown>, index: number): JsonObj
       }
     } else {
       key = frame.keys[i];
-      const problem = stringProblem(key);
+      const problem = textProblem(key);
       if (problem !== null) {
         throw new ValidationError(
           `${metadataPath(index, stack, key)}: the key ${problem}`,
@@ -290,7 +259,7 @@ function copyMetadata(metadata: Record<string, unknown>, index: number): JsonObj
     let value: JsonValue;
     switch (typeof item) {
       case "string": {
-        const problem = stringProblem(item);
+        const problem = textProblem(item);
         if (problem !== null) {
           throw new ValidationError(`${metadataPath(index, stack, key)} ${problem}`);
         }

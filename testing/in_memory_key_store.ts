@@ -14,12 +14,10 @@ import type {
   KeyStore,
   KeyTombstone,
   NewKey,
-  RewrapRequest,
-  RewrapResult,
+  RewrapBatch,
   RotateKeyResult,
   StoredKey,
 } from "../encryption/mod.ts";
-import { driveRewrap } from "../encryption/rewrap.ts";
 import { systemClock } from "../internal/clock.ts";
 
 interface Row {
@@ -69,7 +67,7 @@ export interface InMemoryKeyStoreOptions {
 export interface KeyRow {
   /** The scope. */
   scope: string;
-  /** The subject. */
+  /** The scope id. */
   scopeId: string;
   /** The version. */
   keyVersion: number;
@@ -303,45 +301,51 @@ export class InMemoryKeyStore implements KeyStore<unknown> {
     return Promise.resolve(count);
   }
 
-  /** See {@link KeyStore.rewrapSystemKeys}. Batches run one after another, each at once. */
-  rewrapSystemKeys(tx: unknown, request: RewrapRequest): Promise<RewrapResult> {
-    const matching = (): Row[] => {
-      const rows: Row[] = [];
-      for (const subject of this.#subjects.values()) {
-        for (const row of subject.rows.values()) {
-          if (row.systemKeyId === request.fromSystemKeyId) rows.push(row);
+  /** Rows wrapped under `systemKeyId`, in (scope, scopeId, keyVersion) order. */
+  #wrappedUnder(systemKeyId: string): Row[] {
+    const rows: Row[] = [];
+    for (const subject of this.#subjects.values()) {
+      for (const row of subject.rows.values()) if (row.systemKeyId === systemKeyId) rows.push(row);
+    }
+    return rows.sort((a, b) =>
+      compareText(a.scope, b.scope) || compareText(a.scopeId, b.scopeId) ||
+      a.keyVersion - b.keyVersion
+    );
+  }
+
+  /** See {@link KeyStore.rewrapBatch}. The batch takes effect at once. */
+  rewrapBatch(
+    tx: unknown,
+    batch: RewrapBatch,
+    rewrap: (keys: StoredKey[]) => StoredKey[],
+  ): Promise<{ read: number; written: number }> {
+    const after = batch.after;
+    const rows = this.#wrappedUnder(batch.fromSystemKeyId).filter((row) =>
+      after === null ||
+      (compareText(row.scope, after.scope) || compareText(row.scopeId, after.scopeId) ||
+          row.keyVersion - after.keyVersion) > 0
+    ).slice(0, batch.limit);
+    const updates = rewrap(rows.map((row) => this.#toKey(row)));
+    let written = 0;
+    if (!batch.dryRun) {
+      for (const update of updates) {
+        const row = this.#subjects.get(subjectKey(update.scope, update.scopeId))?.rows.get(
+          update.keyVersion,
+        );
+        if (row !== undefined && row.systemKeyId === batch.fromSystemKeyId) {
+          this.#track(tx, row.scope, row.scopeId);
+          row.encryptedDek = update.encryptedDek.slice();
+          row.systemKeyId = update.systemKeyId;
+          written++;
         }
       }
-      return rows.sort((a, b) =>
-        compareText(a.scope, b.scope) || compareText(a.scopeId, b.scopeId) ||
-        a.keyVersion - b.keyVersion
-      );
-    };
-    return driveRewrap(request, {
-      runBatch: (cursor, limit, process) => {
-        const rows = matching().filter((row) =>
-          cursor === null ||
-          (compareText(row.scope, cursor.scope) ||
-              compareText(row.scopeId, cursor.scopeId) ||
-              row.keyVersion - cursor.keyVersion) > 0
-        ).slice(0, limit);
-        const updates = process(rows.map((row) => this.#toKey(row)));
-        let applied = 0;
-        for (const update of updates) {
-          const row = this.#subjects.get(subjectKey(update.scope, update.scopeId))?.rows.get(
-            update.keyVersion,
-          );
-          if (row !== undefined && row.systemKeyId === request.fromSystemKeyId) {
-            this.#track(tx, row.scope, row.scopeId);
-            row.encryptedDek = update.encryptedDek.slice();
-            row.systemKeyId = request.toSystemKeyId;
-            applied++;
-          }
-        }
-        return Promise.resolve({ rows: rows.length, applied });
-      },
-      countRemaining: () => Promise.resolve(matching().length),
-    });
+    }
+    return Promise.resolve({ read: rows.length, written });
+  }
+
+  /** See {@link KeyStore.countKeys}. */
+  countKeys(_tx: unknown, systemKeyId: string): Promise<number> {
+    return Promise.resolve(this.#wrappedUnder(systemKeyId).length);
   }
 
   /** False inside an open `InMemoryTransaction` (its changes may still roll back), else true. */
