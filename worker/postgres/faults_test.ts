@@ -428,8 +428,14 @@ if (childPlan !== undefined) {
             maxPollInterval: 100,
           });
           const running = worker.start();
-          for (let i = 0; i < 10; i++) await h.append();
-          // Far below batchTimeout: the healthy consumer never waits for a hanging one's connection.
+          await h.append();
+          // First all three hang, each holding a connection in its open batch…
+          await until(() => release.length === 3, {
+            timeoutMs: 15_000,
+            what: "the three hanging consumers inside their first batch",
+          });
+          // …then, far below batchTimeout, the healthy one handles everything meanwhile.
+          for (let i = 0; i < 9; i++) await h.append();
           await until(async () => (await h.checkpoint("healthy")) === 10, {
             timeoutMs: 15_000,
             what: "the healthy consumer handles 10 events while three others hang",
