@@ -80,28 +80,3 @@ export {
   type PostgresSnapshotStoreOptions,
 } from "./snapshot_store_postgres.ts";
 export { migrate, migrationSql, type SnapshotMigrationOptions } from "./migration.ts";
-// Types of other modules that appear in this module's signatures.
-export type { Clock } from "../internal/clock.ts";
-export type { SqlExecutor } from "../internal/postgres_client.ts";
-export type { Logger } from "../store/logger.ts";
-export type {
-  DataOf,
-  DecodedEvent,
-  DomainEvent,
-  EventCodec,
-  EventRegistry,
-  EventTypeDefinition,
-} from "../store/event_registry.ts";
-export type { ExpectedVersion } from "../store/expected_version.ts";
-export type {
-  AppendResult,
-  Event,
-  EventFilter,
-  EventStore,
-  IterateEventsOptions,
-  JsonObject,
-  JsonValue,
-  PersistedEvent,
-  Stream,
-  VersionRange,
-} from "../store/types.ts";

@@ -22,9 +22,12 @@
  *   about a second. The per-batch fence keeps a paused, partitioned or demoted worker from ever
  *   committing for a consumer it no longer owns. Worker ids are injectable (`workerId`).
  *
- * The core (consumer loop, frontier, gap rule, back-off, leader loop, {@link planAssignments},
- * assignment sync) talks only to the {@link Coordinator} port and the {@link Clock}; {@link Worker} is the core on the PostgreSQL adapter, and
- * `InMemoryWorker` in `@eventsalsa/eventsalsa/testing` the same core in memory.
+ * - **Read-your-writes**: {@link waitForPosition} (or `worker.waitForPosition`) resolves once the
+ *   named consumers have handled everything up to a position.
+ *
+ * One core (consumer loop, gap rule, back-off, coordination protocol) runs everywhere:
+ * {@link Worker} is that core on PostgreSQL, and `InMemoryWorker` in
+ * `@eventsalsa/eventsalsa/testing` the same core in memory.
  *
  * @example
  * ```ts
@@ -71,14 +74,9 @@
  *
  * @module
  */
-export { type Clock, systemClock } from "../internal/clock.ts";
-export type { Telemetry } from "../internal/telemetry.ts";
+export type { Clock } from "../internal/clock.ts";
 // postgres.js's types that appear in this module's signatures, under names that say whose they are.
-export type {
-  Options as PostgresOptions,
-  Sql as PostgresSql,
-  TransactionSql as PostgresTransactionSql,
-} from "postgres";
+export type { Options as PostgresOptions } from "postgres";
 export {
   BatchTimeoutError,
   ConsecutiveFailuresError,
@@ -111,37 +109,13 @@ export type {
 export {
   type DispatcherStrategy,
   type LeaderStrategy,
-  type ResolvedRuntimeOptions,
   WORKER_DEFAULTS,
   type WorkerOptions,
   type WorkerRuntimeOptions,
   type WorkerTableOptions,
 } from "./options.ts";
 export { defaultPoisonPolicy, skipPoisonEvents } from "./core/poison.ts";
-export { failureBackoff, nextPollInterval } from "./core/backoff.ts";
-export { computeFrontier, type Frontier } from "./core/frontier.ts";
-export { type GapPlan, type GapToken, GapTracker, type WindowRead } from "./core/gap_rule.ts";
-export type {
-  BatchOutcome,
-  BatchRequest,
-  BatchSession,
-  CoordinationChange,
-  Coordinator,
-  DeadLetterRecord,
-  GapSkipRecord,
-  LeaderElection,
-  LeaderElectionSettings,
-  ListenerHandle,
-} from "./core/coordination.ts";
-export {
-  applyAssignmentChanges,
-  type AssignmentChange,
-  type AssignmentSnapshot,
-  compareCodePoints,
-  planAssignments,
-  type WorkerMembership,
-} from "./core/assignment.ts";
-export { WorkerRuntime } from "./core/runtime.ts";
+export type { AssignmentChange } from "./core/assignment.ts";
 export { Worker } from "./worker.ts";
 export type { WorkerStore } from "./postgres/coordinator.ts";
 export { migrate, migrationSql } from "./postgres/migration.ts";

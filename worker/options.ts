@@ -239,9 +239,11 @@ export interface ResolvedRuntimeOptions {
  * ```
  */
 export const WORKER_DEFAULTS: Readonly<
-  Omit<
-    ResolvedRuntimeOptions,
-    "workerId" | "onPoison" | "clock" | "logger" | "observer" | "telemetry"
+  Required<
+    Omit<
+      WorkerRuntimeOptions,
+      "workerId" | "onPoison" | "clock" | "logger" | "observer" | "telemetry"
+    >
   >
 > = Object.freeze({
   batchSize: 100,

@@ -5,6 +5,7 @@ import type { WorkerOptions } from "./options.ts";
 import { PostgresCoordinator, type WorkerStore } from "./postgres/coordinator.ts";
 import { identifier, TABLE_OPTION_KEYS, workerTables } from "./postgres/tables.ts";
 import type { Consumer, WorkerTransaction } from "./types.ts";
+import type { WaitForPositionOptions } from "./core/wait.ts";
 
 const PG_KEYS = [...TABLE_OPTION_KEYS, "notifyChannel", "notifyConnection", "coordinationChannel"];
 
@@ -93,7 +94,11 @@ function checkStore(store: unknown): WorkerStore {
  * await worker.start(controller.signal);
  * ```
  */
-export class Worker extends WorkerRuntime<WorkerTransaction> {
+export class Worker {
+  /** This worker's id (`workerId`, or a generated one). */
+  readonly id: string;
+  readonly #runtime: WorkerRuntime<WorkerTransaction>;
+
   /** Validates everything and prepares the PostgreSQL adapter; nothing runs until `start`. */
   constructor(
     sql: postgres.Sql,
@@ -127,7 +132,7 @@ export class Worker extends WorkerRuntime<WorkerTransaction> {
     const coordination = options.coordinationChannel === undefined
       ? COORDINATION_CHANNEL
       : options.coordinationChannel;
-    super(
+    this.#runtime = new WorkerRuntime(
       new PostgresCoordinator(pool, checkedStore, {
         tables,
         notifyChannel: channelName === null
@@ -142,5 +147,90 @@ export class Worker extends WorkerRuntime<WorkerTransaction> {
       options,
       PG_KEYS,
     );
+    this.id = this.#runtime.id;
+    runtimes.set(this, this.#runtime);
   }
+
+  /** Whether `start` is running. */
+  get running(): boolean {
+    return this.#runtime.running;
+  }
+
+  /** Whether this worker currently believes it is the leader. */
+  get isLeader(): boolean {
+    return this.#runtime.isLeader;
+  }
+
+  /** The consumers this worker runs now (assigned to it, loops started). */
+  get runningConsumers(): string[] {
+    return this.#runtime.runningConsumers;
+  }
+
+  /**
+   * Runs the worker. Resolves after `stop()` or when `signal` aborts (in-flight batches are
+   * cancelled and rolled back, the registration removed); rejects with the first fatal error
+   * (`ConsecutiveFailuresError`, `WorkerSetupError`, …). A stopped worker can start again.
+   *
+   * @example
+   * ```ts
+   * import type { Worker } from "@eventsalsa/eventsalsa/worker";
+   * declare const worker: Worker;
+   * const controller = new AbortController();
+   * const running = worker.start(controller.signal);
+   * controller.abort();
+   * await running;
+   * ```
+   */
+  start(signal?: AbortSignal): Promise<void> {
+    return this.#runtime.start(signal);
+  }
+
+  /**
+   * Stops the worker; resolves when it has stopped (never rejects). No-op when not running.
+   *
+   * @example
+   * ```ts
+   * import type { Worker } from "@eventsalsa/eventsalsa/worker";
+   * declare const worker: Worker;
+   * await worker.stop();
+   * ```
+   */
+  stop(): Promise<void> {
+    return this.#runtime.stop();
+  }
+
+  /**
+   * Read-your-writes: resolves once each of `options.consumers` (default: all of this worker's)
+   * has a checkpoint at or past `position` — has handled or passed every event up to it —
+   * whichever worker of the fleet runs it. Rejects with `WaitTimeoutError` after
+   * `options.timeout` (default 30 s), or with the signal's reason.
+   *
+   * @example
+   * ```ts
+   * import postgres from "postgres";
+   * import process from "node:process";
+   * import { any, PostgresStore } from "@eventsalsa/eventsalsa/store";
+   * import { Worker } from "@eventsalsa/eventsalsa/worker";
+   * const sql = postgres(process.env.DATABASE_URL!);
+   * const store = new PostgresStore();
+   * const worker = new Worker(sql, store, [{ name: "orders_view", handle() {} }]);
+   * const running = worker.start();
+   * const { globalPositions } = await store.append(sql, any(), [
+   *   { aggregateType: "Order", aggregateId: "o-1", eventType: "OrderPlaced", payload: new Uint8Array() },
+   * ]);
+   * await worker.waitForPosition(globalPositions.at(-1)!, { timeout: 5_000 });
+   * await worker.stop();
+   * await running;
+   * ```
+   */
+  waitForPosition(position: number, options?: WaitForPositionOptions): Promise<void> {
+    return this.#runtime.waitForPosition(position, options);
+  }
+}
+
+const runtimes = new WeakMap<Worker, WorkerRuntime<WorkerTransaction>>();
+
+/** The runtime behind a worker (tests look at its resolved options). Internal. */
+export function runtimeOf(worker: Worker): WorkerRuntime<WorkerTransaction> {
+  return runtimes.get(worker)!;
 }

@@ -6,7 +6,7 @@ import { PostgresStore } from "../store/postgres_store.ts";
 import { testDatabase } from "../testing/test_database.ts";
 import { WorkerConfigError, WorkerSetupError } from "./errors.ts";
 import { migrate } from "./postgres/migration.ts";
-import { Worker } from "./worker.ts";
+import { runtimeOf, Worker } from "./worker.ts";
 
 // Never connects: postgres.js opens connections lazily.
 const sql = postgres("postgres://nobody@127.0.0.1:1/none", { max: 1 });
@@ -89,7 +89,7 @@ describe("new Worker validates before touching the database", () => {
       consumerCheckpointsTable: "infra.checkpoints",
     });
     assert.equal(worker.id, "w-7");
-    assert.equal(worker.options.dispatcher, "notify");
+    assert.equal(runtimeOf(worker).options.dispatcher, "notify");
     assert.equal(worker.running, false);
   });
 });

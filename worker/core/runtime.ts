@@ -9,6 +9,7 @@
 import {
   errorText,
   WorkerAlreadyStartedError,
+  WorkerConfigError,
   WorkerIdInUseError,
   WorkerRegistrationLostError,
   WorkerSetupError,
@@ -30,6 +31,7 @@ import {
   runNotifyDispatcher,
   runPollDispatcher,
 } from "./dispatcher.ts";
+import { waitForCheckpoints, type WaitForPositionOptions } from "./wait.ts";
 import { LeaderLoop } from "./leadership.ts";
 import { pause, Wakeup } from "./wakeup.ts";
 
@@ -113,6 +115,33 @@ export class WorkerRuntime<Tx> {
       this.#control = null;
     });
     return this.#running;
+  }
+
+  /**
+   * Resolves once each of `options.consumers` (default: all of this worker's) has a checkpoint at
+   * or past `position` (see `waitForCheckpoints`); works whether or not this worker runs them now.
+   */
+  waitForPosition(position: number, options: WaitForPositionOptions = {}): Promise<void> {
+    const names = this.#consumers.map((c) => c.name);
+    const wanted = options.consumers ?? names;
+    const foreign = wanted.filter((name) => !names.includes(name));
+    if (foreign.length > 0) {
+      return Promise.reject(
+        new WorkerConfigError(
+          `this worker has no consumer named ${foreign.join(", ")}; use waitForPosition(sql, …) ` +
+            `for consumers of other workers`,
+        ),
+      );
+    }
+    const read = async (consumers: readonly string[]) =>
+      new Map(
+        await Promise.all(
+          consumers.map(async (name) =>
+            [name, await this.#coordinator.readCheckpoint(name)] as const
+          ),
+        ),
+      );
+    return waitForCheckpoints(read, this.#options.clock, position, wanted, options);
   }
 
   /** Stops the worker; resolves when it has stopped (never rejects). No-op when not running. */

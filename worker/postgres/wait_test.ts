@@ -47,6 +47,16 @@ describe("waitForPosition on PostgreSQL", () => {
           );
         }
         await waitForPosition(h.sql, 0, { consumers: ["slow_view"] });
+        // The same through the worker: its own consumers by default; others' are refused.
+        const { globalPositions } = await h.store.append(h.sql, any(), [
+          { aggregateType: "O", aggregateId: "o-w", eventType: "E", payload: new Uint8Array() },
+        ]);
+        await worker.waitForPosition(globalPositions[0], { timeout: 30_000 });
+        assert.ok((await h.rows("slow_view")).includes(globalPositions[0]));
+        await assert.rejects(
+          worker.waitForPosition(1, { consumers: ["someone_elses"] }),
+          WorkerConfigError,
+        );
       } finally {
         await worker.stop();
         await running;
