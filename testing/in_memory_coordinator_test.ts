@@ -5,7 +5,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { any } from "../store/expected_version.ts";
 import { FakeClock } from "./fake_clock.ts";
-import { InMemoryCoordinator } from "./in_memory_coordinator.ts";
+import { InMemoryCoordinator, protocolOf } from "./in_memory_coordinator.ts";
 import { InMemoryEventStore } from "./in_memory_store.ts";
 
 const signal = new AbortController().signal;
@@ -26,29 +26,32 @@ function setup() {
 describe("InMemoryCoordinator", () => {
   it("registers workers and consumers; a live id is refused, a silent one taken over", async () => {
     const { clock, coordinator } = setup();
-    await coordinator.registerWorker("w-1", ["a", "b"], 30_000);
-    await assert.rejects(coordinator.registerWorker("w-1", ["a"], 30_000), {
+    await protocolOf(coordinator).registerWorker("w-1", ["a", "b"], 30_000);
+    await assert.rejects(protocolOf(coordinator).registerWorker("w-1", ["a"], 30_000), {
       name: "WorkerIdInUseError",
     });
     await clock.advance(30_000);
-    await coordinator.registerWorker("w-1", ["a"], 30_000);
+    await protocolOf(coordinator).registerWorker("w-1", ["a"], 30_000);
     coordinator.setAssignment("a", "w-1");
     coordinator.setAssignment("b", "w-1");
     assert.equal(coordinator.assignment("a"), "w-1");
-    assert.equal(await coordinator.heartbeat("w-1"), true);
-    await coordinator.unregisterWorker("w-1");
-    assert.equal(await coordinator.heartbeat("w-1"), false);
+    assert.equal(await protocolOf(coordinator).heartbeat("w-1"), true);
+    await protocolOf(coordinator).unregisterWorker("w-1");
+    assert.equal(await protocolOf(coordinator).heartbeat("w-1"), false);
     assert.equal(coordinator.assignment("a"), null, "assignments are freed");
-    assert.equal(await coordinator.readCheckpoint("b"), 0);
+    assert.equal(await protocolOf(coordinator).readCheckpoint("b"), 0);
   });
 
   it("fences batches: not the owner, a moved checkpoint, and one batch at a time per consumer", async () => {
     const { coordinator } = setup();
-    await coordinator.registerWorker("w-1", ["p"], 30_000);
+    await protocolOf(coordinator).registerWorker("w-1", ["p"], 30_000);
     coordinator.setAssignment("p", "w-1");
     const request = { consumer: "p", workerId: "w-1", expectedCheckpoint: 0, signal, read: null };
     assert.deepEqual(
-      await coordinator.runBatch({ ...request, workerId: "w-2" }, () => Promise.resolve(1)),
+      await protocolOf(coordinator).runBatch(
+        { ...request, workerId: "w-2" },
+        () => Promise.resolve(1),
+      ),
       {
         kind: "notOwner",
         owner: "w-1",
@@ -56,12 +59,15 @@ describe("InMemoryCoordinator", () => {
     );
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
-    const first = coordinator.runBatch(request, async (session) => {
+    const first = protocolOf(coordinator).runBatch(request, async (session) => {
       await gate;
       await session.saveCheckpoint(5);
     });
     let secondRan = false;
-    const second = coordinator.runBatch(request, () => Promise.resolve(void (secondRan = true)));
+    const second = protocolOf(coordinator).runBatch(
+      request,
+      () => Promise.resolve(void (secondRan = true)),
+    );
     await new Promise((resolve) => setTimeout(resolve, 5));
     assert.equal(secondRan, false, "the second batch waits for the first");
     release();
@@ -74,11 +80,11 @@ describe("InMemoryCoordinator", () => {
     const { coordinator, store } = setup();
     await store.append(store, any(), [event("o-1")]);
     const [persisted] = await store.readEvents(store, 0, 1);
-    await coordinator.registerWorker("w-1", ["p"], 30_000);
+    await protocolOf(coordinator).registerWorker("w-1", ["p"], 30_000);
     coordinator.setAssignment("p", "w-1");
     const request = { consumer: "p", workerId: "w-1", expectedCheckpoint: 0, signal, read: null };
     await assert.rejects(
-      coordinator.runBatch(request, async (session) => {
+      protocolOf(coordinator).runBatch(request, async (session) => {
         await session.recordDeadLetter({
           consumer: "p",
           workerId: "w-1",
@@ -109,24 +115,30 @@ describe("InMemoryCoordinator", () => {
     });
     await ready;
     await store.append(store, any(), [event("after")]);
-    const read = await coordinator.readWindow(0, 10, null, signal);
+    const read = await protocolOf(coordinator).readWindow(0, 10, null, signal);
     assert.deepEqual(read.events.map((e) => e.globalPosition), [2]);
     const token = await read.token();
-    assert.equal((await coordinator.readWindow(0, 10, token, signal)).pendingResolved, false);
-    assert.match((await coordinator.gapBlockers(token))[0].query!, /holds positions 1/);
+    assert.equal(
+      (await protocolOf(coordinator).readWindow(0, 10, token, signal)).pendingResolved,
+      false,
+    );
+    assert.match((await protocolOf(coordinator).gapBlockers(token))[0].query!, /holds positions 1/);
     finish();
     await held;
-    const after = await coordinator.readWindow(0, 10, token, signal);
+    const after = await protocolOf(coordinator).readWindow(0, 10, token, signal);
     assert.equal(after.pendingResolved, true);
     assert.deepEqual(after.events.map((e) => e.globalPosition), [1, 2]);
-    assert.deepEqual(await coordinator.gapBlockers(token), []);
+    assert.deepEqual(await protocolOf(coordinator).gapBlockers(token), []);
   });
 
   it("listeners get notifications on commit and can be dropped", async () => {
     const { coordinator, store } = setup();
     let notified = 0;
     const closed: unknown[] = [];
-    const handle = await coordinator.openListener(() => notified++, (error) => closed.push(error));
+    const handle = await protocolOf(coordinator).openListener(
+      () => notified++,
+      (error) => closed.push(error),
+    );
     await store.append(store, any(), [event("o-1")]);
     assert.equal(notified, 1);
     coordinator.dropListeners();
@@ -135,7 +147,10 @@ describe("InMemoryCoordinator", () => {
     assert.equal(notified, 1, "a dropped listener hears nothing");
     await handle.close();
     await assert.rejects(
-      new InMemoryCoordinator(new InMemoryEventStore()).openListener(() => {}, () => {}),
+      protocolOf(new InMemoryCoordinator(new InMemoryEventStore())).openListener(
+        () => {},
+        () => {},
+      ),
       /no notifyChannel/,
     );
   });
@@ -147,10 +162,10 @@ describe("InMemoryCoordinator", () => {
       heartbeatTimeoutMs: 5_000,
       rebalanceLockTimeoutMs: 1_000,
     };
-    await coordinator.registerWorker("w-1", ["a"], 5_000);
-    await coordinator.registerWorker("w-2", ["a"], 5_000);
-    const a1 = coordinator.leaderElection("w-1", { ...settings, strategy: "advisory" });
-    const a2 = coordinator.leaderElection("w-2", { ...settings, strategy: "advisory" });
+    await protocolOf(coordinator).registerWorker("w-1", ["a"], 5_000);
+    await protocolOf(coordinator).registerWorker("w-2", ["a"], 5_000);
+    const a1 = protocolOf(coordinator).leaderElection("w-1", { ...settings, strategy: "advisory" });
+    const a2 = protocolOf(coordinator).leaderElection("w-2", { ...settings, strategy: "advisory" });
     assert.equal(await a1.acquire(), true);
     assert.equal(await a2.acquire(), false);
     assert.equal(coordinator.leader()?.workerId, "w-1");
@@ -161,8 +176,8 @@ describe("InMemoryCoordinator", () => {
     await a2.release();
     assert.equal(coordinator.leader(), null);
 
-    const l1 = coordinator.leaderElection("w-1", { ...settings, strategy: "lease" });
-    const l2 = coordinator.leaderElection("w-2", { ...settings, strategy: "lease" });
+    const l1 = protocolOf(coordinator).leaderElection("w-1", { ...settings, strategy: "lease" });
+    const l2 = protocolOf(coordinator).leaderElection("w-2", { ...settings, strategy: "lease" });
     assert.equal(await l1.acquire(), true);
     await clock.advance(999);
     assert.equal(await l2.acquire(), false);
@@ -177,10 +192,10 @@ describe("InMemoryCoordinator", () => {
 
   it("a rebalance waits for the running batch of a consumer it moves, and records what it did", async () => {
     const { coordinator } = setup();
-    await coordinator.registerWorker("w-1", ["p"], 30_000);
-    await coordinator.registerWorker("w-2", ["p"], 30_000);
+    await protocolOf(coordinator).registerWorker("w-1", ["p"], 30_000);
+    await protocolOf(coordinator).registerWorker("w-2", ["p"], 30_000);
     coordinator.setAssignment("p", "w-1");
-    const election = coordinator.leaderElection("w-2", {
+    const election = protocolOf(coordinator).leaderElection("w-2", {
       strategy: "lease",
       leaseMs: 30_000,
       heartbeatTimeoutMs: 30_000,
@@ -190,7 +205,7 @@ describe("InMemoryCoordinator", () => {
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
     const request = { consumer: "p", workerId: "w-1", expectedCheckpoint: 0, signal, read: null };
-    const batch = coordinator.runBatch(request, async (session) => {
+    const batch = protocolOf(coordinator).runBatch(request, async (session) => {
       await gate;
       await session.saveCheckpoint(3);
     });
@@ -211,7 +226,7 @@ describe("InMemoryCoordinator", () => {
 
   it("a silent batch transaction is ended by the server after idleTimeout", async () => {
     const { clock, coordinator } = setup();
-    await coordinator.registerWorker("w-1", ["p"], 30_000);
+    await protocolOf(coordinator).registerWorker("w-1", ["p"], 30_000);
     coordinator.setAssignment("p", "w-1");
     const request = {
       consumer: "p",
@@ -221,14 +236,14 @@ describe("InMemoryCoordinator", () => {
       read: null,
       idleTimeout: 1_000,
     };
-    const frozen = coordinator.runBatch(request, async (session) => {
+    const frozen = protocolOf(coordinator).runBatch(request, async (session) => {
       await new Promise(() => {}); // a frozen process
       await session.saveCheckpoint(1);
     });
     const rejected = assert.rejects(frozen, /ended by the server/);
     await clock.advance(1_000);
     await rejected;
-    const next = await coordinator.runBatch(
+    const next = await protocolOf(coordinator).runBatch(
       { ...request, idleTimeout: undefined },
       (session) => session.saveCheckpoint(2),
     );
@@ -236,28 +251,44 @@ describe("InMemoryCoordinator", () => {
     assert.equal(coordinator.checkpoint("p"), 2);
   });
 
-  it("a deleted registration or a hand-made reassignment during a batch rolls it back", async () => {
+  it("deleting a registration waits for the batch holding its consumer; the next batch is fenced", async () => {
     const { coordinator } = setup();
-    await coordinator.registerWorker("w-1", ["p"], 30_000);
+    await protocolOf(coordinator).registerWorker("w-1", ["p"], 30_000);
     coordinator.setAssignment("p", "w-1");
     const request = { consumer: "p", workerId: "w-1", expectedCheckpoint: 0, signal, read: null };
-    const outcome = await coordinator.runBatch(request, async (session) => {
+    let deleted = false;
+    const outcome = await protocolOf(coordinator).runBatch(request, async (session) => {
       coordinator.deleteWorker("w-1");
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      deleted = !coordinator.registrations().has("w-1");
       await session.saveCheckpoint(5);
     });
-    assert.deepEqual(outcome, { kind: "notOwner", owner: null });
-    assert.equal(coordinator.checkpoint("p"), 0);
+    // As on PostgreSQL: the cascade waits for the row the batch locked, so the batch its owner
+    // started commits, and only then is the consumer free.
+    assert.equal(deleted, false, "the deletion waited for the batch");
+    assert.equal(outcome.kind, "committed");
+    assert.equal(coordinator.checkpoint("p"), 5);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    assert.equal(coordinator.registrations().has("w-1"), false);
+    assert.equal(coordinator.assignment("p"), null);
+    assert.deepEqual(
+      await protocolOf(coordinator).runBatch(
+        { ...request, expectedCheckpoint: 5 },
+        () => Promise.resolve(),
+      ),
+      { kind: "notOwner", owner: null },
+    );
   });
 
   it("announces membership and assignment changes to change listeners, and cleans up stale rows", async () => {
     const { clock, coordinator } = setup();
     const heard: string[] = [];
-    const handle = await coordinator.openChangeListener((c) => heard.push(c), () => {});
-    await coordinator.registerWorker("w-1", ["a"], 1_000);
+    const handle = await protocolOf(coordinator).openChangeListener((c) => heard.push(c), () => {});
+    await protocolOf(coordinator).registerWorker("w-1", ["a"], 1_000);
     await new Promise((resolve) => setTimeout(resolve, 0));
     assert.deepEqual(heard, ["membership"]);
     await clock.advance(2_500);
-    assert.equal(await coordinator.cleanupStaleWorkers(2_000), 1);
+    assert.equal(await protocolOf(coordinator).cleanupStaleWorkers(2_000), 1);
     assert.deepEqual([...coordinator.registrations().keys()], []);
     await new Promise((resolve) => setTimeout(resolve, 0));
     assert.deepEqual(heard, ["membership", "membership"]);

@@ -27,9 +27,8 @@
  * @module
  */
 export { FakeClock } from "./fake_clock.ts";
-export type { Clock } from "../internal/clock.ts";
 // postgres.js's types that appear in this module's signatures, under names that say whose they are.
-export type { Options as PostgresOptions, PostgresType, Sql as PostgresSql } from "postgres";
+export type { PostgresType } from "postgres";
 export {
   InMemoryDeadlockError,
   InMemoryEventStore,
@@ -37,9 +36,6 @@ export {
   InMemoryTransaction,
 } from "./in_memory_store.ts";
 export { InMemorySnapshotStore } from "./in_memory_snapshot_store.ts";
-// The command module's types, which appear in the signatures of the command specifications and
-// the in-memory snapshot store.
-export type * from "../command/mod.ts";
 export {
   commandHandlerSpec,
   type CommandHandlerSpecification,
@@ -86,9 +82,6 @@ export {
   type WorkerSimulationOptions,
   type WorkerSimulationReport,
 } from "./simulation.ts";
-export { PausableClock, SimulationClock } from "./simulation_clock.ts";
-export { SeededRandom } from "./seeded_random.ts";
-export { assignmentProblems, countMoves, minimalMoves } from "./assignment_invariants.ts";
 export {
   InMemoryKeyStore,
   type InMemoryKeyStoreOptions,

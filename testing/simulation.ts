@@ -1,16 +1,25 @@
 /**
- * The multi-worker simulation: N workers — the real worker core, unchanged — on one
- * {@link InMemoryCoordinator}, driven by a simulated clock and a seeded random schedule of
- * appends (with version conflicts, rollbacks and held transactions that leave holes), joins,
- * graceful leaves, crashes without cleanup, pauses past the heartbeat timeout, network
- * partitions and leader loss. After every step it checks:
+ * The multi-worker simulation: N workers — the production `WorkerRuntime`, consumer loop and
+ * `CoordinationProtocol`, unchanged — on one shared {@link InMemoryStorage}, driven by a simulated
+ * clock and a seeded random schedule. Each worker reaches the storage through a wrapper of the
+ * storage port of its own, where its faults happen: statements that fail, connections that drop
+ * (before a statement, before COMMIT, or after COMMIT reached the server), pauses (its clock and
+ * its calls freeze while the others run), partitions, crashes, lost notifications, a skewed
+ * clock, and (for some workers) answers that take a round trip. Its handlers may take time and
+ * may overrun their batch (sleeping past `batchTimeout`, then writing anyway, as a careless
+ * handler would), and it may be stopped at any await of a batch. Besides: appends (with version
+ * conflicts, rollbacks and held transactions that leave holes), joins, graceful leaves and leader
+ * loss. After every step it checks:
  *
- * - no position is committed twice for a consumer, and commits come in position order;
- * - every committed event is handled exactly once per consumer, in order: what a consumer's
- *   handler committed equals the matching committed events up to its checkpoint;
- * - a batch commits only for the consumer's current owner, and at most one worker is inside a
- *   batch of a consumer at any time; checkpoints never go back;
- * - every rebalance a leader applied is valid for what it read (eligible, balanced within one)
+ * - no committed event is skipped: what a consumer's handlers committed equals the matching
+ *   committed events up to its checkpoint, each exactly once, in order;
+ * - no effect commits outside its batch: each handler effect (a `tx.onCommit`) commits with the
+ *   batch transaction that made it, with the checkpoint that covers it, for the consumer's owner
+ *   at that moment — never on its own after the batch was given up; a checkpoint is never saved
+ *   outside its batch's transaction;
+ * - at most one worker is inside a batch of a consumer at any time, one owner commits; checkpoints
+ *   never go back;
+ * - every rebalance a leader committed is valid for what it read (eligible, balanced within one)
  *   and, in a homogeneous fleet, moves no more consumers than needed;
  * - after settling (faults healed, time passed): every consumer is on a live worker that
  *   registered it, loads are balanced within one, each worker runs exactly its consumers, and
@@ -21,44 +30,48 @@
  *
  * @module
  */
-import type { Clock } from "../internal/clock.ts";
+import { type Clock, sleepWith } from "../internal/clock.ts";
 import { ConcurrencyError } from "../store/errors.ts";
 import { any, exact } from "../store/expected_version.ts";
 import type { PersistedEvent } from "../store/types.ts";
-import type {
-  AssignmentChange,
-  AssignmentSnapshot,
-  WorkerMembership,
-} from "../worker/core/assignment.ts";
-import { applyAssignmentChanges } from "../worker/core/assignment.ts";
-import type {
-  BatchOutcome,
-  BatchRequest,
-  BatchSession,
-  CoordinationChange,
-  Coordinator,
-  LeaderElection,
-  LeaderElectionSettings,
-  ListenerHandle,
-} from "../worker/core/coordination.ts";
-import type { GapToken, WindowRead } from "../worker/core/gap_rule.ts";
+import type { AssignmentChange, AssignmentSnapshot } from "../worker/core/assignment.ts";
+import { applyAssignmentChanges, type WorkerMembership } from "../worker/core/assignment.ts";
+import type { CoordinationChange, ListenerHandle } from "../worker/core/coordination.ts";
+import { CoordinationProtocol } from "../worker/core/protocol.ts";
 import { WorkerRuntime } from "../worker/core/runtime.ts";
+import type {
+  LeadershipSettings,
+  LeadershipStorage,
+  StorageInfo,
+  StorageTransaction,
+  TransactionOptions,
+  WorkerRows,
+  WorkerStorage,
+} from "../worker/core/storage.ts";
 import {
-  ConsecutiveFailuresError,
+  BatchTimeoutError,
   errorText,
+  WorkerIdInUseError,
   WorkerRegistrationLostError,
 } from "../worker/errors.ts";
 import type { LeaderStrategy, WorkerRuntimeOptions } from "../worker/options.ts";
-import type { Consumer, GapBlocker, GapWait } from "../worker/types.ts";
+import type { Consumer } from "../worker/types.ts";
 import { assignmentProblems, countMoves, minimalMoves } from "./assignment_invariants.ts";
-import { InMemoryCoordinator } from "./in_memory_coordinator.ts";
+import { coordinatorOver, type InMemoryCoordinator } from "./in_memory_coordinator.ts";
+import {
+  ENDED_BY_THE_SERVER,
+  InMemoryStorage,
+  InMemoryStorageTransaction,
+} from "./in_memory_storage.ts";
 import { InMemoryEventStore, type InMemoryTransaction } from "./in_memory_store.ts";
 import { SeededRandom } from "./seeded_random.ts";
 import { PausableClock, SimulationClock } from "./simulation_clock.ts";
 
 /**
  * What the schedule can do in one step; the weights of
- * {@link WorkerSimulationOptions.actions} use these names.
+ * {@link WorkerSimulationOptions.actions} use these names. The faults of one worker
+ * (`failStatement`, `dropConnection`, `overrun`, `abortBatch`) are armed by the step and strike
+ * its next transaction, handler or batch.
  *
  * @example
  * ```ts
@@ -77,6 +90,12 @@ export type SimulationAction =
   | "pause"
   | "partition"
   | "leaderLoss"
+  | "failStatement"
+  | "dropConnection"
+  | "overrun"
+  | "abortBatch"
+  | "loseNotifications"
+  | "skew"
   | "idle";
 
 /** The default weights of the schedule's actions. */
@@ -91,6 +110,12 @@ const DEFAULT_ACTIONS: Readonly<Record<SimulationAction, number>> = Object.freez
   pause: 1,
   partition: 1,
   leaderLoss: 1,
+  failStatement: 2,
+  dropConnection: 2,
+  overrun: 2,
+  abortBatch: 2,
+  loseNotifications: 1,
+  skew: 1,
   idle: 2,
 });
 
@@ -151,11 +176,11 @@ export interface WorkerSimulationOptions {
 export interface SimulationView {
   /** The step just run, from 1 (0 before the first). */
   readonly step: number;
-  /** The simulated clock every worker runs on. */
-  readonly clock: SimulationClock;
+  /** The simulated clock every worker runs on (the storage's time). */
+  readonly clock: Clock;
   /** The shared in-memory event store. */
   readonly store: InMemoryEventStore;
-  /** The shared in-memory coordinator (checkpoints, assignments, dead letters). */
+  /** An in-memory coordinator over the shared storage (checkpoints, assignments, dead letters). */
   readonly coordinator: InMemoryCoordinator;
   /** Workers started so far, with their state. */
   readonly workers: readonly SimulatedWorkerState[];
@@ -211,6 +236,8 @@ export interface WorkerSimulationReport {
   readonly workersStarted: number;
   /** How often each action ran. */
   readonly actions: Readonly<Record<string, number>>;
+  /** Faults that struck (armed ones that found no transaction or handler are not counted). */
+  readonly faults: number;
   /** Simulated milliseconds. */
   readonly simulatedMs: number;
   /** Every trace line of the run, in order. */
@@ -262,7 +289,8 @@ export class WorkerSimulationError extends Error {
 }
 
 /**
- * The fault a simulated worker's database calls fail with (partition, crash).
+ * The fault a simulated worker's storage calls fail with (injected failures, dropped connections,
+ * partitions, crashes).
  *
  * @example
  * ```ts
@@ -275,6 +303,8 @@ export class SimulatedFault extends Error {
   override readonly name: string = "SimulatedFault";
 }
 
+// --- one worker's process: its link, its clock, its faults ---------------------------------------
+
 type LinkState = "up" | "paused" | "partitioned" | "crashed";
 
 interface Connection {
@@ -282,7 +312,7 @@ interface Connection {
   onClose: (error: unknown) => void;
 }
 
-/** One worker's connection to the coordinator: where pauses, partitions and crashes happen. */
+/** One worker's connection to the storage: where pauses, partitions and crashes happen. */
 class Link {
   state: LinkState = "up";
   readonly #waiters: Array<() => void> = [];
@@ -293,14 +323,18 @@ class Link {
     this.id = id;
   }
 
-  /** Passes when up; waits while paused; throws while partitioned or after a crash. */
+  /** Null when up (go on at once); a wait while paused; throws while partitioned or crashed. */
+  pass(): Promise<void> | null {
+    if (this.state === "up") return null;
+    if (this.state === "partitioned") throw new SimulatedFault(`${this.id} is partitioned`);
+    if (this.state === "crashed") throw new SimulatedFault(`${this.id} crashed`);
+    return new Promise<void>((resolve) => this.#waiters.push(resolve)).then(() => this.pass()!);
+  }
+
+  /** Like {@link Link.pass}, always a promise. */
   async gate(): Promise<void> {
-    for (;;) {
-      if (this.state === "up") return;
-      if (this.state === "partitioned") throw new SimulatedFault(`${this.id} is partitioned`);
-      if (this.state === "crashed") throw new SimulatedFault(`${this.id} crashed`);
-      await new Promise<void>((resolve) => this.#waiters.push(resolve));
-    }
+    const wait = this.pass();
+    if (wait !== null) await wait;
   }
 
   set(state: LinkState): void {
@@ -316,158 +350,419 @@ class Link {
   }
 }
 
-/** The coordination port as one simulated worker reaches it: every call goes through its link. */
-class LinkedCoordinator implements Coordinator<InMemoryTransaction> {
-  readonly #inner: InMemoryCoordinator;
-  readonly #link: Link;
-  readonly #onBatch: (consumer: string, enter: boolean) => void;
+/** One worker's clock: its process can be paused, and its time is off by a skew. */
+class WorkerClock implements Clock {
+  readonly process: PausableClock;
+  offset: number;
 
-  constructor(
-    inner: InMemoryCoordinator,
-    link: Link,
-    onBatch: (consumer: string, enter: boolean) => void,
-  ) {
-    this.#inner = inner;
-    this.#link = link;
-    this.#onBatch = onBatch;
+  constructor(shared: Clock, offset: number) {
+    this.process = new PausableClock(shared);
+    this.offset = offset;
   }
 
-  async #call<T>(work: () => Promise<T>): Promise<T> {
-    await this.#link.gate();
-    const result = await work();
-    await this.#link.gate();
-    return result;
+  now(): number {
+    return this.process.now() + this.offset;
   }
 
-  prepare(): Promise<void> {
-    return this.#call(() => this.#inner.prepare());
+  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    return sleepWith(this, ms, signal);
   }
-  cleanupStaleWorkers(olderThanMs: number): Promise<number> {
-    return this.#call(() => this.#inner.cleanupStaleWorkers(olderThanMs));
+
+  setTimeout(callback: () => void, ms: number): unknown {
+    return this.process.setTimeout(callback, ms);
   }
-  registerWorker(id: string, consumers: readonly string[], timeout: number): Promise<void> {
-    return this.#call(() => this.#inner.registerWorker(id, consumers, timeout));
+
+  clearTimeout(handle: unknown): void {
+    this.process.clearTimeout(handle);
   }
-  heartbeat(id: string): Promise<boolean> {
-    return this.#call(() => this.#inner.heartbeat(id));
-  }
-  unregisterWorker(id: string): Promise<void> {
-    return this.#call(() => this.#inner.unregisterWorker(id));
-  }
-  assignedConsumers(id: string): Promise<string[]> {
-    return this.#call(() => this.#inner.assignedConsumers(id));
-  }
-  leaderElection(id: string, settings: LeaderElectionSettings): LeaderElection {
-    const inner = this.#inner.leaderElection(id, settings);
-    return {
-      acquire: () => this.#call(() => inner.acquire()),
-      rebalance: (
-        plan: (snapshot: AssignmentSnapshot) => readonly AssignmentChange[],
-        signal: AbortSignal,
-      ) => this.#call(() => inner.rebalance(plan, signal)),
-      release: () => this.#call(() => inner.release()),
-    };
-  }
-  async openChangeListener(
-    onChange: (change: CoordinationChange) => void,
-    onClose: (error: unknown) => void,
-  ): Promise<ListenerHandle | null> {
-    await this.#link.gate();
-    const link = this.#link;
-    const handle = await this.#inner.openChangeListener(
-      // A paused process handles what arrived when it continues.
-      (change) => void link.gate().then(() => onChange(change), () => {}),
-      onClose,
-    );
-    return handle === null ? null : this.#track(handle, onClose);
-  }
-  async openListener(
-    onNotify: () => void,
-    onClose: (error: unknown) => void,
-  ): Promise<ListenerHandle> {
-    await this.#link.gate();
-    const link = this.#link;
-    const handle = await this.#inner.openListener(
-      () => void link.gate().then(onNotify, () => {}),
-      onClose,
-    );
-    return this.#track(handle, onClose);
-  }
-  #track(handle: ListenerHandle, onClose: (error: unknown) => void): ListenerHandle {
-    const connection = { handle, onClose };
-    this.#link.connections.add(connection);
-    return {
-      close: () => {
-        this.#link.connections.delete(connection);
-        return handle.close();
-      },
-    };
-  }
-  readCheckpoint(consumer: string): Promise<number> {
-    return this.#call(() => this.#inner.readCheckpoint(consumer));
-  }
-  blockingDeadLetters(consumer: string): Promise<number[]> {
-    return this.#call(() => this.#inner.blockingDeadLetters(consumer));
-  }
-  readWindow(
-    after: number,
-    limit: number,
-    token: GapToken | null,
-    signal: AbortSignal,
-  ): Promise<WindowRead> {
-    return this.#call(() => this.#inner.readWindow(after, limit, token, signal));
-  }
-  latestPosition(): Promise<number> {
-    return this.#call(() => this.#inner.latestPosition());
-  }
-  gapBlockers(token: GapToken): Promise<GapBlocker[]> {
-    return this.#call(() => this.#inner.gapBlockers(token));
-  }
-  reportGap(consumer: string, gap: GapWait | null): Promise<void> {
-    return this.#call(() => this.#inner.reportGap(consumer, gap));
-  }
-  runBatch<T>(
-    request: BatchRequest,
-    work: (session: BatchSession<InMemoryTransaction>) => Promise<T>,
-  ): Promise<BatchOutcome<T>> {
-    return this.#call(() =>
-      this.#inner.runBatch(request, async (session) => {
-        // Past the fence: this worker is inside a batch of the consumer until it ends.
-        this.#onBatch(request.consumer, true);
-        try {
-          await this.#link.gate();
-          const value = await work(session);
-          await this.#link.gate();
-          return value;
-        } finally {
-          this.#onBatch(request.consumer, false);
-        }
-      })
-    );
-  }
-  redriveDeadLetter<T>(
-    consumer: string,
-    position: number,
-    work: (tx: InMemoryTransaction, event: PersistedEvent) => Promise<T>,
-  ): Promise<T> {
-    return this.#call(() => this.#inner.redriveDeadLetter(consumer, position, work));
-  }
-  close(): Promise<void> {
-    return Promise.resolve();
-  }
+}
+
+/** A fault armed on a worker's next transaction. */
+type TransactionFault =
+  /** The statement at `at` (or COMMIT, when the transaction has fewer) fails: it rolls back. */
+  | { readonly kind: "fail"; readonly at: number }
+  /** The connection drops before the statement at `at` (or before COMMIT). */
+  | { readonly kind: "drop"; readonly at: number }
+  /** COMMIT reaches the server, its answer does not: committed, reported lost. */
+  | { readonly kind: "dropAfterCommit" };
+
+/** A fault armed on a worker's next handler call: it overruns its batch timeout. */
+interface HandlerFault {
+  /** `late`: sleeps, then writes (a careless handler); `slow`: writes, then sleeps. */
+  readonly kind: "late" | "slow";
+  readonly sleepMs: number;
+}
+
+/** A stop armed on a worker's next batch: at statement `at`, or in a handler (`at` < 0). */
+interface AbortFault {
+  readonly at: number;
 }
 
 interface SimWorker {
   readonly id: string;
   readonly link: Link;
-  readonly clock: PausableClock;
+  readonly clock: WorkerClock;
   readonly runtime: WorkerRuntime<InMemoryTransaction>;
   readonly consumers: readonly string[];
+  /** Its open storage transactions (a partition or crash ends them on the server). */
+  readonly open: Set<StorageTransaction<InMemoryTransaction>>;
   stopped: boolean;
-  /** Step (and simulated time) at which a pause or partition ends. */
+  /** Simulated time at which a pause or partition ends. */
   until: number | null;
+  /** Notifications to it are lost until this storage time. */
+  deafUntil: number;
+  /** Round-trip time of its connections (ms of storage time; 0: answers come at once). */
+  readonly latency: number;
+  /** How long each of its handler calls takes (ms of its own time). */
+  readonly handlerMs: number;
+  /** Its registration committed while it heard a failure. */
+  registrationInDoubt: boolean;
+  transactionFault: TransactionFault | null;
+  handlerFault: HandlerFault | null;
+  abortFault: AbortFault | null;
   readonly done: Promise<void>;
 }
+
+/** One transaction of a worker (a batch, when its handle reaches handlers), as the checks see it. */
+interface BatchRecord {
+  /** Its number in the run, for the messages. */
+  readonly id: number;
+  /** The event store's transaction underneath. */
+  readonly raw: InMemoryTransaction | null;
+  /** Set at its commit, before its handlers' effects run. */
+  committed: boolean;
+}
+
+/** What a worker's storage wrapper reports to the simulation. */
+interface Observer {
+  log(line: string): void;
+  problem(text: string): void;
+  /** A fault struck. */
+  struck(): void;
+  /** The worker is stopped mid-batch (the `abortBatch` fault). */
+  stop(worker: SimWorker, where: string): void;
+  /** The transaction of each handle, for the effects handlers register through it. */
+  readonly batches: WeakMap<InMemoryTransaction, BatchRecord>;
+  /** Numbers the transactions. */
+  nextId(): number;
+  /** The batch passed the fence's lock (`enter`), or its transaction ended. */
+  inBatch(consumer: string, worker: string, enter: boolean): void;
+  /** At the commit of a batch that saved `consumer`'s checkpoint. */
+  committed(consumer: string, worker: string): void;
+  /** Storage time. */
+  now(): number;
+  /** Waits `ms` of storage time (network latency). */
+  delay(ms: number): Promise<void>;
+}
+
+/** Every row operation of the port, so the wrapper forwards them all. */
+const ROW_OPERATIONS: Readonly<Record<keyof WorkerRows, true>> = {
+  registerWorker: true,
+  ensureConsumers: true,
+  heartbeat: true,
+  deleteWorker: true,
+  deleteStaleWorkers: true,
+  liveWorkers: true,
+  assignments: true,
+  lockAssignments: true,
+  writeAssignments: true,
+  notify: true,
+  lockConsumer: true,
+  saveCheckpoint: true,
+  readCheckpoint: true,
+  reportGap: true,
+  writeDeadLetter: true,
+  resolveDeadLetters: true,
+  blockingDeadLetters: true,
+  lockDeadLetter: true,
+  markRedriven: true,
+  writeGapSkip: true,
+  readWindow: true,
+  readEvent: true,
+  latestPosition: true,
+  gapBlockers: true,
+  statusRows: true,
+};
+
+/** The outcome of `sent` as the worker hears it: `latency` later (at once when 0). */
+async function answer<T>(sent: Promise<T>, latency: number, observer: Observer): Promise<T> {
+  if (latency === 0) return await sent;
+  try {
+    return await sent;
+  } finally {
+    await observer.delay(latency);
+  }
+}
+
+type Send = (
+  name: keyof WorkerRows,
+  args: unknown[],
+  call: () => Promise<unknown>,
+) => Promise<unknown>;
+
+/** `inner`'s row operations, each sent through `send`. */
+function rowsThrough(inner: WorkerRows, send: Send): WorkerRows {
+  const rows: Record<string, (...args: unknown[]) => Promise<unknown>> = {};
+  for (const name of Object.keys(ROW_OPERATIONS) as (keyof WorkerRows)[]) {
+    const operation = inner[name] as (...args: unknown[]) => Promise<unknown>;
+    rows[name] = (...args) => send(name, args, () => operation.apply(inner, args));
+  }
+  return rows as unknown as WorkerRows;
+}
+
+/**
+ * The storage port as one simulated worker reaches it: the production protocol runs on this, and
+ * every fault of the worker happens here. Statements are sent to the storage the moment they
+ * pass the link (a frozen process sends nothing), so a statement's place in its transaction is
+ * what it would be on a real connection.
+ */
+class WorkerStorageLink implements WorkerStorage<InMemoryTransaction> {
+  readonly rows: WorkerRows;
+  readonly #inner: InMemoryStorage;
+  readonly #worker: () => SimWorker;
+  readonly #observer: Observer;
+
+  constructor(inner: InMemoryStorage, worker: () => SimWorker, observer: Observer) {
+    this.#inner = inner;
+    this.#worker = worker;
+    this.#observer = observer;
+    this.rows = rowsThrough(inner.rows, (_name, _args, call) => this.#call(call));
+  }
+
+  get #link(): Link {
+    return this.#worker().link;
+  }
+
+  async #call<T>(send: () => Promise<T>): Promise<T> {
+    await this.#link.gate();
+    const result = await answer(send(), this.#worker().latency, this.#observer);
+    // A paused process sees the answer when it continues.
+    await this.#link.gate();
+    return result;
+  }
+
+  prepare(): Promise<StorageInfo> {
+    return this.#call(() => this.#inner.prepare());
+  }
+
+  transaction<T>(
+    options: TransactionOptions,
+    work: (tx: StorageTransaction<InMemoryTransaction>) => Promise<T>,
+  ): Promise<T> {
+    return this.#transaction(work, (run) => this.#inner.transaction(options, run));
+  }
+
+  leadership(
+    workerId: string,
+    settings: LeadershipSettings,
+  ): LeadershipStorage<InMemoryTransaction> {
+    const inner = this.#inner.leadership(workerId, settings);
+    return {
+      acquire: () => this.#call(() => inner.acquire()),
+      transaction: <T>(
+        options: TransactionOptions,
+        work: (tx: StorageTransaction<InMemoryTransaction>) => Promise<T>,
+      ) => this.#transaction(work, (run) => inner.transaction(options, run)),
+      release: () => this.#call(() => inner.release()),
+    };
+  }
+
+  async #transaction<T, R>(
+    work: (tx: StorageTransaction<InMemoryTransaction>) => Promise<T>,
+    open: (run: (tx: StorageTransaction<InMemoryTransaction>) => Promise<T>) => Promise<R>,
+  ): Promise<R> {
+    const worker = this.#worker();
+    await worker.link.gate();
+    const fault = worker.transactionFault;
+    worker.transactionFault = null;
+    let tracked: StorageTransaction<InMemoryTransaction> | null = null;
+    let registers = false;
+    let committed = false;
+    try {
+      const result = await answer(
+        open(async (inner) => {
+          worker.open.add(tracked = inner);
+          const tx = new FaultyTransaction(inner, this.#inner, worker, fault, this.#observer);
+          const value = await work(tx.port);
+          registers = tx.registers;
+          tx.beforeCommit();
+          return value;
+        }),
+        worker.latency,
+        this.#observer,
+      );
+      committed = true;
+      if (fault?.kind === "dropAfterCommit" && tracked !== null) {
+        this.#observer.struck();
+        this.#observer.log(`${worker.id}: connection lost after COMMIT reached the server`);
+        throw new SimulatedFault(`${worker.id}: connection lost; the COMMIT's outcome is unknown`);
+      }
+      await worker.link.gate();
+      return result;
+    } catch (error) {
+      if (committed && registers) worker.registrationInDoubt = true;
+      throw error;
+    } finally {
+      if (tracked !== null) worker.open.delete(tracked);
+    }
+  }
+
+  async listen(
+    topic: "events" | "coordination",
+    onMessage: (change: CoordinationChange | null) => void,
+    onClose: (error: unknown) => void,
+  ): Promise<ListenerHandle | null> {
+    const link = this.#link;
+    await link.gate();
+    const handle = await this.#inner.listen(topic, (message) => {
+      if (this.#worker().deafUntil > this.#observer.now()) return; // lost
+      // A paused process handles what arrived when it continues.
+      void link.gate().then(() => onMessage(message), () => {});
+    }, onClose);
+    if (handle === null) return null;
+    const connection = { handle, onClose };
+    link.connections.add(connection);
+    return {
+      close: () => {
+        link.connections.delete(connection);
+        return handle.close();
+      },
+    };
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/** One transaction of a simulated worker, with the fault armed on it (if any). */
+class FaultyTransaction {
+  /** What the protocol gets. */
+  readonly port: StorageTransaction<InMemoryTransaction>;
+  readonly #inner: StorageTransaction<InMemoryTransaction>;
+  readonly #storage: InMemoryStorage;
+  readonly #worker: SimWorker;
+  readonly #observer: Observer;
+  readonly #batch: BatchRecord;
+  #fault: TransactionFault | null;
+  #abort: AbortFault | null = null;
+  #count = 0;
+  /** Whether it registers the worker (its first statement does). */
+  registers = false;
+
+  constructor(
+    inner: StorageTransaction<InMemoryTransaction>,
+    storage: InMemoryStorage,
+    worker: SimWorker,
+    fault: TransactionFault | null,
+    observer: Observer,
+  ) {
+    this.#inner = inner;
+    this.#storage = storage;
+    this.#worker = worker;
+    this.#fault = fault;
+    this.#observer = observer;
+    const raw = inner instanceof InMemoryStorageTransaction ? inner.raw : null;
+    const record: BatchRecord = { id: observer.nextId(), raw, committed: false };
+    this.#batch = record;
+    raw?.onCommit(() => (record.committed = true));
+    const rows = rowsThrough(inner, (name, args, call) => this.#statement(name, args, call));
+    const batches = observer.batches;
+    const batch = this.#batch;
+    this.port = Object.assign(rows, {
+      handle(consumer: string, isOpen: () => boolean): InMemoryTransaction {
+        const handle = inner.handle(consumer, isOpen);
+        batches.set(handle, batch);
+        return handle;
+      },
+      // The cancel request travels on a connection of its own.
+      cancel: () => answer(Promise.resolve(), worker.latency, observer).then(() => inner.cancel()),
+    }) as unknown as StorageTransaction<InMemoryTransaction>;
+    Object.defineProperty(this.port, "lost", { get: () => inner.lost });
+  }
+
+  async #statement(
+    name: keyof WorkerRows,
+    args: unknown[],
+    call: () => Promise<unknown>,
+  ): Promise<unknown> {
+    const wait = this.#worker.link.pass();
+    if (wait !== null) await wait;
+    const index = this.#count++;
+    if (index === 0) this.registers = name === "registerWorker";
+    if (index === 0 && name === "lockConsumer") {
+      // A batch: the abort armed on the worker strikes it.
+      this.#abort = this.#worker.abortFault !== null && this.#worker.abortFault.at >= 0
+        ? this.#worker.abortFault
+        : null;
+      if (this.#abort !== null) this.#worker.abortFault = null;
+    }
+    this.#strike(index, name);
+    const raw = this.#batch.raw;
+    if (name === "saveCheckpoint") {
+      const [consumer, position] = args as [string, number];
+      if (raw === null || !raw.isOpen) {
+        this.#observer.problem(
+          `${this.#worker.id} saved the checkpoint of ${consumer} (${position}) after its batch's ` +
+            `transaction had ended: it committed on its own, outside the batch`,
+        );
+      } else {
+        raw.onCommit(() => this.#observer.committed(consumer, this.#worker.id));
+      }
+    }
+    const value = await answer(call(), this.#worker.latency, this.#observer);
+    if (name === "lockConsumer") {
+      const rows = value as { owner: string | null } | null;
+      const consumer = args[0] as string;
+      if (rows?.owner === this.#worker.id && raw !== null && raw.isOpen) {
+        const worker = this.#worker.id;
+        this.#observer.inBatch(consumer, worker, true);
+        const exit = () => this.#observer.inBatch(consumer, worker, false);
+        raw.onCommit(exit);
+        raw.onRollback(exit);
+      }
+    }
+    const after = this.#worker.link.pass();
+    if (after !== null) await after;
+    return value;
+  }
+
+  /** The fault armed on this transaction, at statement `index` (or COMMIT: -1). */
+  #strike(index: number, name: string): void {
+    const where = index < 0 ? "COMMIT" : `${name} (statement ${index + 1})`;
+    const id = this.#worker.id;
+    const abort = this.#abort;
+    if (abort !== null && (index < 0 || abort.at === index)) {
+      this.#abort = null;
+      this.#observer.struck();
+      this.#observer.stop(this.#worker, `at ${where} of a batch`);
+    }
+    const fault = this.#fault;
+    if (fault === null || fault.kind === "dropAfterCommit") return;
+    if (index >= 0 && fault.at !== index) return;
+    this.#fault = null;
+    this.#observer.struck();
+    if (fault.kind === "fail") {
+      this.#observer.log(`${id}: ${where} fails (injected)`);
+      // A failed statement aborts the transaction, whatever the caller does with the error.
+      this.#batch.raw?.abort(`${where} failed (injected)`);
+      throw new SimulatedFault(`${id}: ${where} failed (injected)`);
+    }
+    this.#observer.log(`${id}: the connection drops before ${where}`);
+    this.#storage.terminate(this.#inner, new SimulatedFault(`${id}: connection lost`));
+    if (index < 0) throw new SimulatedFault(`${id}: connection lost before COMMIT`);
+  }
+
+  /** The work resolved: a fault still armed strikes the COMMIT. */
+  beforeCommit(): void {
+    if (this.#worker.link.state === "partitioned" || this.#worker.link.state === "crashed") {
+      throw new SimulatedFault(`${this.#worker.id}: connection lost before COMMIT`);
+    }
+    this.#strike(-1, "COMMIT");
+  }
+}
+
+// --- the simulation ------------------------------------------------------------------------------
 
 interface Held {
   position: number;
@@ -480,6 +775,7 @@ class Failure extends Error {}
 
 const AGGREGATES = ["Order", "Account"] as const;
 const EVENT_TYPE: Record<string, string> = { Order: "OrderPlaced", Account: "Deposited" };
+const EPOCH = 1_700_000_000_000;
 
 function builtInConsumers(): Consumer<InMemoryTransaction>[] {
   return [
@@ -532,14 +828,17 @@ export async function simulateWorkers(
 class Simulation {
   readonly #o: WorkerSimulationOptions;
   readonly #random: SeededRandom;
-  readonly #clock = new SimulationClock(1_700_000_000_000);
+  readonly #clock = new SimulationClock(EPOCH);
   readonly #store = new InMemoryEventStore();
+  readonly #storage: InMemoryStorage;
+  /** For inspection (and the view): the protocol over the shared storage. */
   readonly #coordinator: InMemoryCoordinator;
   readonly #consumers: readonly Consumer<InMemoryTransaction>[];
   readonly #strategy: LeaderStrategy;
   readonly #heterogeneous: boolean;
   readonly #workerOptions: WorkerRuntimeOptions;
   readonly #heartbeatTimeout: number;
+  readonly #batchTimeout: number;
   readonly #workers: SimWorker[] = [];
   readonly #held: Held[] = [];
   readonly #trace: string[] = [];
@@ -548,9 +847,12 @@ class Simulation {
   readonly #handled = new Map<string, number[]>();
   readonly #inBatch = new Map<string, string>();
   readonly #checkpoints = new Map<string, number>();
+  readonly #observer: Observer;
   #problems: string[] = [];
   #rebalancesChecked = 0;
   #moves = 0;
+  #faults = 0;
+  #transactions = 0;
   #step = 0;
   #aggregateSeq = 0;
 
@@ -558,7 +860,8 @@ class Simulation {
     if (!Number.isInteger(options.seed)) throw new TypeError("seed must be an integer");
     this.#o = options;
     this.#random = new SeededRandom(options.seed);
-    this.#coordinator = new InMemoryCoordinator(this.#store, { clock: this.#clock });
+    this.#storage = new InMemoryStorage(this.#store, { clock: this.#clock });
+    this.#coordinator = coordinatorOver(this.#storage);
     this.#consumers = options.consumers ?? builtInConsumers();
     const strategy = options.leaderStrategy ?? "random";
     this.#strategy = strategy === "random"
@@ -573,11 +876,31 @@ class Simulation {
       ...options.workerOptions,
     };
     this.#heartbeatTimeout = this.#workerOptions.heartbeatTimeout ?? 2_000;
+    this.#batchTimeout = this.#workerOptions.batchTimeout ?? 3_000;
     for (const consumer of this.#consumers) this.#handled.set(consumer.name, []);
+    this.#observer = {
+      log: (line) => this.#log(line),
+      problem: (text) => this.#problems.push(text),
+      struck: () => this.#faults++,
+      stop: (worker, where) => this.#stopMidBatch(worker, where),
+      batches: new WeakMap(),
+      nextId: () => ++this.#transactions,
+      inBatch: (consumer, worker, enter) => this.#enterBatch(consumer, worker, enter),
+      committed: (consumer, worker) => {
+        const owner = this.#storage.assignment(consumer);
+        if (owner !== worker) {
+          this.#problems.push(
+            `${worker} committed a batch of ${consumer} while ${owner ?? "nobody"} owned it`,
+          );
+        }
+      },
+      now: () => this.#clock.now(),
+      delay: (ms) => this.#clock.sleep(ms),
+    };
   }
 
   #log(line: string): void {
-    const entry = `[${this.#step}] t+${this.#clock.now() - 1_700_000_000_000}ms ${line}`;
+    const entry = `[${this.#step}] t+${this.#clock.now() - EPOCH}ms ${line}`;
     this.#trace.push(entry);
     this.#o.trace?.(entry);
   }
@@ -630,13 +953,14 @@ class Simulation {
       steps: this.#steps,
       leaderStrategy: this.#strategy,
       heterogeneous: this.#heterogeneous,
-      events: this.#committedEvents().length,
+      events: this.#events.length,
       commits,
-      rebalances: this.#coordinator.rebalances().length,
+      rebalances: this.#storage.rebalances().length,
       moves: this.#moves,
       workersStarted: this.#workers.length,
       actions: { ...this.#actions },
-      simulatedMs: this.#clock.now() - 1_700_000_000_000,
+      faults: this.#faults,
+      simulatedMs: this.#clock.now() - EPOCH,
       trace: this.#trace,
     };
   }
@@ -663,6 +987,15 @@ class Simulation {
         weights.crash =
         weights.pause =
         weights.partition =
+        weights.abortBatch =
+          0;
+    }
+    if (up.length === 0) {
+      weights.failStatement =
+        weights.dropConnection =
+        weights.overrun =
+        weights.loseNotifications =
+        weights.skew =
           0;
     }
     const action = this.#random.weighted(weights);
@@ -679,15 +1012,27 @@ class Simulation {
       case "join":
         return this.#join(false);
       case "leave":
-        return await this.#leave(this.#random.pick(up));
+        return this.#leave(this.#random.pick(up));
       case "crash":
-        return await this.#crash(this.#random.pick(up));
+        return this.#crash(this.#random.pick(up));
       case "pause":
         return this.#pause(this.#random.pick(up));
       case "partition":
         return this.#partition(this.#random.pick(up));
       case "leaderLoss":
         return this.#leaderLoss();
+      case "failStatement":
+        return this.#armTransactionFault(this.#random.pick(up), "fail");
+      case "dropConnection":
+        return this.#armTransactionFault(this.#random.pick(up), "drop");
+      case "overrun":
+        return this.#armOverrun(this.#random.pick(up));
+      case "abortBatch":
+        return this.#armAbort(this.#random.pick(up));
+      case "loseNotifications":
+        return this.#deafen(this.#random.pick(up));
+      case "skew":
+        return this.#skew(this.#random.pick(up));
       case "idle":
         return;
     }
@@ -790,33 +1135,38 @@ class Simulation {
     const names = this.#heterogeneous && !initial
       ? all.filter(() => this.#random.chance(0.6))
       : all;
-    const link = new Link(id);
-    const clock = new PausableClock(this.#clock);
-    const coordinator = new LinkedCoordinator(this.#coordinator, link, (consumer, enter) => {
-      if (enter) {
-        const other = this.#inBatch.get(consumer);
-        if (other !== undefined) {
-          this.#problems.push(`${id} entered a batch of ${consumer} while ${other} was in one`);
-        }
-        this.#inBatch.set(consumer, id);
-      } else if (this.#inBatch.get(consumer) === id) this.#inBatch.delete(consumer);
-    });
+    const skew = Math.round(this.#heartbeatTimeout / 2);
+    const clock = new WorkerClock(this.#clock, this.#random.int(-skew, skew));
+    // Some workers' answers take a round trip, and their handlers take time, so that what runs
+    // between a statement and its answer (an abort, another worker) varies.
+    const latency = this.#random.chance(0.5) ? 0 : this.#random.int(1, 25);
+    const handlerMs = this.#random.chance(0.5) ? 0 : this.#random.int(1, 40);
+    let self!: SimWorker;
+    const storage = new WorkerStorageLink(this.#storage, () => self, this.#observer);
     const consumers = this.#consumers.filter((c) => names.includes(c.name)).map((c) =>
-      this.#wrap(c, id, link)
+      this.#wrap(c, () => self)
     );
-    const runtime = new WorkerRuntime<InMemoryTransaction>(coordinator, consumers, {
-      ...this.#workerOptions,
-      workerId: id,
-      clock: clock as Clock,
-    });
-    const worker: SimWorker = {
+    const runtime = new WorkerRuntime<InMemoryTransaction>(
+      new CoordinationProtocol(storage),
+      consumers,
+      { ...this.#workerOptions, workerId: id, clock },
+    );
+    const worker: SimWorker = self = {
       id,
-      link,
+      link: new Link(id),
       clock,
       runtime,
       consumers: names,
+      open: new Set(),
       stopped: false,
       until: null,
+      deafUntil: 0,
+      latency,
+      handlerMs,
+      registrationInDoubt: false,
+      transactionFault: null,
+      handlerFault: null,
+      abortFault: null,
       done: Promise.resolve(),
     };
     (worker as { done: Promise<void> }).done = runtime.start().then(
@@ -826,48 +1176,114 @@ class Simulation {
       },
       (error) => {
         worker.stopped = true;
-        const expected = error instanceof WorkerRegistrationLostError ||
-          (error instanceof ConsecutiveFailuresError && causedByFault(error));
+        // A worker may give up under faults (a crashed one has no say at all); anything else
+        // that stops it is a bug.
+        const expected = worker.link.state === "crashed" ||
+          error instanceof WorkerRegistrationLostError || causedByFault(error) ||
+          // Known limitation of start-up (reported): a registration that committed while the
+          // worker heard a failure is refused as someone else's when the worker retries.
+          (error instanceof WorkerIdInUseError && worker.registrationInDoubt);
         this.#log(`${id} stopped itself: ${errorText(error)}`);
         if (!expected) this.#problems.push(`${id} failed: ${errorText(error)}`);
       },
     );
     this.#workers.push(worker);
-    this.#log(`${id} joins, running ${names.join(",") || "nothing"}`);
+    this.#log(
+      `${id} joins (clock ${clock.offset >= 0 ? "+" : ""}${clock.offset} ms, round trip ` +
+        `${latency} ms, handlers ${handlerMs} ms), running ${names.join(",") || "nothing"}`,
+    );
   }
 
+  /** The consumer as a worker runs it: its effects recorded, its armed handler faults applied. */
   #wrap(
     consumer: Consumer<InMemoryTransaction>,
-    workerId: string,
-    link: Link,
+    worker: () => SimWorker,
   ): Consumer<InMemoryTransaction> {
     const name = consumer.name;
-    const record = (tx: InMemoryTransaction, event: PersistedEvent) =>
-      tx.onCommit(() => this.#committed(name, workerId, event.globalPosition));
+    const record = (tx: InMemoryTransaction, events: readonly PersistedEvent[]) => {
+      const id = worker().id;
+      const batch = this.#observer.batches.get(tx) ?? null;
+      for (const event of events) {
+        // A hook that runs while it is being registered ran outside any transaction.
+        let registering = true;
+        tx.onCommit(() => this.#committed(name, id, event.globalPosition, batch, registering));
+        registering = false;
+      }
+    };
+    const run = async (
+      tx: InMemoryTransaction,
+      events: readonly PersistedEvent[],
+      handle: () => void | Promise<void>,
+    ) => {
+      const w = worker();
+      await w.link.gate();
+      const abort = w.abortFault !== null && w.abortFault.at < 0 ? w.abortFault : null;
+      if (abort !== null) {
+        w.abortFault = null;
+        this.#faults++;
+        this.#stopMidBatch(w, `in a handler of ${name}`);
+      }
+      if (w.handlerMs > 0) await w.clock.sleep(w.handlerMs);
+      const fault = w.handlerFault;
+      w.handlerFault = null;
+      if (fault === null) {
+        record(tx, events);
+        return await handle();
+      }
+      this.#faults++;
+      this.#log(
+        `${w.id}: a handler of ${name} overruns its batch (${fault.kind}: ${fault.sleepMs} ms)`,
+      );
+      // Deaf to context.signal, as a careless handler is.
+      if (fault.kind === "slow") record(tx, events);
+      await w.clock.sleep(fault.sleepMs);
+      if (fault.kind === "late") record(tx, events);
+      await handle();
+    };
     return {
       name,
       aggregateTypes: consumer.aggregateTypes,
       eventTypes: consumer.eventTypes,
       onPoison: consumer.onPoison,
-      handle: consumer.handle === undefined ? undefined : async (tx, event, context) => {
-        await link.gate();
-        record(tx, event);
-        await consumer.handle!(tx, event, context);
-      },
-      handleBatch: consumer.handleBatch === undefined ? undefined : async (tx, events, context) => {
-        await link.gate();
-        for (const event of events) record(tx, event);
-        await consumer.handleBatch!(tx, events, context);
-      },
+      handle: consumer.handle === undefined
+        ? undefined
+        : (tx, event, context) => run(tx, [event], () => consumer.handle!(tx, event, context)),
+      handleBatch: consumer.handleBatch === undefined
+        ? undefined
+        : (tx, events, context) =>
+          run(tx, events, () => consumer.handleBatch!(tx, events, context)),
     };
   }
 
-  #committed(consumer: string, workerId: string, position: number): void {
-    const owner = this.#coordinator.assignment(consumer);
-    if (owner !== workerId) {
+  /**
+   * A handler effect committed: it must be with the batch that made it (`atOnce`: it ran as it
+   * was registered, with no transaction around it).
+   */
+  #committed(
+    consumer: string,
+    workerId: string,
+    position: number,
+    batch: BatchRecord | null,
+    atOnce: boolean,
+  ): void {
+    if (atOnce || (batch !== null && !batch.committed)) {
       this.#problems.push(
-        `${workerId} committed ${consumer}@${position} while ${owner ?? "nobody"} owned it`,
+        `${workerId} committed an effect of ${consumer}@${position} outside its batch ` +
+          `(transaction #${batch?.id ?? "?"} had ended; the statement ran on its own)`,
       );
+    } else {
+      const owner = this.#storage.assignment(consumer);
+      if (owner !== workerId) {
+        this.#problems.push(
+          `${workerId} committed ${consumer}@${position} while ${owner ?? "nobody"} owned it`,
+        );
+      }
+      const checkpoint = this.#storage.checkpoint(consumer);
+      if (checkpoint < position) {
+        this.#problems.push(
+          `${workerId} committed ${consumer}@${position} without its checkpoint (at ${checkpoint})`,
+        );
+      }
     }
     const list = this.#handled.get(consumer)!;
     if (list.includes(position)) {
@@ -880,26 +1296,50 @@ class Simulation {
     list.push(position);
   }
 
-  async #leave(worker: SimWorker): Promise<void> {
-    this.#log(`${worker.id} leaves gracefully`);
-    worker.stopped = true;
-    await worker.runtime.stop();
+  #enterBatch(consumer: string, worker: string, enter: boolean): void {
+    if (enter) {
+      const other = this.#inBatch.get(consumer);
+      if (other !== undefined) {
+        this.#problems.push(`${worker} entered a batch of ${consumer} while ${other} was in one`);
+      }
+      this.#inBatch.set(consumer, worker);
+    } else if (this.#inBatch.get(consumer) === worker) this.#inBatch.delete(consumer);
   }
 
-  async #crash(worker: SimWorker): Promise<void> {
+  #leave(worker: SimWorker): void {
+    this.#log(`${worker.id} leaves gracefully`);
+    worker.stopped = true;
+    // Not awaited: stopping may wait for a statement, and time must go on meanwhile.
+    void worker.runtime.stop();
+  }
+
+  #stopMidBatch(worker: SimWorker, where: string): void {
+    if (worker.stopped || worker.link.state !== "up") return;
+    this.#log(`${worker.id} is stopped ${where}`);
+    worker.stopped = true;
+    void worker.runtime.stop();
+  }
+
+  /** The server's side of a dead connection: the worker's transactions end, its locks go. */
+  #cutOff(worker: SimWorker, why: string): void {
+    for (const tx of [...worker.open]) this.#storage.terminate(tx, new SimulatedFault(why));
+  }
+
+  #crash(worker: SimWorker): void {
     this.#log(`${worker.id} crashes (no cleanup)`);
     worker.stopped = true;
     worker.link.set("crashed");
-    worker.clock.resume();
-    this.#coordinator.terminateLeaderSession(worker.id);
-    await worker.runtime.stop();
+    worker.clock.process.resume();
+    this.#cutOff(worker, `${worker.id} crashed`);
+    this.#storage.terminateLeaderSession(worker.id);
+    void worker.runtime.stop();
   }
 
   #pause(worker: SimWorker): void {
     const ms = this.#random.int(this.#heartbeatTimeout / 2, this.#heartbeatTimeout * 3);
     worker.until = this.#clock.now() + ms;
     worker.link.set("paused");
-    worker.clock.pause();
+    worker.clock.process.pause();
     this.#log(`${worker.id} pauses for ${ms} ms`);
   }
 
@@ -907,8 +1347,9 @@ class Simulation {
     const ms = this.#random.int(500, this.#heartbeatTimeout * 3);
     worker.until = this.#clock.now() + ms;
     worker.link.set("partitioned");
-    // The server ends the partitioned session (and a session lock with it).
-    this.#coordinator.terminateLeaderSession(worker.id);
+    // The server ends the partitioned sessions (and a session lock with them).
+    this.#cutOff(worker, `${worker.id} is partitioned`);
+    this.#storage.terminateLeaderSession(worker.id);
     this.#log(`${worker.id} is partitioned for ${ms} ms`);
   }
 
@@ -917,28 +1358,70 @@ class Simulation {
     worker.until = null;
     if (was === "crashed" || was === "up") return;
     worker.link.set("up");
-    worker.clock.resume();
+    worker.clock.process.resume();
     this.#log(`${worker.id} ${was === "paused" ? "resumes" : "reconnects"}`);
   }
 
   #leaderLoss(): void {
+    const leader = this.#storage.leader();
     if (this.#strategy === "advisory") {
-      const leader = this.#coordinator.leader();
-      const ended = this.#coordinator.terminateLeaderSession();
+      const ended = this.#storage.terminateLeaderSession();
       this.#log(ended ? `leader ${leader?.workerId} loses its session` : "no leader to lose");
     } else {
-      const leader = this.#coordinator.leader();
-      this.#coordinator.expireLease();
+      this.#storage.expireLease();
       this.#log(`the lease of ${leader?.workerId ?? "nobody"} runs out`);
     }
   }
 
-  // --- checks ----------------------------------------------------------------------------------
-
-  #committedEvents(): PersistedEvent[] {
-    // Synchronous read of the committed log (the in-memory store answers in a microtask).
-    return this.#events;
+  #armTransactionFault(worker: SimWorker, kind: "fail" | "drop"): void {
+    // Statement 1 is the fence (a batch) or the first read; up to 5 covers a batch's writes.
+    const at = this.#random.int(0, 5);
+    const fault: TransactionFault = kind === "drop" && this.#random.chance(0.25)
+      ? { kind: "dropAfterCommit" }
+      : { kind, at };
+    worker.transactionFault = fault;
+    this.#log(
+      `${worker.id}: its next transaction ${
+        fault.kind === "fail"
+          ? `fails at statement ${fault.at + 1}`
+          : fault.kind === "drop"
+          ? `loses its connection before statement ${fault.at + 1}`
+          : "loses its connection after COMMIT"
+      } (or at COMMIT)`,
+    );
   }
+
+  #armOverrun(worker: SimWorker): void {
+    const kind = this.#random.pick(["late", "slow"] as const);
+    const sleepMs = this.#batchTimeout + this.#random.int(50, this.#batchTimeout);
+    worker.handlerFault = { kind, sleepMs };
+    this.#log(`${worker.id}: its next handler call overruns its batch timeout (${kind})`);
+  }
+
+  #armAbort(worker: SimWorker): void {
+    const at = this.#random.int(-1, 5);
+    worker.abortFault = { at };
+    this.#log(
+      `${worker.id}: stopped during its next batch (${
+        at < 0 ? "in a handler" : `at statement ${at + 1}`
+      })`,
+    );
+  }
+
+  #deafen(worker: SimWorker): void {
+    const ms = this.#random.int(500, this.#heartbeatTimeout * 2);
+    worker.deafUntil = this.#clock.now() + ms;
+    this.#log(`${worker.id} loses its notifications for ${ms} ms`);
+  }
+
+  #skew(worker: SimWorker): void {
+    // A step of its clock (NTP): below the heartbeat timeout either way.
+    const limit = this.#heartbeatTimeout - 1;
+    worker.clock.offset = this.#random.int(-limit, limit);
+    this.#log(`${worker.id}'s clock is now off by ${worker.clock.offset} ms`);
+  }
+
+  // --- checks ----------------------------------------------------------------------------------
 
   #events: PersistedEvent[] = [];
 
@@ -948,18 +1431,16 @@ class Simulation {
 
   async #check(): Promise<void> {
     await this.#refresh();
-    if (this.#problems.length > 0) this.#fail(this.#problems.join("; "));
+    const failures: string[] = [];
     for (const consumer of this.#consumers) {
       const name = consumer.name;
-      const checkpoint = this.#coordinator.checkpoint(name);
+      const checkpoint = this.#storage.checkpoint(name);
       const before = this.#checkpoints.get(name) ?? 0;
-      if (checkpoint < before) this.#fail(`${name}'s checkpoint went back from ${before}`);
+      if (checkpoint < before) failures.push(`${name}'s checkpoint went back from ${before}`);
       this.#checkpoints.set(name, checkpoint);
       const skipped = new Set([
-        ...this.#coordinator.deadLetters(name).filter((d) => d.skipped).map((d) =>
-          d.globalPosition
-        ),
-        ...this.#coordinator.gapSkips(name).flatMap((s) => s.skippedPositions),
+        ...this.#storage.deadLetters(name).filter((d) => d.skipped).map((d) => d.globalPosition),
+        ...this.#storage.gapSkips(name).flatMap((s) => s.skippedPositions),
       ]);
       const expected = this.#events.filter((e) =>
         e.globalPosition <= checkpoint && !skipped.has(e.globalPosition) &&
@@ -968,13 +1449,15 @@ class Simulation {
       ).map((e) => e.globalPosition);
       const handled = this.#handled.get(name)!;
       if (JSON.stringify(handled) !== JSON.stringify(expected)) {
-        this.#fail(
+        failures.push(
           `${name} at checkpoint ${checkpoint} handled [${handled.join(",")}], ` +
             `expected exactly once in order [${expected.join(",")}]`,
         );
       }
     }
-    const rebalances = this.#coordinator.rebalances();
+    failures.push(...this.#problems);
+    if (failures.length > 0) this.#fail(failures.join("; "));
+    const rebalances = this.#storage.rebalances();
     for (; this.#rebalancesChecked < rebalances.length; this.#rebalancesChecked++) {
       this.#checkRebalance(rebalances[this.#rebalancesChecked]);
     }
@@ -1001,7 +1484,7 @@ class Simulation {
       this.#fail(`rebalance by ${rebalance.leader} moved ${moves} consumers; ${minimum} needed`);
     }
     this.#log(
-      `(at t+${rebalance.at - 1_700_000_000_000}ms) ${rebalance.leader} rebalanced: ${
+      `(at t+${rebalance.at - EPOCH}ms) ${rebalance.leader} rebalanced: ${
         changes.map((c) => `${c.consumer} ${c.from ?? "-"}->${c.to ?? "-"}`).join(", ")
       }`,
     );
@@ -1026,7 +1509,11 @@ class Simulation {
   async #settle(): Promise<void> {
     this.#log("settling: faults healed, held appends finished");
     await this.#release(true);
-    for (const worker of this.#live()) this.#heal(worker);
+    for (const worker of this.#live()) {
+      this.#heal(worker);
+      worker.transactionFault = worker.handlerFault = worker.abortFault = null;
+      worker.deafUntil = 0;
+    }
     if (this.#live().length === 0) this.#join(false);
     const deadline = this.#clock.now() + 120_000;
     let reason = "";
@@ -1045,9 +1532,8 @@ class Simulation {
   #unsettled(): string {
     const now = this.#clock.now();
     const live = this.#live();
-    const registrations = this.#coordinator.registrations();
     const members: WorkerMembership[] = [];
-    for (const [id, row] of registrations) {
+    for (const [id, row] of this.#storage.registrations()) {
       if (now - row.heartbeatAt <= this.#heartbeatTimeout) {
         members.push({ workerId: id, consumers: row.consumers });
       }
@@ -1057,7 +1543,7 @@ class Simulation {
     if (JSON.stringify(seen) !== JSON.stringify(expected)) {
       return `live registrations [${seen}] are not the running workers [${expected}]`;
     }
-    const assignments = this.#coordinator.assignments();
+    const assignments = this.#storage.assignments();
     const problems = assignmentProblems(members, assignments);
     if (problems.length > 0) return problems.join("; ");
     for (const worker of live) {
@@ -1073,7 +1559,7 @@ class Simulation {
       : this.#events[this.#events.length - 1].globalPosition;
     for (const consumer of this.#consumers) {
       const eligible = members.some((m) => m.consumers.includes(consumer.name));
-      const checkpoint = this.#coordinator.checkpoint(consumer.name);
+      const checkpoint = this.#storage.checkpoint(consumer.name);
       if (eligible && checkpoint < latest) {
         return `${consumer.name} is at ${checkpoint}, the log at ${latest}`;
       }
@@ -1089,18 +1575,26 @@ class Simulation {
     for (const worker of this.#workers) {
       if (worker.link.state !== "up" && worker.link.state !== "crashed") {
         worker.link.set("up");
-        worker.clock.resume();
+        worker.clock.process.resume();
       }
       worker.stopped = true;
     }
-    await Promise.all(this.#workers.map((w) => w.runtime.stop()));
-    await Promise.all(this.#workers.map((w) => w.done));
+    let stopped = false;
+    const all = Promise.all(this.#workers.map((w) => w.runtime.stop().then(() => w.done)))
+      .then(() => (stopped = true));
+    // A stop may wait for a statement that waits for time (a lock, a handler still sleeping).
+    for (let waited = 0; !stopped && waited < 600_000; waited += 1_000) {
+      await this.#clock.advance(1_000);
+    }
+    if (stopped) await all;
   }
 }
 
+/** Whether the error comes from an injected fault (or its consequence: a timeout, a lost session). */
 function causedByFault(error: unknown): boolean {
   for (let e: unknown = error, depth = 0; e !== undefined && depth < 10; depth++) {
-    if (e instanceof SimulatedFault) return true;
+    if (e instanceof SimulatedFault || e instanceof BatchTimeoutError) return true;
+    if (e instanceof Error && e.message.includes(ENDED_BY_THE_SERVER)) return true;
     e = (e as { cause?: unknown })?.cause;
   }
   return false;

@@ -38,7 +38,8 @@ if (import.meta.main) {
       `seed ${seed}: ok (${report.leaderStrategy}, ${
         report.heterogeneous ? "heterogeneous" : "homogeneous"
       }; ${report.events} events, ${report.commits} commits, ${report.rebalances} rebalances, ` +
-        `${report.moves} moves, ${report.workersStarted} workers, ${report.simulatedMs} simulated ms)`,
+        `${report.moves} moves, ${report.workersStarted} workers, ${report.faults} faults, ` +
+        `${report.simulatedMs} simulated ms)`,
     );
   } catch (error) {
     if (!(error instanceof WorkerSimulationError)) throw error;

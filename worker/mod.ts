@@ -115,7 +115,7 @@ export {
   type WorkerTableOptions,
 } from "./options.ts";
 export { defaultPoisonPolicy, skipPoisonEvents } from "./core/poison.ts";
-export type { AssignmentChange } from "./core/assignment.ts";
+export type { AssignmentChange, AssignmentSnapshot, WorkerMembership } from "./core/assignment.ts";
 export { Worker } from "./worker.ts";
 export type { WorkerStore } from "./postgres/coordinator.ts";
 export { migrate, migrationSql } from "./postgres/migration.ts";

@@ -5,7 +5,11 @@ import assert from "node:assert/strict";
 import { any } from "../../store/expected_version.ts";
 import type { PersistedEvent } from "../../store/types.ts";
 import { FakeClock } from "../../testing/fake_clock.ts";
-import { InMemoryCoordinator, InMemoryWorker } from "../../testing/in_memory_coordinator.ts";
+import {
+  InMemoryCoordinator,
+  InMemoryWorker,
+  protocolOf,
+} from "../../testing/in_memory_coordinator.ts";
 import { InMemoryEventStore, type InMemoryTransaction } from "../../testing/in_memory_store.ts";
 import { BatchTimeoutError, ConsecutiveFailuresError, PoisonEventError } from "../errors.ts";
 import type { WorkerRuntimeOptions } from "../options.ts";
@@ -130,8 +134,9 @@ describe("consumer loop on the in-memory coordinator", () => {
   it("idle consumers back off from pollInterval to maxPollInterval; the dispatcher wakes them early", async () => {
     const h = harness();
     const probes: number[] = [];
-    const readWindow = h.coordinator.readWindow.bind(h.coordinator);
-    h.coordinator.readWindow = (...args) => {
+    const protocol = protocolOf(h.coordinator);
+    const readWindow = protocol.readWindow.bind(protocol);
+    protocol.readWindow = (...args) => {
       probes.push(h.clock.now());
       return readWindow(...args);
     };
@@ -291,14 +296,12 @@ describe("consumer loop on the in-memory coordinator", () => {
     const lost = () => Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" });
     let prepares = 0;
     let reads = 0;
-    const flaky = new (class extends InMemoryCoordinator {
-      override prepare(): Promise<void> {
-        return ++prepares <= 2 ? Promise.reject(lost()) : super.prepare();
-      }
-      override latestPosition(): Promise<number> {
-        return ++reads <= 2 ? Promise.reject(lost()) : super.latestPosition();
-      }
-    })(h.store, { clock: h.clock });
+    const flaky = new InMemoryCoordinator(h.store, { clock: h.clock });
+    const protocol = protocolOf(flaky);
+    const prepare = protocol.prepare.bind(protocol);
+    const latestPosition = protocol.latestPosition.bind(protocol);
+    protocol.prepare = () => ++prepares <= 2 ? Promise.reject(lost()) : prepare();
+    protocol.latestPosition = () => ++reads <= 2 ? Promise.reject(lost()) : latestPosition();
     const all = recorder("all");
     const worker = new InMemoryWorker(flaky, [all.consumer], {
       clock: h.clock,
