@@ -1,6 +1,6 @@
 /**
  * The multi-worker simulation: N workers — the production `WorkerRuntime`, consumer loop and
- * `CoordinationProtocol`, unchanged — on one shared {@link InMemoryStorage}, driven by a simulated
+ * `CoordinationProtocol`, unchanged — on one shared in-memory storage, driven by a simulated
  * clock and a seeded random schedule. Each worker reaches the storage through a wrapper of the
  * storage port of its own, where its faults happen: statements that fail, connections that drop
  * (before a statement, before COMMIT, or after COMMIT reached the server), pauses (its clock and
