@@ -4,6 +4,8 @@
  * ```
  * eventsalsa migrate [--apply | --all] [--only store,worker,encryption] [--events-table name] ...
  * eventsalsa status [--json] [--watch]
+ * eventsalsa status --check [--max-lag n] [--allow-dead-letters]   # a health check: exit 0 or 1
+ * eventsalsa consumers list|reset|rebuild|remove ...
  * eventsalsa dead-letters list|retry ...
  * eventsalsa keys rewrap --from id --to id --key-file id=path ...
  * eventsalsa dashboard [--port 8080] [--host 127.0.0.1] [--allow-actions]
@@ -27,6 +29,7 @@
 import { type CliIo, CliUsageError } from "./cli/io.ts";
 import { migrateCommand, migrateUsage } from "./cli/migrate.ts";
 import { statusCommand, statusUsage } from "./cli/status.ts";
+import { consumersCommand, consumersUsage } from "./cli/consumers.ts";
 import { deadLettersCommand, deadLettersUsage } from "./cli/dead_letters.ts";
 import { keysCommand, keysUsage } from "./cli/keys.ts";
 import { dashboardCommand, dashboardUsage } from "./cli/dashboard/command.ts";
@@ -43,6 +46,7 @@ const commands: Record<
 > = {
   migrate: { usage: migrateUsage, run: migrateCommand },
   status: { usage: statusUsage, run: statusCommand },
+  consumers: { usage: consumersUsage, run: consumersCommand },
   "dead-letters": { usage: deadLettersUsage, run: deadLettersCommand },
   keys: { usage: keysUsage, run: keysCommand },
   dashboard: { usage: dashboardUsage, run: dashboardCommand },
@@ -88,7 +92,8 @@ function usage(): string {
     "",
     "environment: DATABASE_URL=postgres://user:password@host:5432/database",
     "             EVENTSALSA_CONNECT_TIMEOUT=seconds to wait for a usable connection (10)",
-    "exit status: 0 done, 1 runtime failure, 2 usage or configuration error",
+    "exit status: 0 done, 1 runtime failure (or unhealthy: status --check), 2 usage or",
+    "             configuration error, 130 consumers rebuild interrupted (Ctrl-C)",
     "options: -h, --help (also after a command: its own help), --version",
     "",
     ...Object.values(commands).map((c) => c.usage),

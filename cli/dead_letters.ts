@@ -4,7 +4,7 @@ import { pathToFileURL } from "node:url";
 import { run } from "../internal/postgres_query.ts";
 import { toSafeNumber } from "../internal/safe_number.ts";
 import { PostgresStore } from "../store/postgres_store.ts";
-import { retryDeadLetter } from "../worker/postgres/dead_letters.ts";
+import { retryDeadLetter, retryDeadLetters } from "../worker/postgres/dead_letters.ts";
 import {
   TABLE_OPTION_KEYS as WORKER_TABLES,
   type WorkerTables,
@@ -12,19 +12,25 @@ import {
 } from "../worker/postgres/tables.ts";
 import type { Consumer } from "../worker/types.ts";
 import { connectFromEnvironment } from "./database.ts";
-import { integerFlag, parseFlags, pickOptions, tableFlags } from "./flags.ts";
+import { type FlagValues, integerFlag, parseFlags, pickOptions, tableFlags } from "./flags.ts";
 import { type CliIo, CliUsageError } from "./io.ts";
+import { redactor } from "./redact.ts";
 import { formatTable } from "./table.ts";
 
 /** The usage of `dead-letters`. */
 export const deadLettersUsage: string =
   `eventsalsa dead-letters list [--consumer name] [--all] [--json] [table flags]
 eventsalsa dead-letters retry --consumer name --position n --module ./consumers.ts [table flags]
+eventsalsa dead-letters retry --consumer name --all --module ./consumers.ts [--json] [table flags]
   list: open dead letters, blocking and skipped (--all: also resolved and redriven ones);
         --consumer narrows it to one consumer, which must exist (a checkpoint, an assignment or a
         dead letter): an unknown name is an error (exit 2), not an empty list.
   retry: handles the event again through the consumer exported by --module (a Consumer object,
         or an array of them), in one transaction with marking the dead letter redriven.
+        --all: every skipped dead letter of the consumer not yet redriven, one by one (each in
+        its own transaction), going on past failures; then a summary: redriven, failed (with
+        their errors), total. Exit 1 when any failed (--json: {consumer, total, redriven,
+        failed: [{position, error}]}).
     table flags          --events-table --heads-table and the worker's, as for migrate`;
 
 function isConsumer(value: unknown): value is Consumer {
@@ -56,7 +62,16 @@ export async function loadConsumers(modulePath: string): Promise<Consumer[]> {
     .filter(isConsumer);
 }
 
-async function loadConsumer(modulePath: string, name: string): Promise<Consumer> {
+/**
+ * The consumer named `name` that `modulePath` exports; a usage error (exit 2) naming the ones it
+ * does export otherwise.
+ *
+ * @example
+ * ```ts
+ * const consumer = await loadConsumer("./src/consumers.ts", "orders_view");
+ * ```
+ */
+export async function loadConsumer(modulePath: string, name: string): Promise<Consumer> {
   const candidates = await loadConsumers(modulePath);
   const found = candidates.find((consumer) => consumer.name === name);
   if (!found) {
@@ -134,8 +149,16 @@ export async function listDeadLetters(
 /**
  * Fails with `no such consumer "name"` (exit 2) unless the worker's tables know the consumer: a
  * checkpoint, an assignment or a dead letter names it. Lists the known names.
+ *
+ * @example
+ * ```ts
+ * import postgres from "postgres";
+ * import { workerTables } from "../worker/postgres/tables.ts";
+ * const sql = postgres("postgres://postgres@127.0.0.1:5432/test");
+ * await checkConsumer(sql, workerTables(), "orders_view");
+ * ```
  */
-async function checkConsumer(
+export async function checkConsumer(
   sql: postgres.Sql,
   tables: WorkerTables,
   name: string,
@@ -179,8 +202,15 @@ export async function deadLettersCommand(args: string[], io: CliIo): Promise<num
   if (action === "retry") {
     if (typeof values.consumer !== "string") throw new CliUsageError("retry needs --consumer");
     if (typeof values.module !== "string") throw new CliUsageError("retry needs --module");
+    if (values.all === true) {
+      if (values.position !== undefined) {
+        throw new CliUsageError("retry takes --position or --all, not both");
+      }
+      return await retryAll(values, values.consumer, values.module, io);
+    }
+    if (values.json === true) throw new CliUsageError("--json goes with retry --all");
     const position = integerFlag(values.position, "position");
-    if (position === undefined) throw new CliUsageError("retry needs --position");
+    if (position === undefined) throw new CliUsageError("retry needs --position (or --all)");
     const consumer = await loadConsumer(values.module, values.consumer);
     const sql = await connectFromEnvironment(io);
     try {
@@ -220,6 +250,49 @@ export async function deadLettersCommand(args: string[], io: CliIo): Promise<num
       ) io.out(line);
     }
     return 0;
+  } finally {
+    await sql.end();
+  }
+}
+
+/** `dead-letters retry --all`: every open skipped dead letter of one consumer, then a summary. */
+async function retryAll(
+  values: FlagValues,
+  name: string,
+  modulePath: string,
+  io: CliIo,
+): Promise<number> {
+  const consumer = await loadConsumer(modulePath, name);
+  const tableOptions = pickOptions(values, WORKER_TABLES);
+  // Handler errors are the application's text: masked like every message the CLI prints.
+  const redact = redactor({ url: io.env("DATABASE_URL"), password: io.env("PGPASSWORD") });
+  const sql = await connectFromEnvironment(io);
+  try {
+    // A partitioned consumer's rows are its partitions' (`name#0of4` …), not its own.
+    if ((consumer.partitions ?? 1) === 1) {
+      await checkConsumer(sql, workerTables(tableOptions), name);
+    }
+    const store = new PostgresStore(pickOptions(values, ["eventsTable", "headsTable"]));
+    const result = await retryDeadLetters(sql, store, consumer, tableOptions);
+    const failed = result.failed.map((f) => ({ position: f.position, error: redact(f.error) }));
+    const total = result.redriven.length + failed.length;
+    if (values.json) {
+      io.out(JSON.stringify({ consumer: name, total, redriven: result.redriven, failed }));
+    } else if (total === 0) {
+      io.out(`${name}: no skipped dead letters to redrive`);
+    } else {
+      if (result.redriven.length > 0) {
+        io.out(`redriven: position(s) ${result.redriven.join(", ")}`);
+      }
+      for (const f of failed) {
+        io.out(`failed: position ${f.position}: ${f.error.split("\n")[0].slice(0, 300)}`);
+      }
+      io.out(
+        `${name}: ${result.redriven.length} redriven, ${failed.length} failed, ${total} total` +
+          (failed.length > 0 ? " (the failed ones stay open)" : ""),
+      );
+    }
+    return failed.length > 0 ? 1 : 0;
   } finally {
     await sql.end();
   }

@@ -29,7 +29,11 @@ export function pickOptions(
 /** Parsed flag values. */
 export type FlagValues = Record<string, string | boolean | string[] | undefined>;
 
-type FlagSpec = Record<string, { type: "string" | "boolean"; short?: string; multiple?: boolean }>;
+/** Flag definitions for {@link parseFlags} (node:util parseArgs options). */
+export type FlagSpec = Record<
+  string,
+  { type: "string" | "boolean"; short?: string; multiple?: boolean }
+>;
 
 /** Strict flag parsing; a bad flag is a usage error (one line, exit 2). */
 export function parseFlags(
@@ -54,6 +58,26 @@ export function integerFlag(value: unknown, flag: string, fallback?: number): nu
   const n = Number(value);
   if (typeof value !== "string" || !Number.isSafeInteger(n) || n < 1) {
     throw new CliUsageError(`--${flag} must be a positive integer, got ${String(value)}`);
+  }
+  return n;
+}
+
+/** A non-negative integer flag (0 allowed), or undefined when absent. */
+export function nonNegativeIntegerFlag(value: unknown, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (typeof value !== "string" || !/^\d+$/.test(value) || !Number.isSafeInteger(n)) {
+    throw new CliUsageError(`--${flag} must be a non-negative integer, got ${String(value)}`);
+  }
+  return n;
+}
+
+/** A number of seconds above 0 (fractions allowed), or undefined when absent. */
+export function secondsFlag(value: unknown, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (typeof value !== "string" || value.trim() === "" || !Number.isFinite(n) || n <= 0) {
+    throw new CliUsageError(`--${flag} must be a number of seconds above 0, got ${String(value)}`);
   }
   return n;
 }

@@ -5,16 +5,24 @@ import { storeSchema } from "../store/migration.ts";
 import { workerSchema } from "../worker/postgres/migration.ts";
 import { status as workerStatus } from "../worker/postgres/status.ts";
 import { TABLE_OPTION_KEYS as WORKER_TABLES } from "../worker/postgres/tables.ts";
+import { WORKER_DEFAULTS } from "../worker/options.ts";
 import type { WorkerStatus } from "../worker/types.ts";
 import { connectFromEnvironment } from "./database.ts";
-import { integerFlag, parseFlags, pickOptions, tableFlags } from "./flags.ts";
-import type { CliIo } from "./io.ts";
+import {
+  integerFlag,
+  nonNegativeIntegerFlag,
+  parseFlags,
+  pickOptions,
+  tableFlags,
+} from "./flags.ts";
+import { type CliIo, CliUsageError } from "./io.ts";
 import { schemaSummary } from "./migrate.ts";
 import { formatDuration, formatTable } from "./table.ts";
 
 /** The usage of `status`. */
 export const statusUsage: string =
   `eventsalsa status [--json] [--watch] [--interval seconds] [--heartbeat-timeout ms] [table flags]
+eventsalsa status --check [--max-lag n] [--allow-dead-letters] [--json] [--heartbeat-timeout ms]
   Whether the schema is at the version this library expects (behind: run migrate --apply), then
   workers, leader, assignments, per-consumer checkpoint and lag, gap waits with the blocking
   backend, dead letters.
@@ -23,6 +31,11 @@ export const statusUsage: string =
                          cleared on a terminal; elsewhere (a pipe, a file) snapshots follow each
                          other separated by a blank line (--json: one line each)
     --heartbeat-timeout  milliseconds after which a worker counts as not live
+    --check              a health check: prints "ok" and exits 0, or prints the reasons (one a
+                         line) and exits 1: no live worker, a consumer lagging more than
+                         --max-lag events (no lag check without it), open dead letters (blocking,
+                         or skipped and not redriven) unless --allow-dead-letters.
+                         --json: {ok, latestPosition, reasons: [{check, consumer, message}]}
     table flags          --events-table, the worker's and --keys-table (the encryption schema is
                          checked when its keys table exists), as for migrate`;
 
@@ -126,6 +139,72 @@ export function renderStatus(report: WorkerStatus, now: Date = new Date()): stri
   return lines;
 }
 
+/**
+ * Why `status --check` fails: the check (`workers`, `lag`, `dead-letters`), the consumer it is
+ * about (null for the fleet) and a line for people.
+ *
+ * @example
+ * ```ts
+ * const line = (r: HealthReason) => `${r.check}: ${r.message}`;
+ * ```
+ */
+export interface HealthReason {
+  check: "workers" | "lag" | "dead-letters";
+  consumer: string | null;
+  message: string;
+}
+
+/**
+ * The reasons a status snapshot is not healthy (none: healthy): no live worker; a consumer whose
+ * lag exceeds `maxLag` (when given); a consumer with open dead letters unless
+ * `allowDeadLetters`.
+ *
+ * @example
+ * ```ts
+ * import { status } from "../worker/postgres/status.ts";
+ * declare const sql: import("postgres").Sql;
+ * const reasons = healthReasons(await status(sql), { maxLag: 1000, allowDeadLetters: false });
+ * console.log(reasons.length === 0 ? "ok" : reasons.map((r) => r.message).join("\n"));
+ * ```
+ */
+export function healthReasons(
+  report: WorkerStatus,
+  options: { maxLag?: number; allowDeadLetters: boolean; heartbeatTimeout?: number },
+): HealthReason[] {
+  const reasons: HealthReason[] = [];
+  if (!report.workers.some((w) => w.live)) {
+    reasons.push({
+      check: "workers",
+      consumer: null,
+      message: report.workers.length === 0
+        ? "no live worker: none is registered"
+        : `no live worker: ${report.workers.length} registered, none with a heartbeat in the ` +
+          `last ${options.heartbeatTimeout ?? WORKER_DEFAULTS.heartbeatTimeout} ms`,
+    });
+  }
+  for (const c of report.consumers) {
+    if (options.maxLag !== undefined && c.lag > options.maxLag) {
+      reasons.push({
+        check: "lag",
+        consumer: c.name,
+        message: `consumer ${c.name} lags ${c.lag} events behind position ` +
+          `${report.latestPosition} (more than --max-lag ${options.maxLag})`,
+      });
+    }
+    const open = c.deadLetters.blocking + c.deadLetters.skipped;
+    if (!options.allowDeadLetters && open > 0) {
+      reasons.push({
+        check: "dead-letters",
+        consumer: c.name,
+        message: `consumer ${c.name} has ${open} open dead letter(s): ` +
+          `${c.deadLetters.blocking} blocking, ${c.deadLetters.skipped} skipped ` +
+          `(eventsalsa dead-letters list --consumer ${c.name})`,
+      });
+    }
+  }
+  return reasons;
+}
+
 /** `eventsalsa status`. */
 export async function statusCommand(args: string[], io: CliIo): Promise<number> {
   const { values } = parseFlags(args, {
@@ -133,6 +212,9 @@ export async function statusCommand(args: string[], io: CliIo): Promise<number> 
     watch: { type: "boolean" },
     interval: { type: "string" },
     "heartbeat-timeout": { type: "string" },
+    check: { type: "boolean" },
+    "max-lag": { type: "string" },
+    "allow-dead-letters": { type: "boolean" },
     ...tableFlags(["eventsTable", ...WORKER_TABLES, ...KEY_TABLES]),
   });
   const interval = integerFlag(values.interval, "interval", 2)!;
@@ -140,8 +222,37 @@ export async function statusCommand(args: string[], io: CliIo): Promise<number> 
     ...pickOptions(values, ["eventsTable", ...WORKER_TABLES]),
     heartbeatTimeout: integerFlag(values["heartbeat-timeout"], "heartbeat-timeout"),
   };
+  const maxLag = nonNegativeIntegerFlag(values["max-lag"], "max-lag");
+  if (values.check !== true) {
+    if (maxLag !== undefined) throw new CliUsageError("--max-lag goes with --check");
+    if (values["allow-dead-letters"]) {
+      throw new CliUsageError("--allow-dead-letters goes with --check");
+    }
+  } else if (values.watch) {
+    throw new CliUsageError("--check and --watch exclude each other");
+  }
   const sql: postgres.Sql = await connectFromEnvironment(io);
   try {
+    if (values.check) {
+      const report = await workerStatus(sql, options);
+      const reasons = healthReasons(report, {
+        maxLag,
+        allowDeadLetters: values["allow-dead-letters"] === true,
+        heartbeatTimeout: options.heartbeatTimeout,
+      });
+      if (values.json) {
+        io.out(JSON.stringify({
+          ok: reasons.length === 0,
+          latestPosition: report.latestPosition,
+          reasons,
+        }));
+      } else if (reasons.length === 0) {
+        io.out("ok");
+      } else {
+        for (const reason of reasons) io.out(reason.message);
+      }
+      return reasons.length === 0 ? 0 : 1;
+    }
     const schemas = await checkedSchemas(sql, values);
     for (let snapshot = 0;; snapshot++) {
       const states = await schemaStates(sql, schemas);

@@ -19,7 +19,13 @@ import { CoordinationProtocol, readStatus } from "../worker/core/protocol.ts";
 import { redriveWith } from "../worker/core/redrive.ts";
 import { WorkerRuntime } from "../worker/core/runtime.ts";
 import type { WorkerRuntimeOptions } from "../worker/options.ts";
-import type { Consumer, GapSkip, LeaderStatus, WorkerStatus } from "../worker/types.ts";
+import type {
+  Consumer,
+  DetachedConsumer,
+  GapSkip,
+  LeaderStatus,
+  WorkerStatus,
+} from "../worker/types.ts";
 import type { WaitForPositionOptions } from "../worker/core/wait.ts";
 import {
   type InMemoryDeadLetter,
@@ -181,7 +187,7 @@ export class InMemoryCoordinator {
    * ```
    */
   retryDeadLetter(
-    consumer: Consumer<InMemoryTransaction>,
+    consumer: Consumer<InMemoryTransaction> | DetachedConsumer<InMemoryTransaction>,
     position: number,
   ): Promise<PersistedEvent> {
     return redriveWith(this.#protocol, consumer, position, "redrive");
@@ -218,7 +224,7 @@ export class InMemoryWorker {
   /** Validates consumers and options (see `WorkerRuntimeOptions`). */
   constructor(
     coordinator: InMemoryCoordinator,
-    consumers: readonly Consumer<InMemoryTransaction>[],
+    consumers: readonly (Consumer<InMemoryTransaction> | DetachedConsumer<InMemoryTransaction>)[],
     options: WorkerRuntimeOptions = {},
   ) {
     this.#runtime = new WorkerRuntime(protocolOf(coordinator), consumers, options);
@@ -268,6 +274,21 @@ export class InMemoryWorker {
    */
   stop(): Promise<void> {
     return this.#runtime.stop();
+  }
+
+  /**
+   * Resets one of this worker's consumers (as `Worker.resetConsumer`), running its `reset` hook in
+   * the same transaction.
+   *
+   * @example
+   * ```ts
+   * import type { InMemoryWorker } from "@eventsalsa/eventsalsa/testing";
+   * declare const worker: InMemoryWorker;
+   * await worker.resetConsumer("orders_view", { toPosition: 0 });
+   * ```
+   */
+  resetConsumer(name: string, options?: { toPosition?: number }): Promise<number> {
+    return this.#runtime.resetConsumer(name, options);
   }
 
   /**

@@ -23,15 +23,18 @@ function setup() {
   return { clock, store, coordinator };
 }
 
+/** Registrations of consumers that start at the beginning. */
+const named = (...names: string[]) => names.map((name) => ({ name, startFrom: 0 }));
+
 describe("InMemoryCoordinator", () => {
   it("registers workers and consumers; a live id is refused, a silent one taken over", async () => {
     const { clock, coordinator } = setup();
-    await protocolOf(coordinator).registerWorker("w-1", ["a", "b"], 30_000);
-    await assert.rejects(protocolOf(coordinator).registerWorker("w-1", ["a"], 30_000), {
+    await protocolOf(coordinator).registerWorker("w-1", named("a", "b"), 30_000);
+    await assert.rejects(protocolOf(coordinator).registerWorker("w-1", named("a"), 30_000), {
       name: "WorkerIdInUseError",
     });
     await clock.advance(30_000);
-    await protocolOf(coordinator).registerWorker("w-1", ["a"], 30_000);
+    await protocolOf(coordinator).registerWorker("w-1", named("a"), 30_000);
     coordinator.setAssignment("a", "w-1");
     coordinator.setAssignment("b", "w-1");
     assert.equal(coordinator.assignment("a"), "w-1");
@@ -44,7 +47,7 @@ describe("InMemoryCoordinator", () => {
 
   it("fences batches: not the owner, a moved checkpoint, and one batch at a time per consumer", async () => {
     const { coordinator } = setup();
-    await protocolOf(coordinator).registerWorker("w-1", ["p"], 30_000);
+    await protocolOf(coordinator).registerWorker("w-1", named("p"), 30_000);
     coordinator.setAssignment("p", "w-1");
     const request = { consumer: "p", workerId: "w-1", expectedCheckpoint: 0, signal, read: null };
     assert.deepEqual(
@@ -80,7 +83,7 @@ describe("InMemoryCoordinator", () => {
     const { coordinator, store } = setup();
     await store.append(store, any(), [event("o-1")]);
     const [persisted] = await store.readEvents(store, 0, 1);
-    await protocolOf(coordinator).registerWorker("w-1", ["p"], 30_000);
+    await protocolOf(coordinator).registerWorker("w-1", named("p"), 30_000);
     coordinator.setAssignment("p", "w-1");
     const request = { consumer: "p", workerId: "w-1", expectedCheckpoint: 0, signal, read: null };
     await assert.rejects(
@@ -162,8 +165,8 @@ describe("InMemoryCoordinator", () => {
       heartbeatTimeoutMs: 5_000,
       rebalanceLockTimeoutMs: 1_000,
     };
-    await protocolOf(coordinator).registerWorker("w-1", ["a"], 5_000);
-    await protocolOf(coordinator).registerWorker("w-2", ["a"], 5_000);
+    await protocolOf(coordinator).registerWorker("w-1", named("a"), 5_000);
+    await protocolOf(coordinator).registerWorker("w-2", named("a"), 5_000);
     const a1 = protocolOf(coordinator).leaderElection("w-1", { ...settings, strategy: "advisory" });
     const a2 = protocolOf(coordinator).leaderElection("w-2", { ...settings, strategy: "advisory" });
     assert.equal(await a1.acquire(), true);
@@ -192,8 +195,8 @@ describe("InMemoryCoordinator", () => {
 
   it("a rebalance waits for the running batch of a consumer it moves, and records what it did", async () => {
     const { coordinator } = setup();
-    await protocolOf(coordinator).registerWorker("w-1", ["p"], 30_000);
-    await protocolOf(coordinator).registerWorker("w-2", ["p"], 30_000);
+    await protocolOf(coordinator).registerWorker("w-1", named("p"), 30_000);
+    await protocolOf(coordinator).registerWorker("w-2", named("p"), 30_000);
     coordinator.setAssignment("p", "w-1");
     const election = protocolOf(coordinator).leaderElection("w-2", {
       strategy: "lease",
@@ -226,7 +229,7 @@ describe("InMemoryCoordinator", () => {
 
   it("a silent batch transaction is ended by the server after idleTimeout", async () => {
     const { clock, coordinator } = setup();
-    await protocolOf(coordinator).registerWorker("w-1", ["p"], 30_000);
+    await protocolOf(coordinator).registerWorker("w-1", named("p"), 30_000);
     coordinator.setAssignment("p", "w-1");
     const request = {
       consumer: "p",
@@ -253,7 +256,7 @@ describe("InMemoryCoordinator", () => {
 
   it("deleting a registration waits for the batch holding its consumer; the next batch is fenced", async () => {
     const { coordinator } = setup();
-    await protocolOf(coordinator).registerWorker("w-1", ["p"], 30_000);
+    await protocolOf(coordinator).registerWorker("w-1", named("p"), 30_000);
     coordinator.setAssignment("p", "w-1");
     const request = { consumer: "p", workerId: "w-1", expectedCheckpoint: 0, signal, read: null };
     let deleted = false;
@@ -284,7 +287,7 @@ describe("InMemoryCoordinator", () => {
     const { clock, coordinator } = setup();
     const heard: string[] = [];
     const handle = await protocolOf(coordinator).openChangeListener((c) => heard.push(c), () => {});
-    await protocolOf(coordinator).registerWorker("w-1", ["a"], 1_000);
+    await protocolOf(coordinator).registerWorker("w-1", named("a"), 1_000);
     await new Promise((resolve) => setTimeout(resolve, 0));
     assert.deepEqual(heard, ["membership"]);
     await clock.advance(2_500);

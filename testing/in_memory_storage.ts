@@ -47,6 +47,7 @@ import type {
 } from "../worker/core/coordination.ts";
 import type { GapToken, WindowRead } from "../worker/core/gap_rule.ts";
 import type {
+  ConsumerRegistration,
   ConsumerRows,
   LeadershipSettings,
   LeadershipStorage,
@@ -494,15 +495,20 @@ abstract class RowStatements implements WorkerRows {
     });
   }
 
-  ensureConsumers(consumers: readonly string[]): Promise<void> {
-    const list = [...consumers];
-    return this.run((s) => {
+  ensureConsumers(consumers: readonly ConsumerRegistration[]): Promise<void> {
+    const list = consumers.map((c) => ({ ...c }));
+    return this.run(async (s) => {
+      // "end": the highest visible position as this statement reads it.
+      const end = list.some((c) => c.startFrom === "end")
+        ? await this.db.store.latestPosition(s.reader)
+        : 0;
       s.write(() => {
         const now = this.db.clock.now();
-        for (const name of list) {
+        for (const { name, startFrom } of list) {
           if (!this.db.assignments.has(name)) this.db.assignments.set(name, null);
           if (!this.db.checkpoints.has(name)) {
-            this.db.checkpoints.set(name, { position: 0, updatedAt: now, gap: null });
+            const position = startFrom === "end" ? end : startFrom;
+            this.db.checkpoints.set(name, { position, updatedAt: now, gap: null });
           }
         }
       });
@@ -574,14 +580,19 @@ abstract class RowStatements implements WorkerRows {
     });
   }
 
-  assignments(workerId?: string): Promise<Map<string, string | null>> {
+  assignments(): Promise<Map<string, string | null>> {
     return this.run((s) => {
-      if (workerId === undefined) {
-        s.tx?.observed({ assignments: new Map(this.db.assignments) });
-        return new Map(this.db.assignments);
-      }
-      return new Map(this.db.owned(workerId).map((name) => [name, workerId]));
+      s.tx?.observed({ assignments: new Map(this.db.assignments) });
+      return new Map(this.db.assignments);
     });
+  }
+
+  owned(workerId: string): Promise<Map<string, number>> {
+    return this.run(() =>
+      new Map(
+        this.db.owned(workerId).map((name) => [name, this.db.checkpoints.get(name)?.position ?? 0]),
+      )
+    );
   }
 
   lockAssignments(consumers: readonly string[]): Promise<Map<string, string | null>> {
@@ -714,6 +725,20 @@ abstract class RowStatements implements WorkerRows {
             this.db.deadLetters.set(key, { ...row, resolvedAt: now });
           }
         }
+      });
+    });
+  }
+
+  deleteDeadLetters(consumer: string, afterPosition: number): Promise<void> {
+    return this.run(async (s) => {
+      const keys = this.db.deadLettersOf(consumer)
+        .filter((d) => d.globalPosition > afterPosition)
+        .sort((a, b) => a.globalPosition - b.globalPosition)
+        .map((d) => deadLetterKey(consumer, d.globalPosition));
+      const wait = lockAll(s, keys);
+      if (wait !== null) await wait;
+      s.write(() => {
+        for (const key of keys) this.db.deadLetters.delete(key);
       });
     });
   }

@@ -17,7 +17,7 @@ async function setup() {
   const storage = new InMemoryStorage(new InMemoryEventStore(), { clock });
   await storage.transaction({}, async (tx) => {
     await tx.registerWorker("w-1", ["p"], 30_000);
-    await tx.ensureConsumers(["p"]);
+    await tx.ensureConsumers([{ name: "p", startFrom: 0 }]);
   });
   storage.setAssignment("p", "w-1");
   /** A transaction holding the consumer's rows until `release()`. */
@@ -183,7 +183,7 @@ describe("InMemoryStorage", () => {
 
   it("two transactions waiting for each other: one fails with a deadlock", async () => {
     const { storage } = await setup();
-    await storage.transaction({}, (tx) => tx.ensureConsumers(["q"]));
+    await storage.transaction({}, (tx) => tx.ensureConsumers([{ name: "q", startFrom: 0 }]));
     let first!: () => void;
     const firstLocked = new Promise<void>((resolve) => (first = resolve));
     const a = storage.transaction({}, async (tx) => {
@@ -224,7 +224,10 @@ describe("InMemoryStorage", () => {
 
   it("a lease rebalance locks the lease row: a competing acquire waits for it", async () => {
     const { storage } = await setup();
-    await storage.transaction({}, (tx) => tx.registerWorker("w-2", ["p"], 30_000));
+    await storage.transaction(
+      {},
+      (tx) => tx.registerWorker("w-2", ["p"], 30_000),
+    );
     const l1 = storage.leadership("w-1", { strategy: "lease", leaseMs: 10_000 });
     const l2 = storage.leadership("w-2", { strategy: "lease", leaseMs: 10_000 });
     assert.equal(await l1.acquire(), true);

@@ -190,6 +190,39 @@ describe("simulateWorkers", () => {
     assert.ok(report.commits > 0);
   });
 
+  it("partitioned consumers keep every invariant per partition, under every fault", T, async () => {
+    // Each partition is checked as a consumer of its own: exactly once, in order, the events of
+    // the aggregates that hash to it (and match its filters), up to its checkpoint.
+    const byPartition = new Map<string, Set<number>>();
+    const consumers: Consumer<InMemoryTransaction>[] = [
+      { name: "all", handle() {} },
+      {
+        name: "split",
+        partitions: 3,
+        handle(tx, event, context) {
+          const key = `${event.aggregateType}/${event.aggregateId}`;
+          tx.onCommit(() => {
+            const seen = byPartition.get(key) ?? new Set();
+            seen.add(context.partition!.index);
+            byPartition.set(key, seen);
+          });
+        },
+      },
+      { name: "split-orders", partitions: 2, aggregateTypes: ["Order"], handleBatch() {} },
+    ];
+    const seeds = Math.max(50, Math.round(SEEDS / 10));
+    const failed = await failures(range(30_001, seeds), {
+      consumers,
+      actions: { crash: 3, pause: 3, partition: 3, overrun: 3, failStatement: 3, hold: 3 },
+    });
+    assert.deepEqual(failed, [], failed.join("\n\n"));
+    assert.ok(byPartition.size >= 6, `${byPartition.size} aggregates handled`);
+    for (const [aggregate, partitions] of byPartition) {
+      assert.equal(partitions.size, 1, `${aggregate} went to one partition: ${[...partitions]}`);
+    }
+    assert.equal(new Set([...byPartition.values()].map((p) => [...p][0])).size, 3);
+  });
+
   it("a broken invariant names the seed and step and gives a replay command", T, async () => {
     await assert.rejects(
       simulateWorkers({

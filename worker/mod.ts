@@ -93,6 +93,7 @@ export {
 export type {
   Consumer,
   ConsumerStatus,
+  DetachedConsumer,
   GapBlocker,
   GapSkip,
   GapWait,
@@ -101,6 +102,7 @@ export type {
   LeaderStatus,
   PoisonDecision,
   PoisonPolicy,
+  ResetContext,
   WorkerNodeStatus,
   WorkerObserver,
   WorkerStatus,
@@ -121,5 +123,7 @@ export type { WorkerStore } from "./postgres/coordinator.ts";
 export { migrate, migrationSql } from "./postgres/migration.ts";
 export { status, type StatusOptions } from "./postgres/status.ts";
 export { retryDeadLetter } from "./postgres/dead_letters.ts";
+export { retryDeadLetters, type RetryDeadLettersResult } from "./postgres/dead_letters.ts";
 export { waitForPosition } from "./postgres/wait.ts";
+export { resetConsumer, type ResetConsumerOptions } from "./postgres/reset.ts";
 export type { WaitForPositionOptions } from "./core/wait.ts";

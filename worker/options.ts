@@ -9,7 +9,7 @@ import { type Clock, systemClock } from "../internal/clock.ts";
 import type { Logger } from "../store/logger.ts";
 import { checkTelemetry, type Telemetry } from "../internal/telemetry.ts";
 import { WorkerConfigError } from "./errors.ts";
-import type { Consumer, PoisonPolicy, WorkerObserver } from "./types.ts";
+import type { AnyConsumer, PoisonPolicy, WorkerObserver } from "./types.ts";
 import { defaultPoisonPolicy } from "./core/poison.ts";
 
 /**
@@ -507,12 +507,12 @@ function checkTypeList(value: unknown, what: string): void {
  * Checks the consumer list: an array of objects with a unique non-empty name, `handle` or
  * `handleBatch`, and well-formed filters. Returns a copy.
  */
-export function checkConsumers<Tx>(consumers: unknown): Consumer<Tx>[] {
+export function checkConsumers<Tx>(consumers: unknown): AnyConsumer<Tx>[] {
   if (!Array.isArray(consumers)) {
     throw new WorkerConfigError(`consumers must be an array, got ${show(consumers)}`);
   }
   const seen = new Set<string>();
-  consumers.forEach((consumer: Consumer<Tx>, index) => {
+  consumers.forEach((consumer: AnyConsumer<Tx>, index) => {
     if (typeof consumer !== "object" || consumer === null) {
       throw new WorkerConfigError(`consumer at index ${index} is not an object`);
     }
@@ -541,6 +541,34 @@ export function checkConsumers<Tx>(consumers: unknown): Consumer<Tx>[] {
     }
     checkTypeList(consumer.aggregateTypes, `aggregateTypes of consumer ${JSON.stringify(name)}`);
     checkTypeList(consumer.eventTypes, `eventTypes of consumer ${JSON.stringify(name)}`);
+    const { startFrom, reset, partitions, mode } = consumer;
+    if (
+      startFrom !== undefined && startFrom !== "beginning" && startFrom !== "end" &&
+      !(Number.isSafeInteger(startFrom) && (startFrom as number) >= 0)
+    ) {
+      throw new WorkerConfigError(
+        `startFrom of consumer ${JSON.stringify(name)} must be "beginning", "end" or a ` +
+          `non-negative integer position, got ${show(startFrom)}`,
+      );
+    }
+    if (reset !== undefined && typeof reset !== "function") {
+      throw new WorkerConfigError(`reset of consumer ${JSON.stringify(name)} must be a function`);
+    }
+    if (
+      partitions !== undefined &&
+      !(Number.isSafeInteger(partitions) && partitions >= 1 && partitions <= 1_024)
+    ) {
+      throw new WorkerConfigError(
+        `partitions of consumer ${JSON.stringify(name)} must be an integer from 1 to 1024, ` +
+          `got ${show(partitions)}`,
+      );
+    }
+    if (mode !== undefined && mode !== "transactional" && mode !== "detached") {
+      throw new WorkerConfigError(
+        `mode of consumer ${JSON.stringify(name)} must be "transactional" or "detached", ` +
+          `got ${show(mode)}`,
+      );
+    }
   });
   return [...consumers];
 }

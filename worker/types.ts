@@ -24,7 +24,8 @@ import type { AssignmentChange } from "./core/assignment.ts";
 export type WorkerTransaction = TransactionSql<any>;
 
 /**
- * What a handler gets besides the transaction and the event(s).
+ * What a handler gets besides the event(s) (and, for a transactional {@link Consumer}, the batch
+ * transaction; a {@link DetachedConsumer}'s handlers get none).
  *
  * @example
  * ```ts
@@ -35,14 +36,25 @@ export type WorkerTransaction = TransactionSql<any>;
  * ```
  */
 export interface HandlerContext {
-  /** Aborts when the batch times out or the worker stops; pass it to anything cancellable. */
+  /**
+   * Aborts when the batch times out or the worker stops (and, for a {@link DetachedConsumer},
+   * when the consumer is assigned to another worker); pass it to anything cancellable.
+   */
   readonly signal: AbortSignal;
-  /** The consumer's name. */
+  /**
+   * The name the batch's checkpoint is kept under: the consumer's name, or for a partitioned
+   * consumer its partition's (`orders#2of4`), as in `status`, the observer and dead letters.
+   */
   readonly consumer: string;
   /** The worker running the batch. */
   readonly workerId: string;
   /** 1 for a first attempt; counts up while the same batch keeps failing. */
   readonly attempt: number;
+  /**
+   * For a consumer with `partitions` > 1: which partition runs the batch (`index` from 0 to
+   * `count` − 1). Its events are those of the aggregates that hash to `index`. Absent otherwise.
+   */
+  readonly partition?: { readonly index: number; readonly count: number };
 }
 
 /**
@@ -137,6 +149,127 @@ export interface Consumer<Tx = WorkerTransaction> {
   ): void | Promise<void>;
   /** This consumer's poison policy; the worker's `onPoison` (or the default) when omitted. */
   readonly onPoison?: PoisonPolicy;
+  /**
+   * Where the consumer starts when it is first registered (its checkpoint row is created):
+   * `"beginning"` (the default: every event), `"end"` (after the highest position visible at that
+   * moment: only what is appended from then on), or a position (events after it). Ignored once
+   * the consumer has a checkpoint; a reset sets a new one.
+   */
+  readonly startFrom?: "beginning" | "end" | number;
+  /**
+   * Clears the consumer's read model when it is reset (`worker.resetConsumer`, or the CLI's
+   * `consumers reset` / `consumers rebuild` with `--module`), in the same transaction that moves
+   * the checkpoint back, so readers never see a half-cleared model with the old checkpoint.
+   */
+  reset?(tx: Tx, context: ResetContext): void | Promise<void>;
+  /**
+   * Run the consumer as this many partitions (default 1; at most 1024): each handles the events
+   * whose aggregate hashes to it, with a checkpoint and an assignment of its own, so the
+   * partitions of one hot projection spread over the fleet's processes. Partition `i` of `N` is
+   * named `<name>#<i>of<N>` (names ending like that are reserved); the events of one aggregate
+   * all go to one partition, in order. The hash is FNV-1a (32-bit) over the UTF-8 bytes of
+   * `aggregateType + "\u0000" + aggregateId`, modulo N. The count cannot change while the
+   * consumer's rows exist (the worker refuses to start): see "Partitioned consumers" in the guide.
+   */
+  readonly partitions?: number;
+  /**
+   * `"transactional"` (the default, also when omitted): handlers write through the batch
+   * transaction and their writes commit with the checkpoint (effectively once). A consumer whose
+   * handlers call the outside world (e-mail, HTTP, queues) and must not hold a transaction open
+   * meanwhile is a {@link DetachedConsumer} (`mode: "detached"`) instead.
+   */
+  readonly mode?: "transactional";
+}
+
+/**
+ * A detached consumer (`mode: "detached"`; the Go projector's `DetachedProjection`): for handlers
+ * that call the outside world — e-mail, HTTP, queues — and must not hold a database transaction
+ * open while they do. Its handlers get no transaction: the worker reads the window outside any
+ * transaction, calls them with none open, and only then saves the checkpoint (with dead letters
+ * and gap skips) in a short transaction fenced like every batch (owner check, checkpoint
+ * compare-and-set).
+ *
+ * **At least once.** A crash, a lost connection or a reassignment after a handler ran and before
+ * that checkpoint committed hands the same events to the handler again (to the next owner, maybe
+ * while the previous one is still finishing: its `context.signal` aborts when it learns of the
+ * move). Order per consumer is kept. Guard each side effect by the event's id (or its global
+ * position), which never changes across redeliveries: check a table of done ids first and record
+ * the id after the effect, and give the receiver the id as an idempotency key where it takes one —
+ * see "Detached consumers" in the guide. Everything else (filters, `startFrom`, `partitions`,
+ * `reset`, the poison policy, retries and `maxConsecutiveFailures`) works as for a
+ * {@link Consumer}; when `handle` fails on an event, the checkpoint first moves past the events
+ * before it that were handled, so they are not delivered again.
+ *
+ * @example
+ * ```ts
+ * import postgres from "postgres";
+ * import process from "node:process";
+ * import type { DetachedConsumer } from "@eventsalsa/eventsalsa/worker";
+ * const sql = postgres(process.env.DATABASE_URL!);
+ * const welcomeEmails: DetachedConsumer = {
+ *   name: "welcome_emails",
+ *   mode: "detached",
+ *   eventTypes: ["UserRegistered"],
+ *   async handle(event, { signal }) {
+ *     const [sent] = await sql`SELECT 1 FROM welcome_emails_sent WHERE event_id = ${event.eventId}`;
+ *     if (sent !== undefined) return; // delivered again: already done
+ *     const response = await fetch("https://mail.example.com/send", {
+ *       method: "POST",
+ *       headers: { "content-type": "application/json", "idempotency-key": event.eventId },
+ *       body: new TextDecoder().decode(event.payload),
+ *       signal,
+ *     });
+ *     if (!response.ok) throw new Error(`mail service: ${response.status}`);
+ *     await sql`INSERT INTO welcome_emails_sent (event_id) VALUES (${event.eventId})
+ *       ON CONFLICT (event_id) DO NOTHING`;
+ *   },
+ * };
+ * ```
+ */
+export interface DetachedConsumer<Tx = WorkerTransaction>
+  extends Omit<Consumer<Tx>, "handle" | "handleBatch" | "mode"> {
+  /** Marks the consumer detached (required: without it a consumer is transactional). */
+  readonly mode: "detached";
+  /**
+   * Handles one event, with no transaction open. Returning moves nothing yet: the checkpoint is
+   * saved after the batch's last handler returns.
+   */
+  handle?(event: PersistedEvent, context: HandlerContext): void | Promise<void>;
+  /**
+   * Handles the batch's matching events at once, with no transaction open (never called with an
+   * empty list). A failure redelivers the whole batch, whatever it had done.
+   */
+  handleBatch?(events: readonly PersistedEvent[], context: HandlerContext): void | Promise<void>;
+}
+
+/**
+ * Any consumer a worker runs: transactional ({@link Consumer}) or {@link DetachedConsumer}.
+ * Internal (the entry points spell the union out).
+ *
+ * @example
+ * ```ts ignore
+ * const consumers: AnyConsumer[] = [
+ *   { name: "orders_view", async handle(tx, event) {} },
+ *   { name: "order_emails", mode: "detached", async handle(event, context) {} },
+ * ];
+ * ```
+ */
+export type AnyConsumer<Tx = WorkerTransaction> = Consumer<Tx> | DetachedConsumer<Tx>;
+
+/**
+ * What a consumer's `reset` hook is told.
+ *
+ * @example
+ * ```ts
+ * import type { ResetContext } from "@eventsalsa/eventsalsa/worker";
+ * const context: ResetContext = { consumer: "orders_view", toPosition: 0 };
+ * ```
+ */
+export interface ResetContext {
+  /** The consumer being reset. */
+  readonly consumer: string;
+  /** Its new checkpoint: events after it are handled again. */
+  readonly toPosition: number;
 }
 
 /**

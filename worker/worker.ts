@@ -4,7 +4,7 @@ import { WorkerConfigError } from "./errors.ts";
 import type { WorkerOptions } from "./options.ts";
 import { PostgresCoordinator, type WorkerStore } from "./postgres/coordinator.ts";
 import { identifier, TABLE_OPTION_KEYS, workerTables } from "./postgres/tables.ts";
-import type { Consumer, WorkerTransaction } from "./types.ts";
+import type { Consumer, DetachedConsumer, WorkerTransaction } from "./types.ts";
 import type { WaitForPositionOptions } from "./core/wait.ts";
 
 const PG_KEYS = [...TABLE_OPTION_KEYS, "notifyChannel", "notifyConnection", "coordinationChannel"];
@@ -37,11 +37,20 @@ function checkPool(sql: unknown): postgres.Sql<any> {
 function checkPoolSize(pool: postgres.Sql<any>, consumers: unknown): void {
   const max = (pool as { options?: { max?: unknown } }).options?.max;
   if (typeof max !== "number" || max <= 1 || !Array.isArray(consumers)) return;
-  if (max < consumers.length + 1) {
+  // Each partition of a partitioned consumer runs (and may hold a connection) on its own.
+  const loops = consumers.reduce((sum: number, consumer: unknown) => {
+    const partitions = (consumer as { partitions?: unknown } | null)?.partitions;
+    return sum +
+      (Number.isSafeInteger(partitions) && (partitions as number) > 1 ? partitions as number : 1);
+  }, 0);
+  if (max < loops + 1) {
+    const what = loops === consumers.length
+      ? `${loops} consumers`
+      : `${loops} consumer loops (partitions counted)`;
     throw new WorkerConfigError(
-      `the pool has max ${max} connections but the worker runs ${consumers.length} consumers; ` +
+      `the pool has max ${max} connections but the worker runs ${what}; ` +
         `each running batch holds a connection, so a slow or hanging handler would starve the ` +
-        `others: use postgres(url, { max: ${consumers.length + 1} }) or more`,
+        `others: use postgres(url, { max: ${loops + 1} }) or more`,
     );
   }
 }
@@ -70,7 +79,7 @@ function checkStore(store: unknown): WorkerStore {
  * consumer (paused, partitioned, demoted) can never commit for it.
  *
  * Every option is validated here: a bad one throws `WorkerConfigError` before anything touches the
- * database. The pool needs a connection per consumer plus one (each running batch holds one), so
+ * database. The pool needs a connection per consumer (per partition) plus one (each running batch holds one), so
  * a hanging handler never starves the others. `start` checks the schema (tables present, position sequence at `CACHE 1`).
  *
  * @example
@@ -103,7 +112,7 @@ export class Worker {
   constructor(
     sql: postgres.Sql,
     store: WorkerStore,
-    consumers: readonly Consumer[],
+    consumers: readonly (Consumer | DetachedConsumer)[],
     options: WorkerOptions = {},
   ) {
     const pool = checkPool(sql);
@@ -197,6 +206,31 @@ export class Worker {
    */
   stop(): Promise<void> {
     return this.#runtime.stop();
+  }
+
+  /**
+   * Resets one of this worker's consumers to `options.toPosition` (default 0: a rebuild), safely
+   * while the fleet runs: fenced like a batch, with the consumer's `reset` hook (clear the read
+   * model there) in the same transaction as the checkpoint. Whichever worker runs the consumer
+   * carries on from the new position. Resolves the checkpoint it had before.
+   *
+   * @example
+   * ```ts
+   * import postgres from "postgres";
+   * import process from "node:process";
+   * import { PostgresStore } from "@eventsalsa/eventsalsa/store";
+   * import { Worker } from "@eventsalsa/eventsalsa/worker";
+   * const sql = postgres(process.env.DATABASE_URL!);
+   * const worker = new Worker(sql, new PostgresStore(), [{
+   *   name: "orders_view",
+   *   async handle(tx, event) {},
+   *   async reset(tx) { await tx`TRUNCATE orders_view`; },
+   * }]);
+   * await worker.resetConsumer("orders_view");
+   * ```
+   */
+  resetConsumer(name: string, options?: { toPosition?: number }): Promise<number> {
+    return this.#runtime.resetConsumer(name, options);
   }
 
   /**

@@ -9,7 +9,7 @@
  */
 import { errorText } from "../errors.ts";
 import type { ResolvedRuntimeOptions } from "../options.ts";
-import type { Consumer } from "../types.ts";
+import type { AnyConsumer } from "../types.ts";
 import type { Coordinator } from "./coordination.ts";
 import { ConsumerLoop, type ConsumerLoopExit, safely } from "./consumer_loop.ts";
 import { workerTelemetry } from "./telemetry.ts";
@@ -18,7 +18,7 @@ import type { Wakeup } from "./wakeup.ts";
 /** Inputs of an {@link AssignmentSync}. */
 export interface AssignmentSyncContext<Tx> {
   readonly coordinator: Coordinator<Tx>;
-  readonly consumers: readonly Consumer<Tx>[];
+  readonly consumers: readonly AnyConsumer<Tx>[];
   readonly options: ResolvedRuntimeOptions;
   /** The dispatcher's wakeup, shared by every consumer loop. */
   readonly events: Wakeup;
@@ -43,7 +43,7 @@ interface Running<Tx> {
  */
 export class AssignmentSync<Tx> {
   readonly #c: AssignmentSyncContext<Tx>;
-  readonly #byName: Map<string, Consumer<Tx>>;
+  readonly #byName: Map<string, AnyConsumer<Tx>>;
   readonly #running = new Map<string, Running<Tx>>();
 
   /** Creates the sync; nothing runs until {@link AssignmentSync.run}. */
@@ -91,7 +91,7 @@ export class AssignmentSync<Tx> {
   /** Reads the assignments once and starts or releases loops accordingly. */
   async sync(): Promise<void> {
     const { coordinator, options: o, signal } = this.#c;
-    let assigned: string[];
+    let assigned: Map<string, number>;
     try {
       assigned = await coordinator.assignedConsumers(o.workerId);
     } catch (error) {
@@ -106,16 +106,27 @@ export class AssignmentSync<Tx> {
       return;
     }
     if (signal.aborted) return;
-    const mine = new Set(assigned.filter((name) => this.#byName.has(name)));
+    const mine = new Set([...assigned.keys()].filter((name) => this.#byName.has(name)));
+    let stale = false;
     for (const [name, running] of this.#running) {
       if (!mine.has(name) && !running.release.signal.aborted) running.release.abort();
+      // A checkpoint moved by someone else (a reset): the loop reads it again before its next
+      // batch instead of probing after what it remembers. (A batch committing meanwhile looks the
+      // same; re-reading is harmless.)
+      const stored = assigned.get(name);
+      const believed = running.loop.checkpoint;
+      if (stored !== undefined && believed !== null && stored !== believed) {
+        running.loop.markStale();
+        stale = true;
+      }
     }
+    if (stale) this.#c.events.signal();
     for (const name of mine) {
       if (!this.#running.has(name)) this.#start(this.#byName.get(name)!);
     }
   }
 
-  #start(consumer: Consumer<Tx>): void {
+  #start(consumer: AnyConsumer<Tx>): void {
     const { coordinator, options: o, events, signal, wakeup, onLoopExit, onLoopError } = this.#c;
     const release = new AbortController();
     const loop = new ConsumerLoop<Tx>({

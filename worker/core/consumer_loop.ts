@@ -8,6 +8,10 @@
  * - while catching up (the previous batch was full) or when a `maxGapWait` skip is due, reads the
  *   window inside the batch transaction, after the fence, saving the separate probe.
  *
+ * A detached consumer's iteration always probes, calls the handlers with no transaction open, and
+ * only then runs the (short) batch transaction that saves the checkpoint: see
+ * `#iterateDetached`.
+ *
  * @module
  */
 import type { PersistedEvent } from "../../store/types.ts";
@@ -19,7 +23,7 @@ import {
   PoisonEventError,
 } from "../errors.ts";
 import type { ResolvedRuntimeOptions } from "../options.ts";
-import type { Consumer, HandlerContext, PoisonDecision } from "../types.ts";
+import type { AnyConsumer, HandlerContext, PoisonDecision } from "../types.ts";
 import { failureBackoff, nextPollInterval } from "./backoff.ts";
 import type {
   BatchOutcome,
@@ -29,12 +33,13 @@ import type {
   DeadLetterRecord,
 } from "./coordination.ts";
 import { type GapPlan, GapTracker } from "./gap_rule.ts";
+import { inPartition, partitionOf, windowSize } from "./partitions.ts";
 import { type WorkerTelemetry, workerTelemetry } from "./telemetry.ts";
 import { pause, type Wakeup } from "./wakeup.ts";
 
 /** Inputs of a consumer loop. */
 export interface ConsumerLoopContext<Tx> {
-  readonly consumer: Consumer<Tx>;
+  readonly consumer: AnyConsumer<Tx>;
   readonly coordinator: Coordinator<Tx>;
   readonly options: ResolvedRuntimeOptions;
   readonly wakeup: Wakeup;
@@ -81,13 +86,44 @@ function matches(list: readonly string[] | undefined, value: string): boolean {
 }
 
 /**
+ * Calls `handleBatch`: with the batch transaction, or (a detached consumer) without one. `tx` is
+ * null only for a detached consumer.
+ */
+function callBatch<Tx>(
+  consumer: AnyConsumer<Tx>,
+  tx: Tx | null,
+  events: readonly PersistedEvent[],
+  context: HandlerContext,
+): void | Promise<void> {
+  if (consumer.mode === "detached") return consumer.handleBatch!(events, context);
+  return consumer.handleBatch!(tx as Tx, events, context);
+}
+
+/** Calls `handle` (else `handleBatch` with one event), as {@link callBatch} does. */
+function callOne<Tx>(
+  consumer: AnyConsumer<Tx>,
+  tx: Tx | null,
+  event: PersistedEvent,
+  context: HandlerContext,
+): void | Promise<void> {
+  if (consumer.mode === "detached") {
+    return consumer.handle !== undefined
+      ? consumer.handle(event, context)
+      : consumer.handleBatch!([event], context);
+  }
+  return consumer.handle !== undefined
+    ? consumer.handle(tx as Tx, event, context)
+    : consumer.handleBatch!(tx as Tx, [event], context);
+}
+
+/**
  * Runs one consumer until shutdown, loss of ownership, or `maxConsecutiveFailures`.
  */
 export class ConsumerLoop<Tx> {
   readonly #c: ConsumerLoopContext<Tx>;
   readonly #name: string;
   #checkpoint: number | null = null;
-  readonly #tracker: GapTracker;
+  #tracker: GapTracker;
   /** Positions of unresolved, non-skipped dead letters. */
   #blocking = new Set<number>();
   /** Events the poison policy said to skip, by position. */
@@ -106,17 +142,40 @@ export class ConsumerLoop<Tx> {
   #cap: number | null = null;
   /** The first event handed to handlers in the current batch. */
   #firstHandled: number | null = null;
+  /** The last event whose handler returned, when handling one event at a time (else null). */
+  #handledUpTo: number | null = null;
   #gapReportedAt: number | null = null;
+  /** Set by `markStale`: forget before the next iteration. */
+  #stale = false;
   /** Spans and metrics, or null without the `telemetry` option. */
   readonly #telemetry: WorkerTelemetry | null;
+  /** The most events a window reads: `batchSize`, scaled for a partition (see `windowSize`). */
+  readonly #batchSize: number;
 
   /** Creates the loop; nothing runs until {@link ConsumerLoop.run}. */
   constructor(context: ConsumerLoopContext<Tx>) {
     this.#c = context;
     this.#name = context.consumer.name;
     this.#tracker = new GapTracker(context.options.maxGapWait);
-    this.#limit = context.options.batchSize;
+    this.#batchSize = windowSize(context.options.batchSize, partitionOf(context.consumer));
+    this.#limit = this.#batchSize;
     this.#telemetry = workerTelemetry(context.options.telemetry);
+  }
+
+  /** Makes the next iteration read the stored checkpoint first (it was moved elsewhere). */
+  markStale(): void {
+    this.#stale = true;
+  }
+
+  /** Drops what the loop remembers of its consumer's position; the next iteration reads it. */
+  #forget(): void {
+    this.#checkpoint = null;
+    this.#catchUp = false;
+    this.#tracker = new GapTracker(this.#c.options.maxGapWait);
+    this.#poisonSkips.clear();
+    this.#attempts = null;
+    this.#cap = null;
+    this.#limit = this.#batchSize;
   }
 
   /** The checkpoint as the loop last saw it (null before the first read). */
@@ -161,6 +220,8 @@ export class ConsumerLoop<Tx> {
         result = await this.#iterate();
       } catch (error) {
         if (signal.aborted) return { reason: "stopped" };
+        // A detached batch's handlers are aborted when the consumer moves: not a failure.
+        if (release?.aborted && this.#c.consumer.mode === "detached") return { reason: "released" };
         const decision = await this.#onFailure(error);
         if (decision === "skip") {
           delay = 0;
@@ -240,12 +301,17 @@ export class ConsumerLoop<Tx> {
 
   async #iterate(): Promise<IterationResult> {
     const { coordinator, options: o, signal } = this.#c;
+    if (this.#stale) {
+      this.#stale = false;
+      this.#forget();
+    }
     if (this.#checkpoint === null) {
       const checkpoint = await coordinator.readCheckpoint(this.#name);
       this.#blocking = new Set(await coordinator.blockingDeadLetters(this.#name));
       this.#checkpoint = checkpoint;
     }
     const from = this.#checkpoint;
+    if (this.#c.consumer.mode === "detached") return await this.#iterateDetached(from);
     const batch = this.#batchSignal();
     const started = o.clock.now();
     try {
@@ -280,8 +346,9 @@ export class ConsumerLoop<Tx> {
       });
       if (outcome.kind === "notOwner") return { kind: "notOwner", owner: outcome.owner };
       if (outcome.kind === "checkpointMoved") {
-        this.#checkpoint = outcome.checkpoint;
-        this.#catchUp = false;
+        // Someone else moved it (a reset, or a batch of a former owner): start over from what is
+        // stored — checkpoint, dead letters, gap wait — rather than from this loop's memory.
+        this.#forget();
         return { kind: "checkpointMoved" };
       }
       const { plan: done, handled, deadLetters } = outcome.value;
@@ -316,13 +383,22 @@ export class ConsumerLoop<Tx> {
     return Math.min(2_147_483_647, o.batchTimeout + Math.max(1_000, o.batchTimeout / 10));
   }
 
-  /** The signal of one batch: aborts on shutdown, or with `BatchTimeoutError` after `batchTimeout`. */
-  #batchSignal(): { signal: AbortSignal; dispose(): void } {
-    const { options: o, signal } = this.#c;
+  /**
+   * The signal of one batch: aborts with `BatchTimeoutError` after `batchTimeout`, and when one of
+   * `follows` aborts (by default shutdown), with its reason.
+   */
+  #batchSignal(
+    follows: readonly (AbortSignal | undefined)[] = [this.#c.signal],
+  ): { signal: AbortSignal; dispose(): void } {
+    const o = this.#c.options;
     const controller = new AbortController();
-    const onShutdown = () => controller.abort(signal.reason);
-    if (signal.aborted) onShutdown();
-    else signal.addEventListener("abort", onShutdown, { once: true });
+    const unfollow = follows.map((followed) => {
+      if (followed === undefined) return () => {};
+      const abort = () => controller.abort(followed.reason);
+      if (followed.aborted) abort();
+      else followed.addEventListener("abort", abort, { once: true });
+      return () => followed.removeEventListener("abort", abort);
+    });
     const timer = o.clock.setTimeout(
       () => controller.abort(new BatchTimeoutError(this.#name, o.batchTimeout)),
       o.batchTimeout,
@@ -331,7 +407,7 @@ export class ConsumerLoop<Tx> {
       signal: controller.signal,
       dispose: () => {
         o.clock.clearTimeout(timer);
-        signal.removeEventListener("abort", onShutdown);
+        for (const stop of unfollow) stop();
       },
     };
   }
@@ -343,6 +419,11 @@ export class ConsumerLoop<Tx> {
   #narrow(from: number, plan: GapPlan): GapPlan {
     const cap = this.#cap;
     if (cap === null || cap <= from || plan.target <= cap) return plan;
+    return this.#capped(plan, cap);
+  }
+
+  /** `plan` cut at position `cap` (below its target): events, holes and skips up to `cap`. */
+  #capped(plan: GapPlan, cap: number): GapPlan {
     const skipped = plan.skip?.skippedPositions.filter((p) => p <= cap) ?? [];
     return {
       ...plan,
@@ -357,7 +438,7 @@ export class ConsumerLoop<Tx> {
         skippedPositions: skipped,
       },
       // More follows: the loop goes on at once.
-      windowSize: Math.max(plan.windowSize, this.#c.options.batchSize),
+      windowSize: Math.max(plan.windowSize, this.#batchSize),
     };
   }
 
@@ -380,7 +461,7 @@ export class ConsumerLoop<Tx> {
     this.#isolate = false;
     this.#attempts = null;
     this.#cap = null;
-    this.#limit = Math.min(o.batchSize, this.#limit * 2);
+    this.#limit = Math.min(this.#batchSize, this.#limit * 2);
     for (const position of [...this.#poisonSkips.keys()]) {
       if (position <= to) this.#poisonSkips.delete(position);
     }
@@ -436,25 +517,69 @@ export class ConsumerLoop<Tx> {
     from: number,
     signal: AbortSignal,
   ): Promise<BatchValue> {
-    const { consumer, options: o } = this.#c;
+    const { selected, deadLetters } = this.#select(plan);
+    await this.#recordSkips(session, plan, deadLetters);
+    const context = this.#context(signal);
+    this.#firstHandled = selected[0]?.globalPosition ?? null;
+    await this.#handle(session.tx, selected, context);
+    // A batch given up on (timeout, shutdown) writes nothing more, checkpoint included: the
+    // adapter refuses it too, this keeps the rule in one place for every adapter.
+    if (signal.aborted) throw signal.reason;
+    await this.#saveCheckpoint(session, plan, from);
+    return { plan, handled: selected.length, deadLetters };
+  }
+
+  /**
+   * The plan's events that reach the handlers (type filters, partition), and the dead letters of
+   * the poison skips it passes over.
+   */
+  #select(plan: GapPlan): { selected: PersistedEvent[]; deadLetters: DeadLetterRecord[] } {
+    const consumer = this.#c.consumer;
     const aggregateTypes = consumer.aggregateTypes;
     const eventTypes = consumer.eventTypes;
+    // A partition's handlers get its aggregates only; it passes the rest, as a type filter does.
+    const partition = partitionOf(consumer);
     const selected: PersistedEvent[] = [];
     const deadLetters: DeadLetterRecord[] = [];
     for (const event of plan.events) {
       const poison = this.#poisonSkips.get(event.globalPosition);
       if (poison !== undefined) deadLetters.push(poison);
       else if (
-        matches(aggregateTypes, event.aggregateType) && matches(eventTypes, event.eventType)
+        matches(aggregateTypes, event.aggregateType) && matches(eventTypes, event.eventType) &&
+        (partition === null || inPartition(event, partition))
       ) {
         selected.push(event);
       }
     }
+    return { selected, deadLetters };
+  }
+
+  /** What the handlers of one batch are told. */
+  #context(signal: AbortSignal): HandlerContext {
+    const o = this.#c.options;
+    const partition = partitionOf(this.#c.consumer);
+    return {
+      signal,
+      consumer: this.#name,
+      workerId: o.workerId,
+      attempt: this.#failures + 1,
+      ...(partition === null
+        ? {}
+        : { partition: { index: partition.index, count: partition.count } }),
+    };
+  }
+
+  /** Writes the batch's poison-skip dead letters and its `maxGapWait` audit row. */
+  async #recordSkips(
+    session: BatchSession<Tx>,
+    plan: GapPlan,
+    deadLetters: readonly DeadLetterRecord[],
+  ): Promise<void> {
     for (const record of deadLetters) await session.recordDeadLetter(record);
     if (plan.skip !== null) {
       await session.recordGapSkip({
         consumer: this.#name,
-        workerId: o.workerId,
+        workerId: this.#c.options.workerId,
         gapPosition: plan.skip.gapPosition,
         skipTo: plan.target,
         skippedPositions: plan.skip.skippedPositions,
@@ -462,29 +587,180 @@ export class ConsumerLoop<Tx> {
         firstSeenAt: plan.skip.firstSeenAt,
       });
     }
-    const context: HandlerContext = {
-      signal,
-      consumer: this.#name,
-      workerId: o.workerId,
-      attempt: this.#failures + 1,
-    };
-    this.#firstHandled = selected[0]?.globalPosition ?? null;
-    await this.#handle(session.tx, selected, context);
-    // A batch given up on (timeout, shutdown) writes nothing more, checkpoint included: the
-    // adapter refuses it too, this keeps the rule in one place for every adapter.
-    if (signal.aborted) throw signal.reason;
+  }
+
+  /** Resolves the blocking dead letters the batch handled, then moves the checkpoint. */
+  async #saveCheckpoint(session: BatchSession<Tx>, plan: GapPlan, from: number): Promise<void> {
     const resolved = [...this.#blocking].filter((p) => p > from && p <= plan.target);
     if (resolved.length > 0) await session.resolveDeadLetters(this.#name, resolved);
     await session.saveCheckpoint(plan.target);
-    return { plan, handled: selected.length, deadLetters };
   }
 
-  async #handle(tx: Tx, events: readonly PersistedEvent[], context: HandlerContext): Promise<void> {
+  /**
+   * One batch of a detached consumer. The window is probed outside any transaction (the gap rule
+   * applies unchanged), the handlers run with no transaction open, and only then does the short
+   * batch transaction — fenced as always: owner check, checkpoint compare-and-set — record the
+   * poison skips and gap skips and save the checkpoint. If the fence refuses, the next owner
+   * delivers the events again (at least once). When `handle` fails on an event after handling
+   * others, the checkpoint moves past those first, so they are not delivered again; the failure
+   * then goes the usual way (the failing event goes first next time, counted, poison policy).
+   */
+  async #iterateDetached(from: number): Promise<IterationResult> {
+    const { coordinator, options: o, signal, release } = this.#c;
+    // The handlers' signal also aborts when the consumer is assigned elsewhere: a detached batch
+    // holds no row lock, so the move does not wait for it and the new owner may already run.
+    const batch = this.#batchSignal([signal, release]);
+    const started = o.clock.now();
+    let failure: unknown = null;
+    try {
+      const read = await coordinator.readWindow(
+        from,
+        this.#limit,
+        this.#tracker.pendingToken,
+        batch.signal,
+      );
+      const plan = this.#narrow(from, await this.#tracker.plan(from, read, o.clock.now()));
+      if (plan.skip === null && plan.target <= from) return this.#noProgress(plan);
+      const work = async (): Promise<BatchOutcome<BatchValue>> => {
+        const { selected, deadLetters } = this.#select(plan);
+        this.#firstHandled = selected[0]?.globalPosition ?? null;
+        let done = plan;
+        try {
+          await this.#awaitHandlers(
+            this.#handle(null, selected, this.#context(batch.signal)),
+            batch.signal,
+            started,
+          );
+          // Stopped between events (its signal aborted): checkpoint what was handled.
+          const upTo = this.#handledUpTo;
+          const next = upTo === null ? undefined : selected.find((e) => e.globalPosition > upTo);
+          if (next !== undefined) done = this.#capped(plan, next.globalPosition - 1);
+        } catch (error) {
+          const failed = error instanceof HandlerError ? error.event : null;
+          if (failed === null || this.#handledUpTo === null) throw error;
+          failure = error;
+          done = this.#capped(plan, failed.globalPosition - 1);
+        }
+        return await this.#saveDetached(from, done, {
+          plan: done,
+          handled: selected.filter((e) => e.globalPosition <= done.target).length,
+          deadLetters: deadLetters.filter((r) => r.event.globalPosition <= done.target),
+        });
+      };
+      const telemetry = this.#telemetry;
+      const outcome = telemetry === null
+        ? await work()
+        : await telemetry.batch(this.#name, from, batch.signal, work);
+      if (outcome.kind === "notOwner") return { kind: "notOwner", owner: outcome.owner };
+      if (outcome.kind === "checkpointMoved") {
+        this.#forget();
+        return { kind: "checkpointMoved" };
+      }
+      const { plan: done, handled, deadLetters } = outcome.value;
+      this.#committed(from, done, handled, deadLetters, o.clock.now() - started);
+      if (failure !== null) throw failure;
+      return { kind: "progressed", fullWindow: this.#catchUp, plan: done };
+    } catch (error) {
+      // A read cut short by the timeout: report the timeout. A handler's failure names its event.
+      if (
+        error !== failure && batch.signal.aborted && !signal.aborted &&
+        !(error instanceof HandlerError)
+      ) {
+        throw batch.signal.reason;
+      }
+      throw error;
+    } finally {
+      batch.dispose();
+    }
+  }
+
+  /**
+   * Waits for a detached batch's handlers. Once their signal aborts at `batchTimeout` the worker
+   * still waits (what they did is done; their return decides what is checkpointed) and logs that
+   * the checkpoint waits. Only a shutdown stops the wait, and not before the batch's
+   * `batchTimeout` has run out: a handler ignoring its signal holds `stop()` no longer than that.
+   */
+  #awaitHandlers(
+    handlers: Promise<void>,
+    batchSignal: AbortSignal,
+    started: number,
+  ): Promise<void> {
+    const { options: o, signal } = this.#c;
+    let timer: unknown = null;
+    const onTimeout = () => {
+      if (!(batchSignal.reason instanceof BatchTimeoutError)) return;
+      safely(() =>
+        o.logger.error?.(
+          "detached handlers are still running past batchTimeout; the checkpoint waits for them",
+          { consumer: this.#name, batchTimeout: o.batchTimeout },
+        )
+      );
+    };
+    let onStop = () => {};
+    const abandoned = new Promise<never>((_, reject) => {
+      onStop = () => {
+        const left = started + o.batchTimeout - o.clock.now();
+        if (left <= 0) reject(signal.reason);
+        else timer = o.clock.setTimeout(() => reject(signal.reason), left);
+      };
+    });
+    abandoned.catch(() => {});
+    if (signal.aborted) onStop();
+    else signal.addEventListener("abort", onStop, { once: true });
+    if (!batchSignal.aborted) batchSignal.addEventListener("abort", onTimeout, { once: true });
+    return Promise.race([handlers, abandoned]).finally(() => {
+      signal.removeEventListener("abort", onStop);
+      batchSignal.removeEventListener("abort", onTimeout);
+      if (timer !== null) o.clock.clearTimeout(timer);
+    });
+  }
+
+  /**
+   * The short transaction of a detached batch: the fence, the poison and gap skips, the
+   * checkpoint. Its own `batchTimeout`, not the handlers' (which may have fired), and not cut by
+   * shutdown: what the handlers finished before a graceful stop is checkpointed.
+   */
+  async #saveDetached(
+    from: number,
+    plan: GapPlan,
+    value: BatchValue,
+  ): Promise<BatchOutcome<BatchValue>> {
+    const o = this.#c.options;
+    const commit = this.#batchSignal([]);
+    try {
+      return await this.#c.coordinator.runBatch({
+        consumer: this.#name,
+        workerId: o.workerId,
+        expectedCheckpoint: from,
+        signal: commit.signal,
+        idleTimeout: this.#idleTimeout(),
+        read: null,
+      }, async (session) => {
+        await this.#recordSkips(session, plan, value.deadLetters);
+        await this.#saveCheckpoint(session, plan, from);
+        return value;
+      });
+    } finally {
+      commit.dispose();
+    }
+  }
+
+  /**
+   * Calls the handlers on `events`: `handleBatch` with all of them (unless isolating a failure),
+   * else one event at a time, noting in `#handledUpTo` each event whose handler returned. `tx` is
+   * the batch transaction; null for a detached consumer, whose handlers get none.
+   */
+  async #handle(
+    tx: Tx | null,
+    events: readonly PersistedEvent[],
+    context: HandlerContext,
+  ): Promise<void> {
     const consumer = this.#c.consumer;
+    this.#handledUpTo = null;
     if (consumer.handleBatch !== undefined && !this.#isolate) {
       if (events.length === 0) return;
       try {
-        await consumer.handleBatch(tx, events, context);
+        await callBatch(consumer, tx, events, context);
       } catch (error) {
         const named = error instanceof PoisonEventError && error.event !== null
           ? events.find((e) => e.globalPosition === error.event!.globalPosition) ?? null
@@ -494,12 +770,15 @@ export class ConsumerLoop<Tx> {
       return;
     }
     for (const event of events) {
+      // A detached batch given up on (timeout, shutdown, moved) hands out no more events; what
+      // was handled is checkpointed.
+      if (tx === null && context.signal.aborted && this.#handledUpTo !== null) return;
       try {
-        if (consumer.handle !== undefined) await consumer.handle(tx, event, context);
-        else await consumer.handleBatch!(tx, [event], context);
+        await callOne(consumer, tx, event, context);
       } catch (error) {
         throw new HandlerError(this.#name, event, error);
       }
+      this.#handledUpTo = event.globalPosition;
     }
   }
 

@@ -17,6 +17,7 @@ import type { LeaderStrategy } from "../options.ts";
 import type { GapBlocker, GapWait } from "../types.ts";
 import type { AssignmentChange, AssignmentSnapshot } from "./assignment.ts";
 import type { GapToken, WindowRead } from "./gap_rule.ts";
+import type { ConsumerRegistration } from "./storage.ts";
 
 /**
  * A dead letter to record, in the batch transaction.
@@ -268,15 +269,20 @@ export interface Coordinator<Tx> {
    */
   registerWorker(
     workerId: string,
-    consumers: readonly string[],
+    consumers: readonly ConsumerRegistration[],
     heartbeatTimeoutMs: number,
   ): Promise<void>;
   /** Refreshes the worker's heartbeat; false when its registration is gone. */
   heartbeat(workerId: string): Promise<boolean>;
   /** Removes the worker's registration (its assignments become free) and notifies `membership`. */
   unregisterWorker(workerId: string): Promise<void>;
-  /** The consumers currently assigned to `workerId`. */
-  assignedConsumers(workerId: string): Promise<string[]>;
+  /** The consumers currently assigned to `workerId`, with their stored checkpoints. */
+  assignedConsumers(workerId: string): Promise<Map<string, number>>;
+  /**
+   * Every consumer the worker tables hold rows for (registered by some worker, ever): start-up
+   * checks that no partitioned consumer changed its partition count.
+   */
+  consumerNames(): Promise<string[]>;
   /** The leader election of `workerId` (nothing happens until its first `acquire`). */
   leaderElection(workerId: string, settings: LeaderElectionSettings): LeaderElection;
   /**
@@ -337,6 +343,18 @@ export interface Coordinator<Tx> {
    * `onClose` once if the connection is lost. Rejects when listening cannot start.
    */
   openListener(onNotify: () => void, onClose: (error: unknown) => void): Promise<ListenerHandle>;
+
+  /**
+   * Resets the consumer's checkpoint to `toPosition`, fenced like a batch (it waits for a running
+   * batch of the consumer, whose worker then finds the checkpoint moved and follows it): in one
+   * transaction, `hook` (the consumer's `reset`) runs, dead letters after the position are
+   * forgotten, the gap report is cleared and the checkpoint is set. Returns the checkpoint before.
+   */
+  resetConsumer(
+    consumer: string,
+    toPosition: number,
+    hook: ((tx: Tx) => Promise<void>) | null,
+  ): Promise<number>;
 
   /** Releases connections the adapter opened for itself (not the caller's pool). */
   close(): Promise<void>;

@@ -21,7 +21,7 @@
  */
 import type { PersistedEvent } from "../../store/types.ts";
 import { BatchClosedError, DeadLetterNotFoundError, WorkerIdInUseError } from "../errors.ts";
-import { WorkerSetupError } from "../errors.ts";
+import { WorkerConfigError, WorkerSetupError } from "../errors.ts";
 import type { ConsumerStatus, GapBlocker, GapWait, WorkerStatus } from "../types.ts";
 import { type AssignmentChange, type AssignmentSnapshot, compareCodePoints } from "./assignment.ts";
 import type {
@@ -37,7 +37,12 @@ import type {
   ListenerHandle,
 } from "./coordination.ts";
 import type { GapToken, WindowRead } from "./gap_rule.ts";
-import type { LeadershipStorage, StorageTransaction, WorkerStorage } from "./storage.ts";
+import type {
+  ConsumerRegistration,
+  LeadershipStorage,
+  StorageTransaction,
+  WorkerStorage,
+} from "./storage.ts";
 import { rejectOnAbort } from "./wakeup.ts";
 
 /** Attempts of a rebalance whose rows changed between its read and its lock. */
@@ -109,11 +114,12 @@ export class CoordinationProtocol<Tx> implements Coordinator<Tx> {
   /** Registers the worker (unless a live one has its id) and its consumers' rows; announces it. */
   async registerWorker(
     workerId: string,
-    consumers: readonly string[],
+    consumers: readonly ConsumerRegistration[],
     heartbeatTimeoutMs: number,
   ): Promise<void> {
+    const names = consumers.map((c) => c.name);
     await this.#storage.transaction({}, async (tx) => {
-      if (!await tx.registerWorker(workerId, consumers, heartbeatTimeoutMs)) {
+      if (!await tx.registerWorker(workerId, names, heartbeatTimeoutMs)) {
         throw new WorkerIdInUseError(workerId);
       }
       await tx.ensureConsumers(consumers);
@@ -132,9 +138,14 @@ export class CoordinationProtocol<Tx> implements Coordinator<Tx> {
     if (await rows.deleteWorker(workerId)) await rows.notify("membership");
   }
 
-  /** The consumers assigned to `workerId`. */
-  async assignedConsumers(workerId: string): Promise<string[]> {
-    return [...(await this.#storage.rows.assignments(workerId)).keys()];
+  /** The consumers assigned to `workerId`, with their stored checkpoints. */
+  assignedConsumers(workerId: string): Promise<Map<string, number>> {
+    return this.#storage.rows.owned(workerId);
+  }
+
+  /** Every consumer with an assignment row (registration creates one per consumer). */
+  async consumerNames(): Promise<string[]> {
+    return [...(await this.#storage.rows.assignments()).keys()];
   }
 
   /**
@@ -292,6 +303,45 @@ export class CoordinationProtocol<Tx> implements Coordinator<Tx> {
         }
         await tx.markRedriven(consumer, position);
         return result;
+      });
+    } finally {
+      open = false;
+    }
+  }
+
+  /**
+   * Moves the consumer's checkpoint to `toPosition` under its lock (see the Coordinator): a running
+   * batch finishes first; its worker's next batch finds the checkpoint moved and follows it. A
+   * consumer without a checkpoint row is refused.
+   */
+  async resetConsumer(
+    consumer: string,
+    toPosition: number,
+    hook: ((tx: Tx) => Promise<void>) | null,
+  ): Promise<number> {
+    if (!Number.isSafeInteger(toPosition) || toPosition < 0) {
+      throw new WorkerConfigError(`toPosition must be a non-negative integer, got ${toPosition}`);
+    }
+    let open = true;
+    try {
+      return await this.#storage.transaction({}, async (tx) => {
+        const rows = await tx.lockConsumer(consumer);
+        if (rows === null) {
+          throw new WorkerConfigError(`no consumer named ${consumer} (it never registered)`);
+        }
+        if (hook !== null) {
+          try {
+            await hook(tx.handle(consumer, () => open && !tx.lost));
+          } finally {
+            open = false;
+          }
+        }
+        await tx.deleteDeadLetters(consumer, toPosition);
+        await tx.reportGap(consumer, null);
+        await tx.saveCheckpoint(consumer, toPosition, rows.checkpoint);
+        // Workers re-read their assignments and checkpoints on this; an idle owner notices now.
+        await tx.notify("assignments");
+        return rows.checkpoint;
       });
     } finally {
       open = false;

@@ -21,10 +21,16 @@ import {
   resolveRuntimeOptions,
   type WorkerRuntimeOptions,
 } from "../options.ts";
-import type { Consumer } from "../types.ts";
+import type { AnyConsumer } from "../types.ts";
 import type { Coordinator } from "./coordination.ts";
 import { AssignmentSync } from "./assignment_sync.ts";
 import { type ConsumerLoopExit, safely } from "./consumer_loop.ts";
+import {
+  checkPartitionShapes,
+  expandPartitions,
+  partitionCount,
+  runningNames,
+} from "./partitions.ts";
 import {
   type DispatcherContext,
   keepListening,
@@ -54,7 +60,13 @@ export class WorkerRuntime<Tx> {
   /** This worker's id. */
   readonly id: string;
   readonly #coordinator: Coordinator<Tx>;
-  readonly #consumers: readonly Consumer<Tx>[];
+  /** The consumers as declared. */
+  readonly #consumers: readonly AnyConsumer<Tx>[];
+  /**
+   * The consumers as they run, register and are assigned: the declared ones, each partitioned
+   * consumer replaced by its partitions (see `./partitions.ts`).
+   */
+  readonly #runnable: readonly AnyConsumer<Tx>[];
   readonly #options: ResolvedRuntimeOptions;
   #control: AbortController | null = null;
   #running: Promise<void> | null = null;
@@ -67,11 +79,12 @@ export class WorkerRuntime<Tx> {
    */
   constructor(
     coordinator: Coordinator<Tx>,
-    consumers: readonly Consumer<Tx>[],
+    consumers: readonly AnyConsumer<Tx>[],
     options: WorkerRuntimeOptions = {},
     extraOptionKeys: readonly string[] = [],
   ) {
     this.#consumers = checkConsumers<Tx>(consumers);
+    this.#runnable = expandPartitions(this.#consumers);
     this.#options = resolveRuntimeOptions(options, extraOptionKeys);
     this.#coordinator = coordinator;
     this.id = this.#options.workerId;
@@ -120,11 +133,15 @@ export class WorkerRuntime<Tx> {
   /**
    * Resolves once each of `options.consumers` (default: all of this worker's) has a checkpoint at
    * or past `position` (see `waitForCheckpoints`); works whether or not this worker runs them now.
+   * A partitioned consumer has passed a position when all its partitions have; a partition can be
+   * named on its own too.
    */
   waitForPosition(position: number, options: WaitForPositionOptions = {}): Promise<void> {
-    const names = this.#consumers.map((c) => c.name);
-    const wanted = options.consumers ?? names;
-    const foreign = wanted.filter((name) => !names.includes(name));
+    const declared = this.#consumers.map((c) => c.name);
+    const parts = new Map(this.#consumers.map((c) => [c.name, runningNames(c)]));
+    const names = new Set([...declared, ...this.#runnable.map((c) => c.name)]);
+    const wanted = options.consumers ?? declared;
+    const foreign = wanted.filter((name) => !names.has(name));
     if (foreign.length > 0) {
       return Promise.reject(
         new WorkerConfigError(
@@ -136,12 +153,44 @@ export class WorkerRuntime<Tx> {
     const read = async (consumers: readonly string[]) =>
       new Map(
         await Promise.all(
-          consumers.map(async (name) =>
-            [name, await this.#coordinator.readCheckpoint(name)] as const
-          ),
+          consumers.map(async (name) => {
+            const checkpoints = await Promise.all(
+              (parts.get(name) ?? [name]).map((part) => this.#coordinator.readCheckpoint(part)),
+            );
+            return [name, Math.min(...checkpoints)] as const;
+          }),
         ),
       );
     return waitForCheckpoints(read, this.#options.clock, position, wanted, options);
+  }
+
+  /**
+   * Resets one of this worker's consumers to `toPosition` (default 0: a rebuild from the start),
+   * running its `reset` hook in the same transaction (see `Coordinator.resetConsumer`). Works
+   * whether or not this worker runs the consumer now, and while the fleet runs. Resolves the
+   * checkpoint it had before.
+   */
+  resetConsumer(name: string, options: { toPosition?: number } = {}): Promise<number> {
+    const consumer = this.#consumers.find((c) => c.name === name);
+    if (consumer === undefined) {
+      return Promise.reject(new WorkerConfigError(`this worker has no consumer named ${name}`));
+    }
+    if (partitionCount(consumer) > 1) {
+      // Its partitions must move back together, with the hook once, in one transaction.
+      return Promise.reject(
+        new WorkerConfigError(
+          `consumer ${name} runs as ${partitionCount(consumer)} partitions; resetting a ` +
+            `partitioned consumer is not supported yet (see "Partitioned consumers" in ` +
+            `docs/worker.md for a rebuild)`,
+        ),
+      );
+    }
+    const toPosition = options.toPosition ?? 0;
+    const reset = consumer.reset;
+    const hook = reset === undefined
+      ? null
+      : async (tx: Tx) => await reset.call(consumer, tx, { consumer: name, toPosition });
+    return this.#coordinator.resetConsumer(name, toPosition, hook);
   }
 
   /** Stops the worker; resolves when it has stopped (never rejects). No-op when not running. */
@@ -155,7 +204,7 @@ export class WorkerRuntime<Tx> {
     const o = this.#options;
     const coordinator = this.#coordinator;
     const signal = control.signal;
-    const names = this.#consumers.map((c) => c.name);
+    const names = this.#runnable.map((c) => c.name);
     let fatal: unknown = null;
     const fail = (error: unknown) => {
       if (fatal === null) fatal = error;
@@ -164,7 +213,7 @@ export class WorkerRuntime<Tx> {
     let registered = false;
     const tasks: Promise<unknown>[] = [];
     try {
-      if (!await this.#startUp(names, signal)) return;
+      if (!await this.#startUp(signal)) return;
       registered = true;
       safely(() => o.logger.info?.("worker started", { workerId: this.id, consumers: names }));
       // One session (the embedded PGlite): no LISTEN connection, so the poll dispatcher.
@@ -218,7 +267,7 @@ export class WorkerRuntime<Tx> {
       });
       const sync = new AssignmentSync<Tx>({
         coordinator,
-        consumers: this.#consumers,
+        consumers: this.#runnable,
         options: o,
         events,
         wakeup: syncWakeup,
@@ -265,19 +314,50 @@ export class WorkerRuntime<Tx> {
    * starting) with back-off, up to `maxConsecutiveFailures` attempts. A missing schema or a worker
    * id in use is final at once. False when the signal aborted first.
    */
-  async #startUp(names: readonly string[], signal: AbortSignal): Promise<boolean> {
+  async #startUp(signal: AbortSignal): Promise<boolean> {
     const o = this.#options;
+    // When a registration attempt failed after it was sent, it may have committed with only the
+    // answer lost: on the retry the row looks like a live worker with this id. Set to the time of
+    // that failure; a refusal within a heartbeat timeout of it is waited out once (the row then
+    // ages and the registration takes it over), not taken as another process holding the id.
+    let inDoubtSince: number | null = null;
+    let registering = false;
     for (let attempt = 1;; attempt++) {
       try {
+        registering = false;
         await this.#coordinator.prepare();
         if (signal.aborted) return false;
         await this.#cleanup();
-        await this.#coordinator.registerWorker(this.id, names, o.heartbeatTimeout);
+        // A consumer whose partition count changed would start over beside its old rows.
+        checkPartitionShapes(this.#consumers, await this.#coordinator.consumerNames());
+        registering = true;
+        await this.#coordinator.registerWorker(
+          this.id,
+          this.#runnable.map((c) => ({
+            name: c.name,
+            startFrom: c.startFrom === undefined || c.startFrom === "beginning" ? 0 : c.startFrom,
+          })),
+          o.heartbeatTimeout,
+        );
         return true;
       } catch (error) {
+        if (error instanceof WorkerIdInUseError && inDoubtSince !== null && !signal.aborted) {
+          // Past the heartbeat timeout (with a margin for clock skew) the row, if ours, is stale.
+          const wait = inDoubtSince + o.heartbeatTimeout * 1.1 + 1_000 - o.clock.now();
+          inDoubtSince = null;
+          safely(() =>
+            o.logger.info?.("worker id looks taken after an uncertain registration; waiting", {
+              workerId: this.id,
+              waitMs: Math.max(0, Math.round(wait)),
+            })
+          );
+          if (!await pause(o.clock, Math.max(0, wait), signal)) return false;
+          continue;
+        }
         const final = error instanceof WorkerSetupError || error instanceof WorkerIdInUseError ||
           error instanceof TypeError || attempt >= o.maxConsecutiveFailures;
         if (final || signal.aborted) throw error;
+        if (registering) inDoubtSince = o.clock.now();
         const delay = failureBackoff(attempt, o.pollInterval, o.maxPollInterval);
         safely(() =>
           o.logger.error?.("worker start-up failed; retrying", {

@@ -44,6 +44,15 @@ export interface ConsumerRows {
   readonly read: WindowRead | null;
 }
 
+/**
+ * A consumer as a worker registers it: its name, and where its checkpoint starts if it has none
+ * (a position, or `"end"`: the highest visible position at that moment).
+ */
+export interface ConsumerRegistration {
+  readonly name: string;
+  readonly startFrom: number | "end";
+}
+
 /** What `lockConsumer` also does, in the same round trip when the backend can. */
 export interface LockConsumerOptions {
   /**
@@ -115,8 +124,11 @@ export interface WorkerRows {
     consumers: readonly string[],
     heartbeatTimeoutMs: number,
   ): Promise<boolean>;
-  /** Creates missing assignment and checkpoint rows (existing ones unchanged). */
-  ensureConsumers(consumers: readonly string[]): Promise<void>;
+  /**
+   * Creates missing assignment and checkpoint rows (existing ones unchanged); a new checkpoint
+   * starts at the consumer's `startFrom`.
+   */
+  ensureConsumers(consumers: readonly ConsumerRegistration[]): Promise<void>;
   /** Refreshes the heartbeat; false when the registration is gone. */
   heartbeat(workerId: string): Promise<boolean>;
   /**
@@ -128,8 +140,10 @@ export interface WorkerRows {
   deleteStaleWorkers(olderThanMs: number): Promise<number>;
   /** Registrations whose heartbeat is within `heartbeatTimeoutMs`. */
   liveWorkers(heartbeatTimeoutMs: number): Promise<WorkerMembership[]>;
-  /** Every assignment (consumer → owner), or only the consumers `workerId` owns. */
-  assignments(workerId?: string): Promise<Map<string, string | null>>;
+  /** Every assignment (consumer → owner). */
+  assignments(): Promise<Map<string, string | null>>;
+  /** The consumers `workerId` owns, with their checkpoints (consumer → checkpoint). */
+  owned(workerId: string): Promise<Map<string, number>>;
   /**
    * Locks these assignment rows in the given order (waiting for running batches, up to the
    * transaction's lock timeout) and returns what they hold; missing rows are absent.
@@ -158,6 +172,8 @@ export interface WorkerRows {
   resolveDeadLetters(consumer: string, positions: readonly number[]): Promise<void>;
   /** Positions of unresolved, non-skipped dead letters. */
   blockingDeadLetters(consumer: string): Promise<number[]>;
+  /** Deletes the consumer's dead letters after `afterPosition` (a reset forgets them). */
+  deleteDeadLetters(consumer: string, afterPosition: number): Promise<void>;
   /** Locks the skipped, not yet redriven dead letter at `position`; false when there is none. */
   lockDeadLetter(consumer: string, position: number): Promise<boolean>;
   /** Marks the dead letter at `position` redriven. */

@@ -102,7 +102,7 @@ describe("PostgresCoordinator: the gap token", () => {
 describe("PostgresCoordinator: the batch fence", () => {
   it("refuses a worker that does not own the consumer, and a stale checkpoint", T, async (t) => {
     await withCoordinator(t, async (h, c) => {
-      await c.registerWorker("w-1", ["p"], 30_000);
+      await c.registerWorker("w-1", [{ name: "p", startFrom: 0 }], 30_000);
       await h.sql`UPDATE consumer_assignments SET worker_id = 'w-1' WHERE consumer_name = 'p'`;
       const request = { consumer: "p", expectedCheckpoint: 0, signal, read: null };
       const work = () => Promise.resolve("ran");
@@ -135,7 +135,7 @@ describe("PostgresCoordinator: the batch fence", () => {
     async (t) => {
       await withCoordinator(t, async (h, c) => {
         await h.append();
-        await c.registerWorker("w-1", ["p"], 30_000);
+        await c.registerWorker("w-1", [{ name: "p", startFrom: 0 }], 30_000);
         await h.sql`UPDATE consumer_assignments SET worker_id = 'w-1' WHERE consumer_name = 'p'`;
         const request = {
           consumer: "p",

@@ -49,6 +49,7 @@ import type {
 } from "../core/coordination.ts";
 import type { GapToken, WindowRead } from "../core/gap_rule.ts";
 import type {
+  ConsumerRegistration,
   ConsumerRow,
   ConsumerRows,
   LeadershipSettings,
@@ -187,7 +188,11 @@ function queries(t: WorkerTables, events: SqlIdentifier) {
         WHERE n.heartbeat_at < now() - $3::bigint * interval '1 millisecond'`,
     ensureAssignments: `INSERT INTO ${A.quoted} (consumer_name) SELECT unnest($1::text[])
         ON CONFLICT (consumer_name) DO NOTHING`,
-    ensureCheckpoints: `INSERT INTO ${C.quoted} (consumer_name) SELECT unnest($1::text[])
+    // A start position of -1 is "end": the highest visible position, read in the same statement.
+    ensureCheckpoints: `INSERT INTO ${C.quoted} (consumer_name, last_position)
+        SELECT u.name, CASE WHEN u.start < 0
+          THEN coalesce((SELECT max(global_position) FROM ${events.quoted}), 0) ELSE u.start END
+        FROM unnest($1::text[], $2::text::bigint[]) AS u(name, start)
         ON CONFLICT (consumer_name) DO NOTHING`,
     heartbeat: `UPDATE ${N.quoted} SET heartbeat_at = now() WHERE worker_id = $1`,
     unregister: `DELETE FROM ${N.quoted} WHERE worker_id = $1`,
@@ -196,7 +201,8 @@ function queries(t: WorkerTables, events: SqlIdentifier) {
     live: `SELECT worker_id, array_to_json(consumers)::text FROM ${N.quoted}
         WHERE heartbeat_at >= now() - $1::bigint * interval '1 millisecond'`,
     assignments: `SELECT consumer_name, worker_id FROM ${A.quoted}`,
-    assigned: `SELECT consumer_name, worker_id FROM ${A.quoted} WHERE worker_id = $1`,
+    assigned: `SELECT a.consumer_name, coalesce(c.last_position, 0) FROM ${A.quoted} a
+        LEFT JOIN ${C.quoted} c ON c.consumer_name = a.consumer_name WHERE a.worker_id = $1`,
     // Locked in the order given (ORDER BY is applied before the locking clause).
     lockAssignments: `SELECT a.consumer_name, a.worker_id FROM ${A.quoted} a
         JOIN unnest($1::text[]) WITH ORDINALITY AS u(consumer_name, i)
@@ -234,6 +240,7 @@ function queries(t: WorkerTables, events: SqlIdentifier) {
     lockDeadLetter: `SELECT 1 FROM ${D.quoted}
         WHERE consumer_name = $1 AND global_position = $2::bigint AND skipped AND redriven_at IS NULL
         FOR UPDATE`,
+    forget: `DELETE FROM ${D.quoted} WHERE consumer_name = $1 AND global_position > $2::bigint`,
     redriven: `UPDATE ${D.quoted} SET redriven_at = now(), updated_at = now()
         WHERE consumer_name = $1 AND global_position = $2::bigint`,
     gapSkip: `INSERT INTO ${G.quoted} (consumer_name, worker_id, gap_position, skip_to_position,
@@ -492,12 +499,13 @@ class PgRows implements WorkerRows {
     return inserted > 0;
   }
 
-  async ensureConsumers(consumers: readonly string[]): Promise<void> {
-    const names = textArrayLiteral(consumers);
+  async ensureConsumers(consumers: readonly ConsumerRegistration[]): Promise<void> {
+    const names = textArrayLiteral(consumers.map((c) => c.name));
+    const starts = `{${consumers.map((c) => c.startFrom === "end" ? -1 : c.startFrom).join(",")}}`;
     const exec = this.exec();
     await Promise.all([
       affected(exec, this.shared.q.ensureAssignments, [names]),
-      affected(exec, this.shared.q.ensureCheckpoints, [names]),
+      affected(exec, this.shared.q.ensureCheckpoints, [names, starts]),
     ]);
   }
 
@@ -529,11 +537,14 @@ class PgRows implements WorkerRows {
     }));
   }
 
-  async assignments(workerId?: string): Promise<Map<string, string | null>> {
-    const rows = workerId === undefined
-      ? await run(this.exec(), this.shared.q.assignments)
-      : await run(this.exec(), this.shared.q.assigned, [workerId]);
+  async assignments(): Promise<Map<string, string | null>> {
+    const rows = await run(this.exec(), this.shared.q.assignments);
     return new Map(rows.map((row) => [row[0] as string, row[1] as string | null]));
+  }
+
+  async owned(workerId: string): Promise<Map<string, number>> {
+    const rows = await run(this.exec(), this.shared.q.assigned, [workerId]);
+    return new Map(rows.map((row) => [row[0] as string, toSafeNumber(row[1], "last_position")]));
   }
 
   async lockAssignments(consumers: readonly string[]): Promise<Map<string, string | null>> {
@@ -633,6 +644,10 @@ class PgRows implements WorkerRows {
 
   async resolveDeadLetters(consumer: string, positions: readonly number[]): Promise<void> {
     await affected(this.exec(), this.shared.q.resolve, [consumer, `{${positions.join(",")}}`]);
+  }
+
+  async deleteDeadLetters(consumer: string, afterPosition: number): Promise<void> {
+    await affected(this.exec(), this.shared.q.forget, [consumer, afterPosition]);
   }
 
   async blockingDeadLetters(consumer: string): Promise<number[]> {

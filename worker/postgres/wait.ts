@@ -12,13 +12,16 @@ import { toSafeNumber } from "../../internal/safe_number.ts";
 import { WorkerConfigError } from "../errors.ts";
 import type { WorkerTableOptions } from "../options.ts";
 import { waitForCheckpoints, type WaitForPositionOptions } from "../core/wait.ts";
+import { checkpointsByName } from "../core/partitions.ts";
 import { workerTables } from "./tables.ts";
 
 /**
  * Resolves once every consumer in `options.consumers` has a checkpoint at or past `position` —
  * that is, has handled (or passed) every event up to it — reading the checkpoints table; rejects
  * with `WaitTimeoutError` after `options.timeout` (default 30 s) naming those still behind, with a
- * `WorkerConfigError` for a consumer that never registered, or with the signal's reason.
+ * `WorkerConfigError` for a consumer that never registered, or with the signal's reason. A
+ * partitioned consumer (`partitions: N`) is named as declared and waited for in all its
+ * partitions (`orders#0of4` …); a partition can be named on its own too.
  *
  * @example
  * ```ts
@@ -42,9 +45,12 @@ export function waitForPosition(
 ): Promise<void> {
   let text: string;
   try {
+    // The names asked for, and the partitions of each (`name#<i>of<N>`: `left` compares
+    // characters exactly, no pattern to escape); `checkpointsByName` sorts them out.
     text = `SELECT consumer_name, last_position FROM ${
       workerTables(options).checkpoints.quoted
-    } WHERE consumer_name = ANY($1::text[])`;
+    } WHERE consumer_name = ANY($1::text[]) OR EXISTS (SELECT 1 FROM unnest($1::text[]) AS n(name)
+      WHERE left(consumer_name, char_length(n.name) + 1) = n.name || '#')`;
   } catch (error) {
     return Promise.reject(error);
   }
@@ -53,11 +59,14 @@ export function waitForPosition(
     return Promise.reject(new WorkerConfigError("consumers must be an array of names"));
   }
   const read = async (names: readonly string[]) =>
-    new Map(
-      (await run(sql, text, [textArrayLiteral(names)])).map((row) => [
-        row[0] as string,
-        toSafeNumber(row[1], "last_position"),
-      ]),
+    checkpointsByName(
+      names,
+      new Map(
+        (await run(sql, text, [textArrayLiteral(names)])).map((row) => [
+          row[0] as string,
+          toSafeNumber(row[1], "last_position"),
+        ]),
+      ),
     );
   return waitForCheckpoints(read, systemClock, position, consumers, options);
 }

@@ -5,6 +5,7 @@ import { any } from "../../store/expected_version.ts";
 import { WaitTimeoutError, WorkerConfigError } from "../errors.ts";
 import { Worker } from "../worker.ts";
 import type { WorkerTransaction } from "../types.ts";
+import { until } from "../support_test.ts";
 import { pgHarness, skipWithoutConcurrency } from "./harness_test.ts";
 import { waitForPosition } from "./wait.ts";
 
@@ -23,6 +24,13 @@ describe("waitForPosition on PostgreSQL", () => {
       }], { workerId: "wait-1", batchSize: 2 });
       const running = worker.start();
       try {
+        // A name without a checkpoint row is refused at once: wait for the registration first.
+        await until(
+          async () =>
+            (await h.sql`SELECT 1 FROM consumer_checkpoints WHERE consumer_name = 'slow_view'`)
+              .length === 1,
+          { what: "the registration" },
+        );
         for (let round = 0; round < 3; round++) {
           const { globalPositions } = await h.store.append(h.sql, any(), [
             {
