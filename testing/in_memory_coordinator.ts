@@ -18,6 +18,7 @@ import type { PersistedEvent } from "../store/types.ts";
 import { CoordinationProtocol, readStatus } from "../worker/core/protocol.ts";
 import { redriveWith } from "../worker/core/redrive.ts";
 import { WorkerRuntime } from "../worker/core/runtime.ts";
+import { BaseWorker, bindRuntime } from "../worker/base_worker.ts";
 import type { WorkerRuntimeOptions } from "../worker/options.ts";
 import type {
   Consumer,
@@ -216,94 +217,15 @@ export class InMemoryCoordinator {
  * await running;
  * ```
  */
-export class InMemoryWorker {
-  /** This worker's id (`workerId`, or a generated one). */
-  readonly id: string;
-  readonly #runtime: WorkerRuntime<InMemoryTransaction>;
-
+export class InMemoryWorker extends BaseWorker {
   /** Validates consumers and options (see `WorkerRuntimeOptions`). */
   constructor(
     coordinator: InMemoryCoordinator,
     consumers: readonly (Consumer<InMemoryTransaction> | DetachedConsumer<InMemoryTransaction>)[],
     options: WorkerRuntimeOptions = {},
   ) {
-    this.#runtime = new WorkerRuntime(protocolOf(coordinator), consumers, options);
-    this.id = this.#runtime.id;
-  }
-
-  /** Whether `start` is running. */
-  get running(): boolean {
-    return this.#runtime.running;
-  }
-
-  /** Whether this worker currently believes it is the leader. */
-  get isLeader(): boolean {
-    return this.#runtime.isLeader;
-  }
-
-  /** The consumers this worker runs now. */
-  get runningConsumers(): string[] {
-    return this.#runtime.runningConsumers;
-  }
-
-  /**
-   * Runs the worker until `stop()`, the signal, or a fatal error (as `Worker.start`).
-   *
-   * @example
-   * ```ts
-   * import { InMemoryCoordinator, InMemoryEventStore, InMemoryWorker } from "@eventsalsa/eventsalsa/testing";
-   * const worker = new InMemoryWorker(new InMemoryCoordinator(new InMemoryEventStore()), []);
-   * const running = worker.start();
-   * await worker.stop();
-   * await running;
-   * ```
-   */
-  start(signal?: AbortSignal): Promise<void> {
-    return this.#runtime.start(signal);
-  }
-
-  /**
-   * Stops the worker; resolves when it has stopped (never rejects).
-   *
-   * @example
-   * ```ts
-   * import type { InMemoryWorker } from "@eventsalsa/eventsalsa/testing";
-   * declare const worker: InMemoryWorker;
-   * await worker.stop();
-   * ```
-   */
-  stop(): Promise<void> {
-    return this.#runtime.stop();
-  }
-
-  /**
-   * Resets one of this worker's consumers (as `Worker.resetConsumer`), running its `reset` hook in
-   * the same transaction.
-   *
-   * @example
-   * ```ts
-   * import type { InMemoryWorker } from "@eventsalsa/eventsalsa/testing";
-   * declare const worker: InMemoryWorker;
-   * await worker.resetConsumer("orders_view", { toPosition: 0 });
-   * ```
-   */
-  resetConsumer(name: string, options?: { toPosition?: number }): Promise<number> {
-    return this.#runtime.resetConsumer(name, options);
-  }
-
-  /**
-   * Resolves once the consumers (default: all of this worker's) have checkpoints at or past
-   * `position` (as `Worker.waitForPosition`; time runs on the worker's clock).
-   *
-   * @example
-   * ```ts
-   * import type { InMemoryWorker } from "@eventsalsa/eventsalsa/testing";
-   * declare const worker: InMemoryWorker;
-   * await worker.waitForPosition(42, { timeout: 1_000 });
-   * ```
-   */
-  waitForPosition(position: number, options?: WaitForPositionOptions): Promise<void> {
-    return this.#runtime.waitForPosition(position, options);
+    super();
+    bindRuntime(this, new WorkerRuntime(protocolOf(coordinator), consumers, options));
   }
 }
 

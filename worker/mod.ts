@@ -119,6 +119,7 @@ export {
 export { defaultPoisonPolicy, skipPoisonEvents } from "./core/poison.ts";
 export type { AssignmentChange, AssignmentSnapshot, WorkerMembership } from "./core/assignment.ts";
 export { Worker } from "./worker.ts";
+export { BaseWorker } from "./base_worker.ts";
 export type { WorkerStore } from "./postgres/coordinator.ts";
 export { migrate, migrationSql } from "./postgres/migration.ts";
 export { status, type StatusOptions } from "./postgres/status.ts";

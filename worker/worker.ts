@@ -1,11 +1,11 @@
 import type postgres from "postgres";
 import { WorkerRuntime } from "./core/runtime.ts";
+import { BaseWorker, bindRuntime } from "./base_worker.ts";
 import { WorkerConfigError } from "./errors.ts";
 import type { WorkerOptions } from "./options.ts";
 import { PostgresCoordinator, type WorkerStore } from "./postgres/coordinator.ts";
 import { identifier, TABLE_OPTION_KEYS, workerTables } from "./postgres/tables.ts";
 import type { Consumer, DetachedConsumer, WorkerTransaction } from "./types.ts";
-import type { WaitForPositionOptions } from "./core/wait.ts";
 
 const PG_KEYS = [...TABLE_OPTION_KEYS, "notifyChannel", "notifyConnection", "coordinationChannel"];
 
@@ -103,11 +103,7 @@ function checkStore(store: unknown): WorkerStore {
  * await worker.start(controller.signal);
  * ```
  */
-export class Worker {
-  /** This worker's id (`workerId`, or a generated one). */
-  readonly id: string;
-  readonly #runtime: WorkerRuntime<WorkerTransaction>;
-
+export class Worker extends BaseWorker {
   /** Validates everything and prepares the PostgreSQL adapter; nothing runs until `start`. */
   constructor(
     sql: postgres.Sql,
@@ -141,7 +137,8 @@ export class Worker {
     const coordination = options.coordinationChannel === undefined
       ? COORDINATION_CHANNEL
       : options.coordinationChannel;
-    this.#runtime = new WorkerRuntime(
+    super();
+    const runtime = new WorkerRuntime(
       new PostgresCoordinator(pool, checkedStore, {
         tables,
         notifyChannel: channelName === null
@@ -156,115 +153,6 @@ export class Worker {
       options,
       PG_KEYS,
     );
-    this.id = this.#runtime.id;
-    runtimes.set(this, this.#runtime);
+    bindRuntime(this, runtime);
   }
-
-  /** Whether `start` is running. */
-  get running(): boolean {
-    return this.#runtime.running;
-  }
-
-  /** Whether this worker currently believes it is the leader. */
-  get isLeader(): boolean {
-    return this.#runtime.isLeader;
-  }
-
-  /** The consumers this worker runs now (assigned to it, loops started). */
-  get runningConsumers(): string[] {
-    return this.#runtime.runningConsumers;
-  }
-
-  /**
-   * Runs the worker. Resolves after `stop()` or when `signal` aborts (in-flight batches are
-   * cancelled and rolled back, the registration removed); rejects with the first fatal error
-   * (`ConsecutiveFailuresError`, `WorkerSetupError`, …). A stopped worker can start again.
-   *
-   * @example
-   * ```ts
-   * import type { Worker } from "@eventsalsa/eventsalsa/worker";
-   * declare const worker: Worker;
-   * const controller = new AbortController();
-   * const running = worker.start(controller.signal);
-   * controller.abort();
-   * await running;
-   * ```
-   */
-  start(signal?: AbortSignal): Promise<void> {
-    return this.#runtime.start(signal);
-  }
-
-  /**
-   * Stops the worker; resolves when it has stopped (never rejects). No-op when not running.
-   *
-   * @example
-   * ```ts
-   * import type { Worker } from "@eventsalsa/eventsalsa/worker";
-   * declare const worker: Worker;
-   * await worker.stop();
-   * ```
-   */
-  stop(): Promise<void> {
-    return this.#runtime.stop();
-  }
-
-  /**
-   * Resets one of this worker's consumers to `options.toPosition` (default 0: a rebuild), safely
-   * while the fleet runs: fenced like a batch, with the consumer's `reset` hook (clear the read
-   * model there) in the same transaction as the checkpoint. Whichever worker runs the consumer
-   * carries on from the new position. Resolves the checkpoint it had before.
-   *
-   * @example
-   * ```ts
-   * import postgres from "postgres";
-   * import process from "node:process";
-   * import { PostgresStore } from "@eventsalsa/eventsalsa/store";
-   * import { Worker } from "@eventsalsa/eventsalsa/worker";
-   * const sql = postgres(process.env.DATABASE_URL!);
-   * const worker = new Worker(sql, new PostgresStore(), [{
-   *   name: "orders_view",
-   *   async handle(tx, event) {},
-   *   async reset(tx) { await tx`TRUNCATE orders_view`; },
-   * }]);
-   * await worker.resetConsumer("orders_view");
-   * ```
-   */
-  resetConsumer(name: string, options?: { toPosition?: number }): Promise<number> {
-    return this.#runtime.resetConsumer(name, options);
-  }
-
-  /**
-   * Read-your-writes: resolves once each of `options.consumers` (default: all of this worker's)
-   * has a checkpoint at or past `position` — has handled or passed every event up to it —
-   * whichever worker of the fleet runs it. Rejects with `WaitTimeoutError` after
-   * `options.timeout` (default 30 s), or with the signal's reason.
-   *
-   * @example
-   * ```ts
-   * import postgres from "postgres";
-   * import process from "node:process";
-   * import { any, PostgresStore } from "@eventsalsa/eventsalsa/store";
-   * import { Worker } from "@eventsalsa/eventsalsa/worker";
-   * const sql = postgres(process.env.DATABASE_URL!);
-   * const store = new PostgresStore();
-   * const worker = new Worker(sql, store, [{ name: "orders_view", handle() {} }]);
-   * const running = worker.start();
-   * const { globalPositions } = await store.append(sql, any(), [
-   *   { aggregateType: "Order", aggregateId: "o-1", eventType: "OrderPlaced", payload: new Uint8Array() },
-   * ]);
-   * await worker.waitForPosition(globalPositions.at(-1)!, { timeout: 5_000 });
-   * await worker.stop();
-   * await running;
-   * ```
-   */
-  waitForPosition(position: number, options?: WaitForPositionOptions): Promise<void> {
-    return this.#runtime.waitForPosition(position, options);
-  }
-}
-
-const runtimes = new WeakMap<Worker, WorkerRuntime<WorkerTransaction>>();
-
-/** The runtime behind a worker (tests look at its resolved options). Internal. */
-export function runtimeOf(worker: Worker): WorkerRuntime<WorkerTransaction> {
-  return runtimes.get(worker)!;
 }

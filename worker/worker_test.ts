@@ -6,7 +6,8 @@ import { PostgresStore } from "../store/postgres_store.ts";
 import { testDatabase } from "../testing/test_database.ts";
 import { WorkerConfigError, WorkerSetupError } from "./errors.ts";
 import { migrate } from "./postgres/migration.ts";
-import { runtimeOf, Worker } from "./worker.ts";
+import { Worker } from "./worker.ts";
+import { runtimeOf } from "./base_worker.ts";
 
 // Never connects: postgres.js opens connections lazily.
 const sql = postgres("postgres://nobody@127.0.0.1:1/none", { max: 1 });
