@@ -27,7 +27,6 @@ import type {
   LeaderStatus,
   WorkerStatus,
 } from "../worker/types.ts";
-import type { WaitForPositionOptions } from "../worker/core/wait.ts";
 import {
   type InMemoryDeadLetter,
   type InMemoryRebalance,

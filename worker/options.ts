@@ -11,6 +11,8 @@ import { checkTelemetry, type Telemetry } from "../internal/telemetry.ts";
 import { WorkerConfigError } from "./errors.ts";
 import type { AnyConsumer, PoisonPolicy, WorkerObserver } from "./types.ts";
 import { defaultPoisonPolicy } from "./core/poison.ts";
+import { partitionName } from "./core/partitions.ts";
+import { storedTextProblem } from "../internal/stored_text.ts";
 
 /**
  * How consumers learn about new events besides their own polling.
@@ -229,6 +231,241 @@ export interface ResolvedRuntimeOptions {
   readonly telemetry: Telemetry | null;
 }
 
+/** Longest delay the platform timers represent (setTimeout clamps larger values to 1 ms). */
+const MAX_DELAY = 2_147_483_647;
+const MAX_BATCH = 100_000;
+const MAX_FAILURES = 1_000_000;
+
+/**
+ * One core option: how a given value is checked and what an omitted one becomes. `In` is the type
+ * {@link WorkerRuntimeOptions} declares, `Out` the one {@link ResolvedRuntimeOptions} holds;
+ * `Listed` says whether {@link WORKER_DEFAULTS} (docs/worker.md, "Options") lists the default: the
+ * tuning values do, ids and services (policy, clock, logger, observer, telemetry) do not.
+ */
+interface RuntimeOption<In, Out, Listed extends boolean> {
+  /** Whether `WORKER_DEFAULTS` lists the default. */
+  readonly listed: Listed;
+  /** The value of an omitted option; called for each worker (a fresh id, a fresh logger). */
+  readonly fallback: () => Out;
+  /**
+   * An omitted option's default adjusted to the other options (given and checked, or their
+   * defaults), e.g. a default cap that never undercuts the configured floor. It may read only
+   * options that have no `adapt` themselves, so the table's order does not matter.
+   */
+  readonly adapt?: (fallback: Out, options: ResolvedRuntimeOptions) => Out;
+  /** Checks a given value (never `undefined`); throws a `WorkerConfigError` naming the option. */
+  readonly check: (value: unknown, name: string) => Out;
+  /** Type-level only: the type users give (never set). */
+  readonly given?: In;
+}
+
+function show(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  if (typeof value === "function") return "a function";
+  if (value === null) return "null";
+  return typeof value === "object" ? "an object" : String(value);
+}
+
+function invalid(name: string, expected: string, value: unknown): WorkerConfigError {
+  return new WorkerConfigError(`${name} must be ${expected}, got ${show(value)}`);
+}
+
+function isDelay(value: unknown, allowZero: boolean): value is number {
+  return typeof value === "number" && Number.isFinite(value) && value <= MAX_DELAY &&
+    (allowZero ? value >= 0 : value > 0);
+}
+
+/** A duration in milliseconds, above 0 (or, with `allowZero`, at least 0), that timers can wait. */
+function duration(fallback: number, allowZero = false): RuntimeOption<number, number, true> {
+  const expected = `a number of milliseconds ${allowZero ? ">= 0" : "> 0"} and <= ${MAX_DELAY}`;
+  return {
+    listed: true,
+    fallback: () => fallback,
+    check(value, name) {
+      if (!isDelay(value, allowZero)) throw invalid(name, expected, value);
+      return value;
+    },
+  };
+}
+
+/** A duration above 0, or null for off (the default). */
+function durationOrOff(): RuntimeOption<number | null, number | null, true> {
+  const expected = `null (off) or a number of milliseconds > 0 and <= ${MAX_DELAY}`;
+  return {
+    listed: true,
+    fallback: () => null,
+    check(value, name) {
+      if (value !== null && !isDelay(value, false)) throw invalid(name, expected, value);
+      return value;
+    },
+  };
+}
+
+/** A whole number from 1 to `max`. */
+function count(fallback: number, max: number): RuntimeOption<number, number, true> {
+  return {
+    listed: true,
+    fallback: () => fallback,
+    check(value, name) {
+      if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1 || value > max) {
+        throw invalid(name, `an integer from 1 to ${max}`, value);
+      }
+      return value;
+    },
+  };
+}
+
+/** One of `allowed`. */
+function choice<T extends string>(allowed: readonly T[], fallback: T): RuntimeOption<T, T, true> {
+  const expected = `one of ${allowed.map((a) => JSON.stringify(a)).join(", ")}`;
+  return {
+    listed: true,
+    fallback: () => fallback,
+    check(value, name) {
+      if (!allowed.includes(value as T)) throw invalid(name, expected, value);
+      return value as T;
+    },
+  };
+}
+
+/** A name stored as text ({@link checkName}); `make` gives a fresh one when omitted. */
+function storedName(make: () => string): RuntimeOption<string, string, false> {
+  return service(make, checkName);
+}
+
+/** An id or a service: not listed in `WORKER_DEFAULTS`, `fallback()` when omitted. */
+function service<In, Out = In>(
+  fallback: () => Out,
+  check: (value: unknown, name: string) => Out,
+): RuntimeOption<In, Out, false> {
+  return { listed: false, fallback, check };
+}
+
+/** A function, `fallback` when omitted. */
+function fn<T>(fallback: T): RuntimeOption<T, T, false> {
+  return service(() => fallback, (value, name) => {
+    if (typeof value !== "function") throw invalid(name, "a function", value);
+    return value as T;
+  });
+}
+
+/** An object of hooks (any member may be absent), a fresh empty one when omitted. */
+function hooks<T extends object>(): RuntimeOption<T, T, false> {
+  return service(() => ({}) as T, (value, name) => {
+    if (typeof value !== "object" || value === null) throw invalid(name, "an object", value);
+    return value as T;
+  });
+}
+
+function checkClock(value: unknown): Clock {
+  const clock = value as Partial<Clock>;
+  if (
+    typeof clock !== "object" || clock === null || typeof clock.now !== "function" ||
+    typeof clock.sleep !== "function" || typeof clock.setTimeout !== "function" ||
+    typeof clock.clearTimeout !== "function"
+  ) {
+    throw new WorkerConfigError(
+      `clock must implement now, sleep, setTimeout and clearTimeout, got ${show(value)}`,
+    );
+  }
+  return value as Clock;
+}
+
+/**
+ * Every core option, once: its name, its check (kind, unit, range) and its default. The option
+ * types, {@link WORKER_DEFAULTS}, {@link RUNTIME_OPTION_KEYS} (unknown-option detection) and
+ * {@link resolveRuntimeOptions} are derived from it; the documented interfaces
+ * {@link WorkerRuntimeOptions} and {@link ResolvedRuntimeOptions} are checked against it at
+ * compile time (below). Rules between options are {@link CROSS_OPTION_RULES}.
+ */
+const RUNTIME_OPTIONS = {
+  workerId: storedName(() => crypto.randomUUID()),
+  batchSize: count(100, MAX_BATCH),
+  pollInterval: duration(1_000),
+  maxPollInterval: {
+    ...duration(30_000),
+    adapt: (fallback: number, o: ResolvedRuntimeOptions) => Math.max(fallback, o.pollInterval),
+  },
+  batchPause: duration(200, true),
+  batchTimeout: duration(30_000),
+  maxConsecutiveFailures: count(5, MAX_FAILURES),
+  maxGapWait: durationOrOff(),
+  gapReportInterval: duration(5_000),
+  dispatcher: choice<DispatcherStrategy>(["poll", "notify"], "poll"),
+  dispatcherInterval: duration(200),
+  notifyReconcileInterval: duration(1_000),
+  heartbeatInterval: duration(5_000),
+  heartbeatTimeout: {
+    ...duration(30_000),
+    adapt: (fallback: number, o: ResolvedRuntimeOptions) =>
+      Math.max(fallback, o.heartbeatInterval * 2),
+  },
+  rebalanceInterval: duration(5_000),
+  assignmentPollInterval: duration(1_000),
+  leaderStrategy: choice<LeaderStrategy>(["advisory", "lease"], "advisory"),
+  onPoison: fn<PoisonPolicy>(defaultPoisonPolicy),
+  clock: service<Clock>(() => systemClock, checkClock),
+  logger: hooks<Logger>(),
+  observer: hooks<WorkerObserver>(),
+  telemetry: service<Telemetry, Telemetry | null>(
+    () => null,
+    (value) => checkTelemetry(value, (message) => new WorkerConfigError(message)),
+  ),
+};
+
+/**
+ * Rules between options, checked after each option's own check and defaults: each names what is
+ * wrong, or gives null.
+ */
+const CROSS_OPTION_RULES: readonly ((o: ResolvedRuntimeOptions) => string | null)[] = [
+  (o) =>
+    o.maxPollInterval >= o.pollInterval
+      ? null
+      : `maxPollInterval (${o.maxPollInterval}) must be >= pollInterval (${o.pollInterval})`,
+  (o) =>
+    o.heartbeatTimeout > o.heartbeatInterval
+      ? null
+      : `heartbeatTimeout (${o.heartbeatTimeout}) must be greater than heartbeatInterval ` +
+        `(${o.heartbeatInterval})`,
+  (o) =>
+    o.leaderStrategy !== "lease" || o.rebalanceInterval < o.heartbeatTimeout
+      ? null
+      : `with leaderStrategy "lease", rebalanceInterval (${o.rebalanceInterval}) must be below ` +
+        `heartbeatTimeout (${o.heartbeatTimeout}), the lease length: the leader renews every cycle`,
+];
+
+type Table = typeof RUNTIME_OPTIONS;
+type OptionName = keyof Table;
+type GivenType<K extends OptionName> = Table[K] extends { readonly given?: infer In } ? In
+  : never;
+type ResolvedType<K extends OptionName> = ReturnType<Table[K]["check"]>;
+type ListedName = { [K in OptionName]: Table[K]["listed"] extends true ? K : never }[OptionName];
+
+/** Whether `A` and `B` are the same type (not merely assignable to each other). */
+type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true
+  : false;
+
+// Compile-time checks: the documented interfaces name exactly the table's options, with the
+// table's types, and WORKER_DEFAULTS lists exactly the table's listed defaults. An option added,
+// renamed or retyped in one place and not the other fails `deno check` here.
+const _givenMatchesTable: Equal<
+  Required<WorkerRuntimeOptions>,
+  { [K in OptionName]: Exclude<GivenType<K>, undefined> }
+> = true;
+const _resolvedMatchesTable: Equal<
+  ResolvedRuntimeOptions,
+  { readonly [K in OptionName]: ResolvedType<K> }
+> = true;
+const _defaultsMatchTable: Equal<
+  Required<Omit<WorkerRuntimeOptions, Exclude<OptionName, ListedName>>>,
+  { [K in ListedName]: ResolvedType<K> }
+> = true;
+
+const OPTION_ENTRIES = Object.entries(RUNTIME_OPTIONS) as [
+  OptionName,
+  RuntimeOption<unknown, unknown, boolean>,
+][];
+
 /**
  * The defaults, as documented in docs/worker.md.
  *
@@ -245,114 +482,26 @@ export const WORKER_DEFAULTS: Readonly<
       "workerId" | "onPoison" | "clock" | "logger" | "observer" | "telemetry"
     >
   >
-> = Object.freeze({
-  batchSize: 100,
-  pollInterval: 1_000,
-  maxPollInterval: 30_000,
-  batchPause: 200,
-  batchTimeout: 30_000,
-  maxConsecutiveFailures: 5,
-  maxGapWait: null,
-  gapReportInterval: 5_000,
-  dispatcher: "poll",
-  dispatcherInterval: 200,
-  notifyReconcileInterval: 1_000,
-  heartbeatInterval: 5_000,
-  heartbeatTimeout: 30_000,
-  rebalanceInterval: 5_000,
-  assignmentPollInterval: 1_000,
-  leaderStrategy: "advisory",
-});
-
-/** Longest delay the platform timers represent (setTimeout clamps larger values to 1 ms). */
-const MAX_DELAY = 2_147_483_647;
-const MAX_BATCH = 100_000;
-
-const RUNTIME_KEYS = [
-  "workerId",
-  "batchSize",
-  "pollInterval",
-  "maxPollInterval",
-  "batchPause",
-  "batchTimeout",
-  "maxConsecutiveFailures",
-  "maxGapWait",
-  "gapReportInterval",
-  "dispatcher",
-  "dispatcherInterval",
-  "notifyReconcileInterval",
-  "heartbeatInterval",
-  "heartbeatTimeout",
-  "rebalanceInterval",
-  "assignmentPollInterval",
-  "leaderStrategy",
-  "onPoison",
-  "clock",
-  "logger",
-  "observer",
-  "telemetry",
-] as const;
+> = Object.freeze(
+  Object.fromEntries(
+    OPTION_ENTRIES.filter(([, o]) => o.listed).map(([name, o]) => [name, o.fallback()]),
+  ) as { [K in ListedName]: ResolvedType<K> },
+);
 
 /** The option names `resolveRuntimeOptions` understands; adapters add their own. */
-export const RUNTIME_OPTION_KEYS: readonly string[] = RUNTIME_KEYS;
+export const RUNTIME_OPTION_KEYS: readonly string[] = Object.freeze(Object.keys(RUNTIME_OPTIONS));
 
-function show(value: unknown): string {
-  if (typeof value === "string") return JSON.stringify(value);
-  if (typeof value === "function") return "a function";
-  if (value === null) return "null";
-  return typeof value === "object" ? "an object" : String(value);
-}
-
-function duration(value: unknown, what: string, fallback: number, allowZero = false): number {
-  if (value === undefined) return fallback;
-  if (
-    typeof value !== "number" || !Number.isFinite(value) || value < 0 ||
-    (!allowZero && value === 0) || value > MAX_DELAY
-  ) {
-    throw new WorkerConfigError(
-      `${what} must be a number of milliseconds ${
-        allowZero ? ">= 0" : "> 0"
-      } and <= ${MAX_DELAY}, ` +
-        `got ${show(value)}`,
-    );
-  }
-  return value;
-}
-
-function count(value: unknown, what: string, fallback: number, max: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1 || value > max) {
-    throw new WorkerConfigError(`${what} must be an integer from 1 to ${max}, got ${show(value)}`);
-  }
-  return value;
-}
-
-function oneOf<T extends string>(
-  value: unknown,
-  what: string,
-  allowed: readonly T[],
-  fallback: T,
-): T {
-  if (value === undefined) return fallback;
-  if (!allowed.includes(value as T)) {
-    throw new WorkerConfigError(
-      `${what} must be one of ${allowed.map((a) => JSON.stringify(a)).join(", ")}, got ${
-        show(value)
-      }`,
-    );
-  }
-  return value as T;
-}
-
-/** Checks a name that is stored as text: non-empty, no NUL, well-formed, bounded. */
+/**
+ * Checks a name the worker stores as text and looks rows up by (a worker id, a consumer name):
+ * the rule of all stored text (internal/stored_text.ts: non-empty, at most 1,024 UTF-8 bytes, no
+ * NUL, no lone surrogate), and not blank.
+ */
 export function checkName(value: unknown, what: string): string {
   if (typeof value !== "string" || value.trim().length === 0) {
     throw new WorkerConfigError(`${what} must be a non-empty string, got ${show(value)}`);
   }
-  if (value.length > 200) throw new WorkerConfigError(`${what} is longer than 200 characters`);
-  if (value.includes("\u0000") || !value.isWellFormed()) {
-    throw new WorkerConfigError(`${what} contains a NUL character or a lone surrogate`);
-  }
+  const problem = storedTextProblem(value);
+  if (problem !== null) throw new WorkerConfigError(`${what} ${problem}`);
   return value;
 }
 
@@ -365,30 +514,10 @@ export function checkKnownKeys(options: object, known: readonly string[]): void 
   }
 }
 
-function checkClock(value: unknown): Clock {
-  if (value === undefined) return systemClock;
-  const clock = value as Partial<Clock>;
-  if (
-    typeof clock !== "object" || clock === null || typeof clock.now !== "function" ||
-    typeof clock.sleep !== "function" || typeof clock.setTimeout !== "function" ||
-    typeof clock.clearTimeout !== "function"
-  ) {
-    throw new WorkerConfigError("clock must implement now, sleep, setTimeout and clearTimeout");
-  }
-  return value as Clock;
-}
-
-function checkObject<T>(value: unknown, what: string): T {
-  if (value === undefined) return {} as T;
-  if (typeof value !== "object" || value === null) {
-    throw new WorkerConfigError(`${what} must be an object, got ${show(value)}`);
-  }
-  return value as T;
-}
-
 /**
  * Applies defaults and validates every core option. Throws `WorkerConfigError` on the first bad
- * one; `extraKeys` are options an adapter handles itself.
+ * one (each option's own check first, then the rules between options); `extraKeys` are options an
+ * adapter handles itself.
  */
 export function resolveRuntimeOptions(
   options: WorkerRuntimeOptions = {},
@@ -397,103 +526,24 @@ export function resolveRuntimeOptions(
   if (typeof options !== "object" || options === null) {
     throw new WorkerConfigError(`worker options must be an object, got ${show(options)}`);
   }
-  checkKnownKeys(options, [...RUNTIME_KEYS, ...extraKeys]);
-  const d = WORKER_DEFAULTS;
-  const pollInterval = duration(options.pollInterval, "pollInterval", d.pollInterval);
-  const maxPollInterval = duration(
-    options.maxPollInterval,
-    "maxPollInterval",
-    Math.max(d.maxPollInterval, pollInterval),
-  );
-  if (maxPollInterval < pollInterval) {
-    throw new WorkerConfigError(
-      `maxPollInterval (${maxPollInterval}) must be >= pollInterval (${pollInterval})`,
-    );
+  checkKnownKeys(options, [...RUNTIME_OPTION_KEYS, ...extraKeys]);
+  const given = options as Record<string, unknown>;
+  const resolved: Record<string, unknown> = {};
+  for (const [name, option] of OPTION_ENTRIES) {
+    const value = given[name];
+    resolved[name] = value === undefined ? option.fallback() : option.check(value, name);
   }
-  const heartbeatInterval = duration(
-    options.heartbeatInterval,
-    "heartbeatInterval",
-    d.heartbeatInterval,
-  );
-  const heartbeatTimeout = duration(
-    options.heartbeatTimeout,
-    "heartbeatTimeout",
-    Math.max(d.heartbeatTimeout, heartbeatInterval * 2),
-  );
-  if (heartbeatTimeout <= heartbeatInterval) {
-    throw new WorkerConfigError(
-      `heartbeatTimeout (${heartbeatTimeout}) must be greater than heartbeatInterval (${heartbeatInterval})`,
-    );
+  const result = resolved as unknown as ResolvedRuntimeOptions;
+  for (const [name, option] of OPTION_ENTRIES) {
+    if (given[name] === undefined && option.adapt !== undefined) {
+      resolved[name] = option.adapt(resolved[name], result);
+    }
   }
-  const rebalanceInterval = duration(
-    options.rebalanceInterval,
-    "rebalanceInterval",
-    d.rebalanceInterval,
-  );
-  const leaderStrategy = oneOf(
-    options.leaderStrategy,
-    "leaderStrategy",
-    ["advisory", "lease"],
-    d.leaderStrategy,
-  );
-  if (leaderStrategy === "lease" && rebalanceInterval >= heartbeatTimeout) {
-    throw new WorkerConfigError(
-      `with leaderStrategy "lease", rebalanceInterval (${rebalanceInterval}) must be below ` +
-        `heartbeatTimeout (${heartbeatTimeout}), the lease length: the leader renews every cycle`,
-    );
+  for (const rule of CROSS_OPTION_RULES) {
+    const problem = rule(result);
+    if (problem !== null) throw new WorkerConfigError(problem);
   }
-  if (options.onPoison !== undefined && typeof options.onPoison !== "function") {
-    throw new WorkerConfigError(`onPoison must be a function, got ${show(options.onPoison)}`);
-  }
-  return {
-    workerId: options.workerId === undefined
-      ? crypto.randomUUID()
-      : checkName(options.workerId, "workerId"),
-    batchSize: count(options.batchSize, "batchSize", d.batchSize, MAX_BATCH),
-    pollInterval,
-    maxPollInterval,
-    batchPause: duration(options.batchPause, "batchPause", d.batchPause, true),
-    batchTimeout: duration(options.batchTimeout, "batchTimeout", d.batchTimeout),
-    maxConsecutiveFailures: count(
-      options.maxConsecutiveFailures,
-      "maxConsecutiveFailures",
-      d.maxConsecutiveFailures,
-      1_000_000,
-    ),
-    maxGapWait: options.maxGapWait === null || options.maxGapWait === undefined
-      ? null
-      : duration(options.maxGapWait, "maxGapWait", 0),
-    gapReportInterval: duration(
-      options.gapReportInterval,
-      "gapReportInterval",
-      d.gapReportInterval,
-    ),
-    dispatcher: oneOf(options.dispatcher, "dispatcher", ["poll", "notify"], d.dispatcher),
-    dispatcherInterval: duration(
-      options.dispatcherInterval,
-      "dispatcherInterval",
-      d.dispatcherInterval,
-    ),
-    notifyReconcileInterval: duration(
-      options.notifyReconcileInterval,
-      "notifyReconcileInterval",
-      d.notifyReconcileInterval,
-    ),
-    heartbeatInterval,
-    heartbeatTimeout,
-    rebalanceInterval,
-    assignmentPollInterval: duration(
-      options.assignmentPollInterval,
-      "assignmentPollInterval",
-      d.assignmentPollInterval,
-    ),
-    leaderStrategy,
-    onPoison: options.onPoison ?? defaultPoisonPolicy,
-    clock: checkClock(options.clock),
-    logger: checkObject<Logger>(options.logger, "logger"),
-    observer: checkObject<WorkerObserver>(options.observer, "observer"),
-    telemetry: checkTelemetry(options.telemetry, (message) => new WorkerConfigError(message)),
-  };
+  return result;
 }
 
 function checkTypeList(value: unknown, what: string): void {
@@ -562,6 +612,17 @@ export function checkConsumers<Tx>(consumers: unknown): AnyConsumer<Tx>[] {
         `partitions of consumer ${JSON.stringify(name)} must be an integer from 1 to 1024, ` +
           `got ${show(partitions)}`,
       );
+    }
+    if (partitions !== undefined && partitions > 1) {
+      // The partitions are stored under their own names, which must follow the stored-text rule
+      // too: the longest one is the last partition's.
+      const longest = partitionName(name, partitions - 1, partitions);
+      const problem = storedTextProblem(longest);
+      if (problem !== null) {
+        throw new WorkerConfigError(
+          `partition names of consumer at index ${index} (name#<index>of${partitions}) ${problem}`,
+        );
+      }
     }
     if (mode !== undefined && mode !== "transactional" && mode !== "detached") {
       throw new WorkerConfigError(

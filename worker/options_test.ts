@@ -1,9 +1,26 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { FakeClock } from "../testing/fake_clock.ts";
+import { storedTextProblem } from "../internal/stored_text.ts";
 import { WorkerConfigError } from "./errors.ts";
-import { checkConsumers, resolveRuntimeOptions, WORKER_DEFAULTS } from "./options.ts";
+import {
+  checkConsumers,
+  type ResolvedRuntimeOptions,
+  resolveRuntimeOptions,
+  RUNTIME_OPTION_KEYS,
+  WORKER_DEFAULTS,
+} from "./options.ts";
 import { defaultPoisonPolicy } from "./core/poison.ts";
+
+function rejects(fn: () => unknown, message: RegExp): void {
+  assert.throws(fn, (error: unknown) => {
+    assert.ok(error instanceof WorkerConfigError, String(error));
+    assert.match((error as Error).message, message);
+    return true;
+  });
+}
 
 describe("resolveRuntimeOptions", () => {
   it("applies the documented defaults (docs/worker.md)", () => {
@@ -156,4 +173,183 @@ describe("checkConsumers", () => {
       assert.throws(() => checkConsumers(consumers), { name: "WorkerConfigError", message });
     });
   }
+});
+
+describe("the option table (one definition per option)", () => {
+  const defaults: ResolvedRuntimeOptions = resolveRuntimeOptions();
+  const resolved = defaults as unknown as Record<string, unknown>;
+
+  it("RUNTIME_OPTION_KEYS are exactly the options resolveRuntimeOptions resolves", () => {
+    assert.deepEqual(Object.keys(defaults), [...RUNTIME_OPTION_KEYS]);
+    assert.equal(new Set(RUNTIME_OPTION_KEYS).size, RUNTIME_OPTION_KEYS.length);
+    assert.ok(Object.isFrozen(RUNTIME_OPTION_KEYS));
+  });
+
+  it("WORKER_DEFAULTS lists the fixed defaults of the table, as resolved", () => {
+    assert.ok(Object.isFrozen(WORKER_DEFAULTS));
+    for (const [name, value] of Object.entries(WORKER_DEFAULTS)) {
+      assert.ok(RUNTIME_OPTION_KEYS.includes(name), name);
+      assert.deepEqual(resolved[name], value, name);
+    }
+    // The others are an id and services: made per worker or not plain values.
+    assert.deepEqual(
+      RUNTIME_OPTION_KEYS.filter((name) => !(name in WORKER_DEFAULTS)),
+      ["workerId", "onPoison", "clock", "logger", "observer", "telemetry"],
+    );
+  });
+
+  for (const name of RUNTIME_OPTION_KEYS) {
+    it(`${name}: accepts its own default and rejects a wrong type, naming the option`, () => {
+      const value = resolved[name];
+      const again = resolveRuntimeOptions({ [name]: value } as never) as unknown as Record<
+        string,
+        unknown
+      >;
+      assert.deepEqual(again[name], value);
+      const wrongType = typeof value === "string" ? 42 : "42";
+      for (const wrong of [Symbol("wrong"), wrongType, true]) {
+        rejects(
+          () => resolveRuntimeOptions({ [name]: wrong } as never),
+          new RegExp(`^${name}\\b`),
+        );
+      }
+    });
+  }
+
+  it("omitted, defaults that depend on another option adapt to it", () => {
+    const o = resolveRuntimeOptions({ pollInterval: 45_000, heartbeatInterval: 20_000 });
+    assert.equal(o.maxPollInterval, 45_000);
+    assert.equal(o.heartbeatTimeout, 40_000);
+    // Given, they are taken as they are and the rule between the two applies.
+    rejects(
+      () => resolveRuntimeOptions({ heartbeatInterval: 20_000, heartbeatTimeout: 20_000 }),
+      /^heartbeatTimeout \(20000\) must be greater than heartbeatInterval \(20000\)$/,
+    );
+    assert.equal(
+      resolveRuntimeOptions({ heartbeatInterval: 20_000, heartbeatTimeout: 30_001 })
+        .heartbeatTimeout,
+      30_001,
+    );
+  });
+
+  it("each worker gets a fresh id, logger and observer", () => {
+    const other = resolveRuntimeOptions();
+    assert.notEqual(other.workerId, defaults.workerId);
+    assert.notEqual(other.logger, defaults.logger);
+    assert.notEqual(other.observer, defaults.observer);
+  });
+
+  it("docs/worker.md lists every option, and every listed default as WORKER_DEFAULTS has it", () => {
+    const doc = readFileSync(fileURLToPath(new URL("../docs/worker.md", import.meta.url)), "utf8");
+    const section = doc.slice(doc.indexOf("## Options"), doc.indexOf("## Wakeups"));
+    const rows = section.split("\n").filter((line) => line.startsWith("| `"))
+      .map((line) => line.split("|").map((cell) => cell.trim()));
+    const rowOf = (name: string) => rows.find((cells) => cells[1].includes(`\`${name}\``));
+    for (const name of RUNTIME_OPTION_KEYS) assert.ok(rowOf(name), `${name} is not documented`);
+    for (const [name, value] of Object.entries(WORKER_DEFAULTS)) {
+      const shown = typeof value === "number"
+        ? value.toLocaleString("en-US")
+        : `\`${JSON.stringify(value)}\``;
+      assert.ok(rowOf(name)![2].startsWith(shown), `${name}: docs say ${rowOf(name)![2]}`);
+    }
+  });
+});
+
+describe("unknown options", () => {
+  it("are reported by name, even beside valid ones", () => {
+    rejects(
+      () => resolveRuntimeOptions({ batchSize: 10, colour: "red" } as never),
+      /^unknown worker option "colour"$/,
+    );
+    // Reported before any value is looked at.
+    rejects(
+      () => resolveRuntimeOptions({ batchSize: -1, heartbeatIntervalMs: 1 } as never),
+      /unknown worker option "heartbeatIntervalMs"/,
+    );
+  });
+
+  it("an adapter's own options are known only when it passes them", () => {
+    rejects(
+      () => resolveRuntimeOptions({ notifyChannel: "events" } as never),
+      /unknown worker option "notifyChannel"/,
+    );
+    assert.equal(
+      resolveRuntimeOptions({ notifyChannel: "events", batchSize: 7 } as never, ["notifyChannel"])
+        .batchSize,
+      7,
+    );
+  });
+
+  it("options must be an object", () => {
+    rejects(() => resolveRuntimeOptions(42 as never), /worker options must be an object, got 42/);
+    rejects(() => resolveRuntimeOptions(null as never), /worker options must be an object/);
+  });
+});
+
+describe("stored names (consumer names, worker ids)", () => {
+  const consumer = (name: unknown, partitions?: number) => [{ name, partitions, handle() {} }];
+
+  it("follow the stored-text rule of the store and encryption (internal/stored_text.ts)", () => {
+    const samples = [
+      "",
+      "a",
+      "orders-projection",
+      "a\u0000b",
+      "\ud800",
+      "x\udc00",
+      "\ud83d\ude00", // a surrogate pair: fine
+      "a".repeat(300), // longer than the former 200-character limit
+      "a".repeat(1_024),
+      "a".repeat(1_025),
+      "é".repeat(512),
+      "é".repeat(513),
+      "€".repeat(341),
+      "€".repeat(342),
+      "\ud83d\ude00".repeat(256),
+      "\ud83d\ude00".repeat(257),
+    ];
+    for (const name of samples) {
+      const problem = storedTextProblem(name);
+      if (problem === null) {
+        assert.equal(checkConsumers(consumer(name))[0].name, name);
+        assert.equal(resolveRuntimeOptions({ workerId: name }).workerId, name);
+      } else {
+        const label = JSON.stringify(name.slice(0, 20));
+        assert.throws(() => checkConsumers(consumer(name)), WorkerConfigError, label);
+        assert.throws(() => resolveRuntimeOptions({ workerId: name }), WorkerConfigError, label);
+      }
+    }
+  });
+
+  it("refuses a lone surrogate, which PostgreSQL would store as U+FFFD", () => {
+    rejects(
+      () => checkConsumers(consumer("orders\ud800")),
+      /^name of consumer at index 0 contains a lone UTF-16 surrogate$/,
+    );
+    rejects(
+      () => resolveRuntimeOptions({ workerId: "\udfffnode" }),
+      /^workerId contains a lone UTF-16 surrogate$/,
+    );
+  });
+
+  it("refuses NUL, blank and overlong names, naming the field", () => {
+    rejects(() => checkConsumers(consumer("a\u0000")), /^name of consumer at index 0 must not/);
+    rejects(() => checkConsumers(consumer(" \t")), /^name of consumer at index 0 must be a non-/);
+    rejects(
+      () => checkConsumers(consumer("é".repeat(513))),
+      /^name of consumer at index 0 must be at most 1024 UTF-8 bytes, got 1026$/,
+    );
+    rejects(() => resolveRuntimeOptions({ workerId: "" }), /^workerId must be a non-empty/);
+  });
+
+  it("partition names (name#<index>of<count>) must fit the same limit", () => {
+    // The last partition's name is the longest: "#3of4" adds 5 bytes.
+    assert.equal(checkConsumers(consumer("a".repeat(1_019), 4)).length, 1);
+    rejects(
+      () => checkConsumers(consumer("a".repeat(1_020), 4)),
+      /^partition names of consumer at index 0 \(name#<index>of4\) must be at most 1024 UTF-8 bytes, got 1025 characters$/,
+    );
+    // Unpartitioned, the same name is fine.
+    assert.equal(checkConsumers(consumer("a".repeat(1_020))).length, 1);
+  });
 });

@@ -5,7 +5,7 @@ import { WorkerConfigError } from "./errors.ts";
 import type { WorkerOptions } from "./options.ts";
 import { PostgresCoordinator, type WorkerStore } from "./postgres/coordinator.ts";
 import { identifier, TABLE_OPTION_KEYS, workerTables } from "./postgres/tables.ts";
-import type { Consumer, DetachedConsumer, WorkerTransaction } from "./types.ts";
+import type { Consumer, DetachedConsumer } from "./types.ts";
 
 const PG_KEYS = [...TABLE_OPTION_KEYS, "notifyChannel", "notifyConnection", "coordinationChannel"];
 
