@@ -6,7 +6,7 @@
  *   deno run -A examples/account_projection.ts
  */
 import { any, migrate as migrateStore, PostgresStore } from "../store/mod.ts";
-import { type Consumer, migrate as migrateWorker, status, Worker } from "../worker/mod.ts";
+import { type Consumer, migrate as migrateWorker, Worker } from "../worker/mod.ts";
 import { connect } from "./connect.ts";
 
 const db = await connect();
@@ -46,16 +46,8 @@ try {
   });
   const controller = new AbortController();
   const running = worker.start(controller.signal);
-  const target = await store.latestPosition(db.sql);
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const consumer = (await status(db.sql)).consumers.find((c) =>
-      c.name === accountProjection.name
-    );
-    if (consumer && consumer.checkpoint >= target) break;
-    if (Date.now() > deadline) throw new Error("the projection did not catch up");
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  // Read-your-writes: wait until the projection has handled everything appended so far.
+  await worker.waitForPosition(await store.latestPosition(db.sql), { timeout: 30_000 });
   controller.abort();
   await running;
   const [row] = await db.sql`SELECT deposits, balance::float8 AS balance FROM account_summaries
