@@ -2,13 +2,16 @@
  * Appends over a slow network: a TCP proxy in this process delays every chunk by a fixed time in
  * each direction, as a cloud database's round trip does. There the round trip, not the fsync,
  * decides an append's cost, so the library's one-statement append given the pool (one round trip)
- * is compared with the same append in `sql.begin` (three: BEGIN, the statement, COMMIT) and with
- * raw postgres.js doing the same insert in a transaction.
+ * is compared with Emmett's `appendToStream` (a dev-only peer), with the same append in
+ * `sql.begin` (three round trips: BEGIN, the statement, COMMIT) and with raw postgres.js doing the
+ * same insert in a transaction.
  *
- * `deno run -A bench/latency.ts [--calls 200]` (needs DATABASE_URL; runs in its own schema).
+ * `deno run -A bench/latency.ts [--calls 200]` (needs DATABASE_URL; creates and drops a database of
+ * its own).
  */
 import net from "node:net";
 import postgres from "postgres";
+import { getPostgreSQLEventStore } from "@event-driven-io/emmett-postgresql";
 import { any, migrate, migrationSql, PostgresStore } from "../store/mod.ts";
 import {
   type BenchResult,
@@ -63,11 +66,12 @@ export async function latencyBenchmarks(
   calls = 200,
 ): Promise<BenchResult[]> {
   const target = new URL(url);
-  const schema = `eventsalsa_bench_latency_${Date.now()}`;
+  // A database of its own: Emmett keeps its tables in `public`.
+  const database = `eventsalsa_bench_latency_${Date.now()}`;
   const admin = postgres(url, { max: 1, onnotice: () => {} });
-  await admin.unsafe(`CREATE SCHEMA ${schema}`);
+  await admin.unsafe(`CREATE DATABASE ${database}`);
   const results: BenchResult[] = [];
-  let n = 0; // aggregate ids stay unique across the delays (one schema)
+  let n = 0; // aggregate ids stay unique across the delays (one database)
   try {
     for (const delay of delaysMs) {
       const proxy = await delayingProxy(
@@ -77,11 +81,8 @@ export async function latencyBenchmarks(
       const proxied = new URL(url);
       proxied.hostname = "127.0.0.1";
       proxied.port = String(proxy.port);
-      const sql = postgres(proxied.toString(), {
-        max: 8,
-        onnotice: () => {},
-        connection: { search_path: schema },
-      });
+      proxied.pathname = `/${database}`;
+      const sql = postgres(proxied.toString(), { max: 8, onnotice: () => {} });
       try {
         await migrate(sql);
         await sql.unsafe(migrationSql({ eventsTable: "raw_events", headsTable: "raw_heads" }));
@@ -108,6 +109,26 @@ export async function latencyBenchmarks(
               })
             }`
           );
+        // Emmett's auto-commit append through the same proxy (it keeps its tables in `public`
+        // of the database the URL names: the bench's own database, see `latencyBenchmarks`).
+        const emmett = getPostgreSQLEventStore(proxied.toString());
+        await emmett.appendToStream(`warm-${delay}`, [{ type: "Placed", data: { n: 0 } }]);
+        results.push(
+          await comparePaired({
+            name: `append 1 event given the pool, ${delay} ms each way, vs Emmett appendToStream`,
+            connections: 8,
+            calls,
+            opsPerCall: 1,
+            rounds: 5,
+            run: () => store.append(sql, any(), [event()]),
+            baseline: () =>
+              emmett.appendToStream(`order-${++n}`, [{ type: "Placed", data: { n } }]).then(
+                () => {},
+              ),
+            note: "events/s",
+          }),
+        );
+        await emmett.close();
         results.push(
           await comparePaired({
             name: `append 1 event given the pool, ${delay} ms each way, vs raw sql.begin + insert`,
@@ -136,7 +157,7 @@ export async function latencyBenchmarks(
       }
     }
   } finally {
-    await admin.unsafe(`DROP SCHEMA ${schema} CASCADE`);
+    await admin.unsafe(`DROP DATABASE ${database} WITH (FORCE)`);
     await admin.end();
   }
   return results;

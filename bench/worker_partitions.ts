@@ -67,11 +67,14 @@ async function child(plan: ChildPlan): Promise<void> {
 interface Child {
   readonly proc: ChildProcess;
   readonly exited: Promise<void>;
+  /** Set when the process has ended (a crashed worker fails the run at once). */
+  readonly ended: { value: boolean };
 }
 
 function spawnChild(plan: ChildPlan): Child {
   const child = spawnScript(import.meta.url, { [CHILD_ENV]: JSON.stringify(plan) });
-  return { proc: child.proc, exited: child.exited.then(() => {}) };
+  const ended = { value: false };
+  return { proc: child.proc, exited: child.exited.then(() => void (ended.value = true)), ended };
 }
 
 async function stopChildren(children: Child[], signal: "SIGTERM" | "SIGKILL"): Promise<void> {
@@ -156,8 +159,12 @@ export async function partitionBenchmarks(
       }
       const loops = Math.max(1, count);
       const each = Math.floor(loops / processes);
+      const alive = () => {
+        if (fleet.some((c) => c.ended.value)) throw new Error("a worker process ended");
+      };
       await poll(
         async () => {
+          alive();
           const rows = await pool`SELECT worker_id, count(*)::int AS n FROM consumer_assignments
           WHERE worker_id IS NOT NULL GROUP BY 1`;
           const counts = rows.map((r) => r.n as number);
@@ -171,6 +178,7 @@ export async function partitionBenchmarks(
       const started = performance.now();
       await poll(
         async () => {
+          alive();
           const [row] = await pool`SELECT count(*)::int AS n FROM consumer_checkpoints
           WHERE last_position >= ${events}`;
           return row.n === loops;
@@ -260,7 +268,7 @@ if (childPlan !== undefined) {
   if (url) {
     const events = numberArgument("events", 100_000);
     const partitions = numberArgument("partitions", 4);
-    const runs = numberArgument("runs", 2);
+    const runs = numberArgument("runs", 3);
     console.log(
       `Partitioned consumer benchmark on DATABASE_URL, ${events} events, ${partitions} ` +
         `partitions, ${new Date().toISOString()}`,

@@ -79,8 +79,9 @@ function checkStore(store: unknown): WorkerStore {
  * consumer (paused, partitioned, demoted) can never commit for it.
  *
  * Every option is validated here: a bad one throws `WorkerConfigError` before anything touches the
- * database. The pool needs a connection per consumer (per partition) plus one (each running batch holds one), so
- * a hanging handler never starves the others. `start` checks the schema (tables present, position sequence at `CACHE 1`).
+ * database. The pool needs a connection per consumer (each partition of a partitioned one counts)
+ * plus one: each running batch holds one, so a hanging handler never starves the others. `start`
+ * checks the schema (tables present, position sequence at `CACHE 1`).
  *
  * @example
  * ```ts
