@@ -349,9 +349,11 @@ export interface Coordinator<Tx> {
    * batch of the consumer, whose worker then finds the checkpoint moved and follows it): in one
    * transaction, `hook` (the consumer's `reset`) runs, dead letters after the position are
    * forgotten, the gap report is cleared and the checkpoint is set. Returns the checkpoint before.
+   * Several names (the partitions of one consumer) move together, the hook running once; the
+   * highest checkpoint before is returned.
    */
   resetConsumer(
-    consumer: string,
+    consumer: string | readonly string[],
     toPosition: number,
     hook: ((tx: Tx) => Promise<void>) | null,
   ): Promise<number>;

@@ -315,33 +315,42 @@ export class CoordinationProtocol<Tx> implements Coordinator<Tx> {
    * consumer without a checkpoint row is refused.
    */
   async resetConsumer(
-    consumer: string,
+    consumer: string | readonly string[],
     toPosition: number,
     hook: ((tx: Tx) => Promise<void>) | null,
   ): Promise<number> {
     if (!Number.isSafeInteger(toPosition) || toPosition < 0) {
       throw new WorkerConfigError(`toPosition must be a non-negative integer, got ${toPosition}`);
     }
+    // Locked in code-point order, like a rebalance: two resets never deadlock on each other.
+    const names = (typeof consumer === "string" ? [consumer] : [...consumer])
+      .sort(compareCodePoints);
     let open = true;
     try {
       return await this.#storage.transaction({}, async (tx) => {
-        const rows = await tx.lockConsumer(consumer);
-        if (rows === null) {
-          throw new WorkerConfigError(`no consumer named ${consumer} (it never registered)`);
+        const before = new Map<string, number>();
+        for (const name of names) {
+          const rows = await tx.lockConsumer(name);
+          if (rows === null) {
+            throw new WorkerConfigError(`no consumer named ${name} (it never registered)`);
+          }
+          before.set(name, rows.checkpoint);
         }
         if (hook !== null) {
           try {
-            await hook(tx.handle(consumer, () => open && !tx.lost));
+            await hook(tx.handle(names[0], () => open && !tx.lost));
           } finally {
             open = false;
           }
         }
-        await tx.deleteDeadLetters(consumer, toPosition);
-        await tx.reportGap(consumer, null);
-        await tx.saveCheckpoint(consumer, toPosition, rows.checkpoint);
+        for (const name of names) {
+          await tx.deleteDeadLetters(name, toPosition);
+          await tx.reportGap(name, null);
+          await tx.saveCheckpoint(name, toPosition, before.get(name)!);
+        }
         // Workers re-read their assignments and checkpoints on this; an idle owner notices now.
         await tx.notify("assignments");
-        return rows.checkpoint;
+        return Math.max(...before.values());
       });
     } finally {
       open = false;

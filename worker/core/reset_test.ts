@@ -120,6 +120,34 @@ describe("resetConsumer", () => {
     await running;
   });
 
+  it("a partitioned consumer's partitions move back together, the hook running once", async () => {
+    const h = harness();
+    for (let i = 0; i < 12; i++) {
+      await h.store.append(h.store, any(), [{ ...draft(), aggregateId: `o-${i % 5}` }]);
+    }
+    let resets = 0;
+    const v = h.view("split", {
+      partitions: 3,
+      reset(tx) {
+        resets++;
+        tx.onCommit(() => v.rows.splice(0));
+      },
+    });
+    const worker = h.worker([v.consumer]);
+    const running = worker.start();
+    await until(() => v.rows.length === 12, { clock: h.clock, step: 100 });
+    assert.equal(await worker.resetConsumer("split"), 12);
+    assert.equal(resets, 1);
+    for (let i = 0; i < 3; i++) assert.equal(h.coordinator.checkpoint(`split#${i}of3`), 0);
+    await until(() => v.rows.length === 12, { clock: h.clock, step: 100 });
+    assert.deepEqual(
+      [...v.rows].sort((a, b) => a - b),
+      Array.from({ length: 12 }, (_, i) => i + 1),
+    );
+    await worker.stop();
+    await running;
+  });
+
   it("refuses names it does not run, bad positions, and consumers that never registered", async () => {
     const h = harness();
     const worker = h.worker([h.view("v").consumer]);

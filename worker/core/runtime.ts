@@ -25,12 +25,7 @@ import type { AnyConsumer } from "../types.ts";
 import type { Coordinator } from "./coordination.ts";
 import { AssignmentSync } from "./assignment_sync.ts";
 import { type ConsumerLoopExit, safely } from "./consumer_loop.ts";
-import {
-  checkPartitionShapes,
-  expandPartitions,
-  partitionCount,
-  runningNames,
-} from "./partitions.ts";
+import { checkPartitionShapes, expandPartitions, runningNames } from "./partitions.ts";
 import {
   type DispatcherContext,
   keepListening,
@@ -175,22 +170,13 @@ export class WorkerRuntime<Tx> {
     if (consumer === undefined) {
       return Promise.reject(new WorkerConfigError(`this worker has no consumer named ${name}`));
     }
-    if (partitionCount(consumer) > 1) {
-      // Its partitions must move back together, with the hook once, in one transaction.
-      return Promise.reject(
-        new WorkerConfigError(
-          `consumer ${name} runs as ${partitionCount(consumer)} partitions; resetting a ` +
-            `partitioned consumer is not supported yet (see "Partitioned consumers" in ` +
-            `docs/worker.md for a rebuild)`,
-        ),
-      );
-    }
     const toPosition = options.toPosition ?? 0;
     const reset = consumer.reset;
     const hook = reset === undefined
       ? null
       : async (tx: Tx) => await reset.call(consumer, tx, { consumer: name, toPosition });
-    return this.#coordinator.resetConsumer(name, toPosition, hook);
+    // A partitioned consumer's partitions move back together, the hook running once.
+    return this.#coordinator.resetConsumer(runningNames(consumer), toPosition, hook);
   }
 
   /** Stops the worker; resolves when it has stopped (never rejects). No-op when not running. */

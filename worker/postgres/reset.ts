@@ -6,6 +6,7 @@
  */
 import type { Sql } from "postgres";
 import { storeTables } from "../../store/migration.ts";
+import { runningNames } from "../core/partitions.ts";
 import { CoordinationProtocol } from "../core/protocol.ts";
 import { WorkerConfigError } from "../errors.ts";
 import type { WorkerTableOptions } from "../options.ts";
@@ -87,7 +88,8 @@ export async function resetConsumer(
   const reset = consumer?.reset;
   try {
     return await protocol.resetConsumer(
-      name,
+      // Given the definition of a partitioned consumer, its partitions move back together.
+      consumer === undefined ? name : runningNames(consumer),
       toPosition,
       reset === undefined
         ? null
