@@ -1,5 +1,7 @@
 // Shared helpers for the worker's tests. Named `*_test.ts` so it is never published; it defines no
 // tests itself.
+import type { ChildProcess } from "node:child_process";
+import { spawnScript } from "../internal/child_process.ts";
 import type { Clock } from "../internal/clock.ts";
 import type { Event, PersistedEvent } from "../store/types.ts";
 
@@ -73,3 +75,37 @@ export const frozenClock: Clock = {
   setTimeout: () => 0,
   clearTimeout: () => {},
 };
+
+/**
+ * Worker options for fleets of real processes in tests: fast heartbeats, rebalances and polls,
+ * and a batch timeout out of the way (a stalled batch stays open until its process is killed).
+ */
+export const FAST_FLEET = {
+  batchPause: 0,
+  pollInterval: 100,
+  maxPollInterval: 500,
+  dispatcherInterval: 100,
+  heartbeatInterval: 200,
+  heartbeatTimeout: 1_500,
+  rebalanceInterval: 300,
+  assignmentPollInterval: 300,
+  batchTimeout: 120_000,
+} as const;
+
+/** A worker child process started by {@link spawnWorkerChild}. */
+export interface WorkerChild {
+  readonly id: string;
+  readonly proc: ChildProcess;
+  readonly lines: string[];
+  readonly exited: Promise<number | null>;
+}
+
+/** Starts the test file at `script` again as a child, in the child mode `plan` selects by `env`. */
+export function spawnWorkerChild(
+  script: string,
+  env: string,
+  plan: { readonly workerId: string },
+): WorkerChild {
+  const child = spawnScript(script, { [env]: JSON.stringify(plan) }, { collectStderr: true });
+  return { id: plan.workerId, ...child };
+}

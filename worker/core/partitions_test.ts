@@ -411,11 +411,6 @@ describe("partitioned consumers in memory", () => {
       );
     }
     assert.deepEqual([...f.coordinator.registrations().keys()], [], "nothing registered");
-    await assert.rejects(
-      f.make("w-4", [two.consumer]).resetConsumer("orders"),
-      (error: unknown) =>
-        error instanceof WorkerConfigError && /runs as 2 partitions/.test(error.message),
-    );
     const again = f.make("w-3", [two.consumer]);
     const r3 = again.start();
     await f.appendRounds(["c"], 1);

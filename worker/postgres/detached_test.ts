@@ -12,7 +12,7 @@ import process from "node:process";
 import postgres from "postgres";
 import { type RunningChild, spawnScript } from "../../internal/child_process.ts";
 import { any } from "../../store/expected_version.ts";
-import { draft, tick, until } from "../support_test.ts";
+import { draft, FAST_FLEET, tick, until } from "../support_test.ts";
 import { PostgresStore } from "../../store/postgres_store.ts";
 import type { DetachedConsumer } from "../types.ts";
 import { Worker } from "../worker.ts";
@@ -68,15 +68,7 @@ async function child(plan: ChildPlan): Promise<void> {
   const worker = new Worker(sql, new PostgresStore(), [mailer], {
     workerId: plan.workerId,
     batchSize: 10,
-    batchPause: 0,
-    pollInterval: 100,
-    maxPollInterval: 500,
-    dispatcherInterval: 100,
-    heartbeatInterval: 200,
-    heartbeatTimeout: 1_500,
-    rebalanceInterval: 300,
-    assignmentPollInterval: 300,
-    batchTimeout: 120_000,
+    ...FAST_FLEET,
   });
   say(`READY ${plan.workerId}`);
   await worker.start();

@@ -8,15 +8,13 @@
 // pattern characters). The test runs this same file as the child process.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import type { ChildProcess } from "node:child_process";
 import process from "node:process";
 import postgres from "postgres";
-import { spawnScript } from "../../internal/child_process.ts";
 import { any } from "../../store/expected_version.ts";
 import { PostgresStore } from "../../store/postgres_store.ts";
 import { partitionIndex } from "../core/partitions.ts";
 import { WaitTimeoutError, WorkerConfigError, WorkerSetupError } from "../errors.ts";
-import { tick, until } from "../support_test.ts";
+import { FAST_FLEET, spawnWorkerChild, tick, until, type WorkerChild } from "../support_test.ts";
 import type { Consumer } from "../types.ts";
 import { Worker } from "../worker.ts";
 import { type PgHarness, pgHarness, skipWithoutConcurrency } from "./harness_test.ts";
@@ -66,32 +64,16 @@ async function child(plan: ChildPlan): Promise<void> {
   const worker = new Worker(sql, new PostgresStore(), [orders], {
     workerId: plan.workerId,
     batchSize: 4,
-    batchPause: 0,
-    pollInterval: 100,
-    maxPollInterval: 500,
-    dispatcherInterval: 100,
-    heartbeatInterval: 200,
-    heartbeatTimeout: 1_500,
-    rebalanceInterval: 300,
-    assignmentPollInterval: 300,
-    batchTimeout: 120_000,
+    ...FAST_FLEET,
   });
   process.stdout.write(`READY ${plan.workerId}\n`);
   await worker.start();
 }
 
-interface Child {
-  readonly id: string;
-  readonly proc: ChildProcess;
-  readonly lines: string[];
-  readonly exited: Promise<number | null>;
-}
+type Child = WorkerChild;
 
 function spawnChild(plan: ChildPlan): Child {
-  const child = spawnScript(import.meta.url, { [CHILD_ENV]: JSON.stringify(plan) }, {
-    collectStderr: true,
-  });
-  return { id: plan.workerId, ...child };
+  return spawnWorkerChild(import.meta.url, CHILD_ENV, plan);
 }
 
 /** Runs a worker on the harness (fake clock advancing) until `done`, then stops it. */
