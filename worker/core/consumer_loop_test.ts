@@ -737,6 +737,33 @@ describe("WorkerRuntime lifecycle", () => {
     assert.equal((await h.coordinator.status()).workers.length, 0, "the registration is removed");
   });
 
+  it("a stop is bounded: a hanging batch and a hanging unregistration do not keep it alive", async () => {
+    const h = harness();
+    await h.append();
+    // A handler that ignores its signal and never returns, and a storage that never answers the
+    // unregistration: stop still resolves, after batchTimeout + heartbeatTimeout and then
+    // heartbeatTimeout of the worker's clock.
+    const hanging = {
+      name: "hang",
+      handle: () => new Promise<void>(() => {}),
+    };
+    const protocol = protocolOf(h.coordinator);
+    protocol.unregisterWorker = () => new Promise<void>(() => {});
+    const worker = h.worker([hanging], {
+      batchTimeout: 1_000,
+      heartbeatInterval: 500,
+      heartbeatTimeout: 3_000,
+    });
+    const running = worker.start();
+    await until(() => worker.runningConsumers.includes("hang"), { clock: h.clock, step: 100 });
+    let stopped = false;
+    const stopping = worker.stop().then(() => (stopped = true));
+    await until(() => stopped, { clock: h.clock, step: 500 });
+    await stopping;
+    await running;
+    assert.equal(worker.running, false);
+  });
+
   it("a second worker with the same live id is refused", async () => {
     const h = harness();
     const a = h.worker([recorder("a").consumer], { workerId: "same" });

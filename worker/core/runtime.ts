@@ -14,6 +14,7 @@ import {
   WorkerRegistrationLostError,
   WorkerSetupError,
 } from "../errors.ts";
+import type { Clock } from "../../internal/clock.ts";
 import { failureBackoff } from "./backoff.ts";
 import {
   checkConsumers,
@@ -272,19 +273,43 @@ export class WorkerRuntime<Tx> {
       fail(error);
     } finally {
       control.abort();
-      await Promise.allSettled(tasks);
+      // Every step of a stop is bounded: a batch the server cannot cancel, or a connection that
+      // hangs, must not keep a stopped worker alive. Whatever is still running is left to roll
+      // back (its batch is closed: it can commit nothing), and a registration left behind expires
+      // with its heartbeat.
+      await within(
+        o.clock,
+        o.batchTimeout + o.heartbeatTimeout,
+        Promise.allSettled(tasks),
+        () =>
+          safely(() =>
+            o.logger.error?.("consumer batches still running at stop; leaving them to roll back", {
+              workerId: this.id,
+            })
+          ),
+      );
       this.#leader = null;
       this.#sync = null;
       if (registered) {
-        await coordinator.unregisterWorker(this.id).catch((error) =>
-          safely(() =>
-            o.logger.error?.("could not remove the worker registration", {
-              error: errorText(error),
-            })
-          )
+        await within(
+          o.clock,
+          o.heartbeatTimeout,
+          coordinator.unregisterWorker(this.id).catch((error) =>
+            safely(() =>
+              o.logger.error?.("could not remove the worker registration", {
+                error: errorText(error),
+              })
+            )
+          ),
+          () =>
+            safely(() =>
+              o.logger.error?.("removing the worker registration took too long; it will expire", {
+                workerId: this.id,
+              })
+            ),
         );
       }
-      await coordinator.close().catch(() => {});
+      await within(o.clock, o.heartbeatTimeout, coordinator.close().catch(() => {}), () => {});
       safely(() =>
         o.logger.info?.("worker stopped", {
           workerId: this.id,
@@ -432,4 +457,20 @@ export class WorkerRuntime<Tx> {
       }
     }
   }
+}
+
+/** Waits for `work`, or `ms` on `clock` (then calls `late` and returns); never rejects. */
+async function within(
+  clock: Clock,
+  ms: number,
+  work: Promise<unknown>,
+  late: () => void,
+): Promise<void> {
+  let timer: unknown = null;
+  const timedOut = new Promise<"late">((resolve) => {
+    timer = clock.setTimeout(() => resolve("late"), ms);
+  });
+  const outcome = await Promise.race([work.then(() => "done", () => "done"), timedOut]);
+  clock.clearTimeout(timer);
+  if (outcome === "late") late();
 }
