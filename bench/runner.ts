@@ -27,7 +27,8 @@ export interface Comparison {
   note?: string;
 }
 
-const median = (values: number[]): number => {
+/** The median of `values`. */
+export const median = (values: number[]): number => {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
@@ -190,4 +191,36 @@ export function numberArgument(name: string, fallback: number): number {
     throw new Error(`--${name} must be a positive integer`);
   }
   return value;
+}
+
+/** Prints `line` to stderr when BENCH_DEBUG is set. */
+export const debug = (line: string): void => {
+  if (readEnv("BENCH_DEBUG")) console.error(line);
+};
+
+/** Polls `check` every `stepMs` until it holds; throws after `timeoutMs`. */
+export async function poll(
+  check: () => Promise<boolean>,
+  what: string,
+  timeoutMs: number,
+  stepMs = 20,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  debug(`waiting for ${what}`);
+  while (!await check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, stepMs));
+  }
+}
+
+/** Signals every child process and waits until all have exited. */
+export async function stopChildren(
+  children: readonly {
+    proc: { kill(signal: NodeJS.Signals): unknown };
+    exited: Promise<unknown>;
+  }[],
+  signal: "SIGTERM" | "SIGKILL",
+): Promise<void> {
+  for (const c of children) c.proc.kill(signal);
+  await Promise.all(children.map((c) => c.exited));
 }

@@ -23,12 +23,19 @@ import type { ChildProcess } from "node:child_process";
 import { spawnScript } from "../internal/child_process.ts";
 import process from "node:process";
 import postgres from "postgres";
-import { readEnv } from "../internal/env.ts";
 import { migrate as migrateStore } from "../store/migration.ts";
 import { any } from "../store/expected_version.ts";
 import { PostgresStore } from "../store/postgres_store.ts";
 import { type LeaderStrategy, migrate, Worker, type WorkerOptions } from "../worker/mod.ts";
-import { type BenchResult, databaseUrl, numberArgument, printTable } from "./runner.ts";
+import {
+  type BenchResult,
+  databaseUrl,
+  median,
+  numberArgument,
+  poll,
+  printTable,
+  stopChildren,
+} from "./runner.ts";
 
 const CHILD_ENV = "EVENTSALSA_BENCH_FLEET_CHILD";
 const CONSUMERS = 20;
@@ -97,32 +104,8 @@ function spawnChild(plan: ChildPlan): Child {
   };
 }
 
-async function stopChildren(children: Child[], signal: "SIGTERM" | "SIGKILL"): Promise<void> {
-  for (const c of children) c.proc.kill(signal);
-  await Promise.all(children.map((c) => c.exited));
-}
-
-const debug = (line: string) => readEnv("BENCH_DEBUG") && console.error(line);
-
-async function poll(
-  check: () => Promise<boolean>,
-  what: string,
-  timeoutMs = 300_000,
-  stepMs = 20,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  debug(`waiting for ${what}`);
-  while (!await check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, stepMs));
-  }
-}
-
-const median = (values: number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-};
+const pollFor = (check: () => Promise<boolean>, what: string, timeoutMs = 300_000, stepMs = 20) =>
+  poll(check, what, timeoutMs, stepMs);
 
 /** Runs the fleet benchmarks on `url`; returns throughput results and times. */
 export async function fleetBenchmarks(
@@ -244,7 +227,7 @@ export async function fleetBenchmarks(
           WHERE last_position >= ${position}`;
         return row.n === CONSUMERS;
       };
-      await poll(async () => {
+      await pollFor(async () => {
         const rows = await pool`SELECT worker_id, count(*)::int AS n FROM consumer_assignments
           GROUP BY 1`;
         const counts = ids.map((id) => rows.find((r) => r.worker_id === id)?.n ?? 0);
@@ -253,7 +236,7 @@ export async function fleetBenchmarks(
       }, `${size} processes balanced`);
       await fill(pool);
       const started = performance.now();
-      await poll(() => at(events), "the catch-up", 600_000, 5);
+      await pollFor(() => at(events), "the catch-up", 600_000, 5);
       const rate = CONSUMERS * events / ((performance.now() - started) / 1000);
       await stopChildren(fleet, "SIGTERM");
       await dropSchema(runName, pool);
@@ -302,14 +285,14 @@ export async function fleetBenchmarks(
     for (let i = 0; i < 3; i++) {
       const prefix = `join${++run}`;
       const first = start(prefix, `${prefix}-w1`);
-      await poll(() => balanced(prefix, [first.id]), "the first worker");
-      await poll(async () => {
+      await pollFor(() => balanced(prefix, [first.id]), "the first worker");
+      await pollFor(async () => {
         const [row] = await sql`SELECT min(last_position)::int AS low FROM consumer_checkpoints
           WHERE consumer_name LIKE ${prefix + "\\_%"}`;
         return row.low >= events;
       }, "the first worker caught up");
       const joiner = start(prefix, `${prefix}-w2`);
-      await poll(
+      await pollFor(
         () => Promise.resolve(joiner.lines.some((l) => l.startsWith("FIRST_BATCH"))),
         "the joiner's first batch",
       );
@@ -327,11 +310,11 @@ export async function fleetBenchmarks(
         const prefix = `kill${++run}`;
         const ids = [1, 2, 3].map((n) => `${prefix}-w${n}`);
         const fleet = ids.map((id) => start(prefix, id, { ...fast, leaderStrategy: strategy }));
-        await poll(() => balanced(prefix, ids), "three processes balanced");
+        await pollFor(() => balanced(prefix, ids), "three processes balanced");
         const [{ latest }] = await sql`SELECT max(global_position)::int AS latest FROM events`;
-        await poll(() => allAt(prefix, latest), "caught up before the kill");
+        await pollFor(() => allAt(prefix, latest), "caught up before the kill");
         let leader: string | null = null;
-        await poll(async () => {
+        await pollFor(async () => {
           const rows = await sql`SELECT leader_id FROM worker_leader_election
             WHERE leader_id IS NOT NULL`;
           leader = rows.length === 1 && ids.includes(rows[0].leader_id)
@@ -343,7 +326,7 @@ export async function fleetBenchmarks(
         const survivors = ids.filter((id) => id !== leader);
         const killed = performance.now();
         victim.proc.kill("SIGKILL");
-        await poll(() => balanced(prefix, survivors), "new assignments", 60_000, 5);
+        await pollFor(() => balanced(prefix, survivors), "new assignments", 60_000, 5);
         kills.push(performance.now() - killed);
         await stopChildren(fleet, "SIGTERM");
       }

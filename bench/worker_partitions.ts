@@ -23,11 +23,19 @@ import type { ChildProcess } from "node:child_process";
 import process from "node:process";
 import postgres from "postgres";
 import { spawnScript } from "../internal/child_process.ts";
-import { readEnv } from "../internal/env.ts";
 import { migrate as migrateStore } from "../store/migration.ts";
 import { migrate, Worker, type WorkerOptions } from "../worker/mod.ts";
 import { PostgresStore } from "../store/postgres_store.ts";
-import { type BenchResult, databaseUrl, numberArgument, printTable } from "./runner.ts";
+import {
+  type BenchResult,
+  databaseUrl,
+  debug,
+  median,
+  numberArgument,
+  poll,
+  printTable,
+  stopChildren,
+} from "./runner.ts";
 
 const CHILD_ENV = "EVENTSALSA_BENCH_PARTITIONS_CHILD";
 const BATCH = 100;
@@ -77,32 +85,8 @@ function spawnChild(plan: ChildPlan): Child {
   return { proc: child.proc, exited: child.exited.then(() => void (ended.value = true)), ended };
 }
 
-async function stopChildren(children: Child[], signal: "SIGTERM" | "SIGKILL"): Promise<void> {
-  for (const c of children) c.proc.kill(signal);
-  await Promise.all(children.map((c) => c.exited));
-}
-
-const debug = (line: string) => readEnv("BENCH_DEBUG") && console.error(line);
-
-async function poll(
-  check: () => Promise<boolean>,
-  what: string,
-  timeoutMs = 600_000,
-  stepMs = 20,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  debug(`waiting for ${what}`);
-  while (!await check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, stepMs));
-  }
-}
-
-const median = (values: number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-};
+const pollFor = (check: () => Promise<boolean>, what: string, timeoutMs = 600_000, stepMs = 20) =>
+  poll(check, what, timeoutMs, stepMs);
 
 /** Runs the benchmark on `url`; returns one result per configuration. */
 export async function partitionBenchmarks(
@@ -162,7 +146,7 @@ export async function partitionBenchmarks(
       const alive = () => {
         if (fleet.some((c) => c.ended.value)) throw new Error("a worker process ended");
       };
-      await poll(
+      await pollFor(
         async () => {
           alive();
           const rows = await pool`SELECT worker_id, count(*)::int AS n FROM consumer_assignments
@@ -176,7 +160,7 @@ export async function partitionBenchmarks(
       );
       await pool.unsafe(fillEvents);
       const started = performance.now();
-      await poll(
+      await pollFor(
         async () => {
           alive();
           const [row] = await pool`SELECT count(*)::int AS n FROM consumer_checkpoints
