@@ -8,6 +8,10 @@ import { ConcurrencyError } from "./errors.ts";
 
 const payload = new Uint8Array([1, 2, 3]);
 
+/** `size` events of one aggregate. */
+const batchOf = (aggregateType: string, aggregateId: string, size: number) =>
+  Array.from({ length: size }, () => ({ aggregateType, aggregateId, eventType: "E", payload }));
+
 describe("PostgresStore behaviour beyond the contract", () => {
   it("an append is one statement, whatever the batch size", async () => {
     const db = await testDatabase();
@@ -19,16 +23,7 @@ describe("PostgresStore behaviour beyond the contract", () => {
       for (const size of [1, 25]) {
         await sql.begin(async (tx) => {
           statements.length = 0;
-          await store.append(
-            tx,
-            any(),
-            Array.from({ length: size }, () => ({
-              aggregateType: "R",
-              aggregateId: `r-${size}`,
-              eventType: "E",
-              payload,
-            })),
-          );
+          await store.append(tx, any(), batchOf("R", `r-${size}`, size));
           assert.equal(statements.length, 1, `batch of ${size}: ${statements.join(" | ")}`);
         });
       }
@@ -46,16 +41,7 @@ describe("PostgresStore behaviour beyond the contract", () => {
       const store = new PostgresStore();
       for (const size of [1, 25]) {
         statements.length = 0;
-        const result = await store.append(
-          sql,
-          any(),
-          Array.from({ length: size }, () => ({
-            aggregateType: "Pool",
-            aggregateId: `p-${size}`,
-            eventType: "E",
-            payload,
-          })),
-        );
+        const result = await store.append(sql, any(), batchOf("Pool", `p-${size}`, size));
         assert.equal(statements.length, 1, `batch of ${size}: ${statements.join(" | ")}`);
         assert.equal(result.globalPositions.length, size);
         // Committed on its own: another session sees it at once.
