@@ -7,6 +7,7 @@
  */
 import type { Clock } from "../../internal/clock.ts";
 import { WaitTimeoutError, WorkerConfigError } from "../errors.ts";
+import { nextPollInterval } from "./backoff.ts";
 import { pause } from "./wakeup.ts";
 
 /**
@@ -71,6 +72,6 @@ export async function waitForCheckpoints(
     const left = deadline - clock.now();
     if (left <= 0) throw new WaitTimeoutError(position, lagging, timeout);
     if (!await pause(clock, Math.min(wait, left), signal)) throw signal.reason;
-    wait = Math.min(LONGEST_PAUSE, wait * 2);
+    wait = nextPollInterval(wait, LONGEST_PAUSE, FIRST_PAUSE);
   }
 }
