@@ -7,6 +7,11 @@
 import { toSafeNumber } from "../internal/safe_number.ts";
 import type { JsonObject, PersistedEvent } from "./types.ts";
 
+/** The events table's columns in the order {@link eventFromRow} reads them. */
+export const EVENT_COLUMNS =
+  "global_position, aggregate_type, aggregate_id, aggregate_version, event_id, event_type, " +
+  "event_version, payload, metadata, created_at, trace_id, correlation_id, causation_id";
+
 /** A plain `Uint8Array` view over postgres.js's `Buffer`: no copy, and deepEqual-friendly. */
 export function plainBytes(value: unknown): Uint8Array {
   const bytes = value as Uint8Array;

@@ -36,7 +36,7 @@ import {
   type NormalizedAppend,
   type NormalizedEvent,
 } from "./validation.ts";
-import { eventFromRow } from "./event_row.ts";
+import { EVENT_COLUMNS, eventFromRow } from "./event_row.ts";
 import {
   appendManyParams,
   appendManySql,
@@ -73,8 +73,7 @@ export interface PostgresStoreOptions {
   telemetry?: Telemetry;
 }
 
-const COLUMNS = "global_position, aggregate_type, aggregate_id, aggregate_version, event_id, " +
-  "event_type, event_version, payload, metadata, created_at, trace_id, correlation_id, causation_id";
+const COLUMNS = EVENT_COLUMNS;
 
 type Row = unknown[];
 

@@ -118,17 +118,35 @@ describe("InMemoryCoordinator", () => {
     });
     await ready;
     await store.append(store, any(), [event("after")]);
-    const read = await protocolOf(coordinator).readWindow(0, 10, null, signal);
+    const read = await protocolOf(coordinator).readWindow({
+      after: 0,
+      limit: 10,
+      scan: 10,
+      filter: null,
+      pendingToken: null,
+    }, signal);
     assert.deepEqual(read.events.map((e) => e.globalPosition), [2]);
     const token = await read.token();
     assert.equal(
-      (await protocolOf(coordinator).readWindow(0, 10, token, signal)).pendingResolved,
+      (await protocolOf(coordinator).readWindow({
+        after: 0,
+        limit: 10,
+        scan: 10,
+        filter: null,
+        pendingToken: token,
+      }, signal)).pendingResolved,
       false,
     );
     assert.match((await protocolOf(coordinator).gapBlockers(token))[0].query!, /holds positions 1/);
     finish();
     await held;
-    const after = await protocolOf(coordinator).readWindow(0, 10, token, signal);
+    const after = await protocolOf(coordinator).readWindow({
+      after: 0,
+      limit: 10,
+      scan: 10,
+      filter: null,
+      pendingToken: token,
+    }, signal);
     assert.equal(after.pendingResolved, true);
     assert.deepEqual(after.events.map((e) => e.globalPosition), [1, 2]);
     assert.deepEqual(await protocolOf(coordinator).gapBlockers(token), []);

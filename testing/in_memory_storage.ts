@@ -45,7 +45,8 @@ import type {
   GapSkipRecord,
   ListenerHandle,
 } from "../worker/core/coordination.ts";
-import type { GapToken, WindowRead } from "../worker/core/gap_rule.ts";
+import type { GapToken, WindowQuery, WindowRead } from "../worker/core/gap_rule.ts";
+import { readCount, windowOf } from "../worker/core/window.ts";
 import type {
   ConsumerRegistration,
   ConsumerRows,
@@ -424,13 +425,12 @@ class Database {
 
   async read(
     reader: InMemoryTransaction | InMemoryEventStore,
-    after: number,
-    limit: number,
-    pendingToken: GapToken | null,
+    query: WindowQuery,
   ): Promise<WindowRead> {
-    const pendingResolved = this.resolved(pendingToken);
-    const events = await this.store.readEvents(reader, after, limit);
-    return { events, pendingResolved, token: () => Promise.resolve(this.token()) };
+    const pendingResolved = this.resolved(query.pendingToken);
+    const scanned = await this.store.readEvents(reader, query.after, readCount(query));
+    const window = windowOf(query, scanned);
+    return { ...window, pendingResolved, token: () => Promise.resolve(this.token()) };
   }
 
   leader(): LeaderStatus | null {
@@ -646,9 +646,7 @@ abstract class RowStatements implements WorkerRows {
       return {
         owner: this.db.assignments.get(consumer) ?? null,
         checkpoint: checkpoint.position,
-        read: read === null
-          ? null
-          : await this.db.read(s.reader, read.after, read.limit, read.pendingToken),
+        read: read === null ? null : await this.db.read(s.reader, read),
       };
     });
   }
@@ -780,8 +778,8 @@ abstract class RowStatements implements WorkerRows {
     return this.run((s) => s.write(() => this.db.gapSkips.push(row)));
   }
 
-  readWindow(after: number, limit: number, pendingToken: GapToken | null): Promise<WindowRead> {
-    return this.run((s) => this.db.read(s.reader, after, limit, pendingToken));
+  readWindow(query: WindowQuery): Promise<WindowRead> {
+    return this.run((s) => this.db.read(s.reader, query));
   }
 
   readEvent(position: number): Promise<PersistedEvent | null> {

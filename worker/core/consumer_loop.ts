@@ -32,10 +32,11 @@ import type {
   Coordinator,
   DeadLetterRecord,
 } from "./coordination.ts";
-import { type GapPlan, GapTracker } from "./gap_rule.ts";
+import { type GapPlan, GapTracker, type WindowQuery } from "./gap_rule.ts";
 import { inPartition, partitionOf, windowSize } from "./partitions.ts";
 import { type WorkerTelemetry, workerTelemetry } from "./telemetry.ts";
 import { pause, type Wakeup } from "./wakeup.ts";
+import { scanSize, type TypeFilter, typeFilter } from "./window.ts";
 
 /** Inputs of a consumer loop. */
 export interface ConsumerLoopContext<Tx> {
@@ -79,10 +80,6 @@ export function safely(call: () => void): void {
   } catch {
     // Observers and loggers are the caller's; their failures are not the consumer's.
   }
-}
-
-function matches(list: readonly string[] | undefined, value: string): boolean {
-  return list === undefined || list.length === 0 || list.includes(value);
 }
 
 /**
@@ -151,6 +148,8 @@ export class ConsumerLoop<Tx> {
   readonly #telemetry: WorkerTelemetry | null;
   /** The most events a window reads: `batchSize`, scaled for a partition (see `windowSize`). */
   readonly #batchSize: number;
+  /** The consumer's type lists, applied by the read (null: every event). */
+  readonly #filter: TypeFilter | null;
 
   /** Creates the loop; nothing runs until {@link ConsumerLoop.run}. */
   constructor(context: ConsumerLoopContext<Tx>) {
@@ -159,6 +158,7 @@ export class ConsumerLoop<Tx> {
     this.#tracker = new GapTracker(context.options.maxGapWait);
     this.#batchSize = windowSize(context.options.batchSize, partitionOf(context.consumer));
     this.#limit = this.#batchSize;
+    this.#filter = typeFilter(context.consumer.aggregateTypes, context.consumer.eventTypes);
     this.#telemetry = workerTelemetry(context.options.telemetry);
   }
 
@@ -317,12 +317,7 @@ export class ConsumerLoop<Tx> {
     try {
       let plan: GapPlan | null = null;
       if (!this.#catchUp && !this.#tracker.skipDue(o.clock.now())) {
-        const read = await coordinator.readWindow(
-          from,
-          this.#limit,
-          this.#tracker.pendingToken,
-          batch.signal,
-        );
+        const read = await coordinator.readWindow(this.#query(from), batch.signal);
         plan = this.#narrow(from, await this.#tracker.plan(from, read, o.clock.now()));
         if (plan.skip === null && plan.target <= from) return this.#noProgress(plan);
         // A maxGapWait skip is decided again inside the transaction, on a fresh read.
@@ -335,9 +330,7 @@ export class ConsumerLoop<Tx> {
         expectedCheckpoint: from,
         signal: batch.signal,
         idleTimeout: this.#idleTimeout(),
-        read: probed === null
-          ? { limit: this.#limit, pendingToken: this.#tracker.pendingToken }
-          : null,
+        read: probed === null ? this.#query(from) : null,
       }, async (session) => {
         const p = probed ??
           this.#narrow(from, await this.#tracker.plan(from, session.read!, o.clock.now()));
@@ -362,6 +355,20 @@ export class ConsumerLoop<Tx> {
     } finally {
       batch.dispose();
     }
+  }
+
+  /**
+   * The next window: up to `#limit` of the consumer's events after `from`, scanning further when
+   * it filters by type (see ./window.ts).
+   */
+  #query(from: number): WindowQuery {
+    return {
+      after: from,
+      limit: this.#limit,
+      scan: scanSize(this.#limit),
+      filter: this.#filter,
+      pendingToken: this.#tracker.pendingToken,
+    };
   }
 
   /** `coordinator.runBatch`, in a span and measured when the worker has telemetry. */
@@ -438,7 +445,7 @@ export class ConsumerLoop<Tx> {
         skippedPositions: skipped,
       },
       // More follows: the loop goes on at once.
-      windowSize: Math.max(plan.windowSize, this.#batchSize),
+      full: true,
     };
   }
 
@@ -457,7 +464,7 @@ export class ConsumerLoop<Tx> {
     const { options: o } = this.#c;
     const to = plan.target;
     this.#checkpoint = to;
-    this.#catchUp = plan.windowSize >= this.#limit;
+    this.#catchUp = plan.full;
     this.#isolate = false;
     this.#attempts = null;
     this.#cap = null;
@@ -530,26 +537,18 @@ export class ConsumerLoop<Tx> {
   }
 
   /**
-   * The plan's events that reach the handlers (type filters, partition), and the dead letters of
-   * the poison skips it passes over.
+   * The plan's events that reach the handlers (the read applied the type filters; this applies
+   * the partition), and the dead letters of the poison skips it passes over.
    */
   #select(plan: GapPlan): { selected: PersistedEvent[]; deadLetters: DeadLetterRecord[] } {
-    const consumer = this.#c.consumer;
-    const aggregateTypes = consumer.aggregateTypes;
-    const eventTypes = consumer.eventTypes;
     // A partition's handlers get its aggregates only; it passes the rest, as a type filter does.
-    const partition = partitionOf(consumer);
+    const partition = partitionOf(this.#c.consumer);
     const selected: PersistedEvent[] = [];
     const deadLetters: DeadLetterRecord[] = [];
     for (const event of plan.events) {
       const poison = this.#poisonSkips.get(event.globalPosition);
       if (poison !== undefined) deadLetters.push(poison);
-      else if (
-        matches(aggregateTypes, event.aggregateType) && matches(eventTypes, event.eventType) &&
-        (partition === null || inPartition(event, partition))
-      ) {
-        selected.push(event);
-      }
+      else if (partition === null || inPartition(event, partition)) selected.push(event);
     }
     return { selected, deadLetters };
   }
@@ -613,12 +612,7 @@ export class ConsumerLoop<Tx> {
     const started = o.clock.now();
     let failure: unknown = null;
     try {
-      const read = await coordinator.readWindow(
-        from,
-        this.#limit,
-        this.#tracker.pendingToken,
-        batch.signal,
-      );
+      const read = await coordinator.readWindow(this.#query(from), batch.signal);
       const plan = this.#narrow(from, await this.#tracker.plan(from, read, o.clock.now()));
       if (plan.skip === null && plan.target <= from) return this.#noProgress(plan);
       const work = async (): Promise<BatchOutcome<BatchValue>> => {

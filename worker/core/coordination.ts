@@ -16,7 +16,7 @@ import type { PersistedEvent } from "../../store/types.ts";
 import type { LeaderStrategy } from "../options.ts";
 import type { GapBlocker, GapWait } from "../types.ts";
 import type { AssignmentChange, AssignmentSnapshot } from "./assignment.ts";
-import type { GapToken, WindowRead } from "./gap_rule.ts";
+import type { GapToken, WindowQuery, WindowRead } from "./gap_rule.ts";
 import type { ConsumerRegistration } from "./storage.ts";
 
 /**
@@ -83,7 +83,8 @@ export interface GapSkipRecord {
  * import type { BatchRequest } from "@eventsalsa/eventsalsa/worker";
  * const request: BatchRequest = {
  *   consumer: "p", workerId: "w-1", expectedCheckpoint: 0,
- *   signal: new AbortController().signal, read: { limit: 100, pendingToken: null },
+ *   signal: new AbortController().signal,
+ *   read: { limit: 100, scan: 100, filter: null, pendingToken: null },
  * };
  * ```
  */
@@ -103,7 +104,7 @@ export interface BatchRequest {
    * Read the window inside the transaction, after the fence (catch-up and `maxGapWait` skips),
    * instead of relying on an earlier probe.
    */
-  readonly read: { readonly limit: number; readonly pendingToken: GapToken | null } | null;
+  readonly read: Omit<WindowQuery, "after"> | null;
   /**
    * Server-side bound, in milliseconds: if the worker goes silent inside the transaction this long
    * (a frozen or partitioned process), the database ends the transaction and frees the rows
@@ -300,15 +301,10 @@ export interface Coordinator<Tx> {
   /** Positions of the consumer's unresolved, non-skipped dead letters. */
   blockingDeadLetters(consumer: string): Promise<number[]>;
   /**
-   * Reads up to `limit` committed events after `afterPosition`, unscoped. When `pendingToken` is
-   * given, first checks (in an earlier statement) whether it has resolved.
+   * Reads the window `query` describes (see ./window.ts). When it carries a `pendingToken`, first
+   * checks (in an earlier statement) whether that has resolved.
    */
-  readWindow(
-    afterPosition: number,
-    limit: number,
-    pendingToken: GapToken | null,
-    signal: AbortSignal,
-  ): Promise<WindowRead>;
+  readWindow(query: WindowQuery, signal: AbortSignal): Promise<WindowRead>;
   /** The highest visible position (0 when the log is empty). */
   latestPosition(): Promise<number>;
 

@@ -6,18 +6,9 @@
  * @module
  */
 import type { PersistedEvent } from "../../store/types.ts";
+import type { Window } from "./window.ts";
 
-/**
- * The result of {@link computeFrontier}.
- *
- * @example
- * ```ts
- * import { computeFrontier, type Frontier } from "@eventsalsa/eventsalsa/worker";
- * const at = (globalPosition: number) => ({ globalPosition }) as never;
- * const frontier: Frontier = computeFrontier(0, [at(1), at(3)], 0);
- * console.log(frontier.target, frontier.hole, frontier.highestVisible); // 1 2 3
- * ```
- */
+/** The result of {@link computeFrontier}. */
 export interface Frontier {
   /** The highest position the checkpoint may move to (the old checkpoint when it may not move). */
   readonly target: number;
@@ -32,56 +23,46 @@ export interface Frontier {
   readonly passedHoles: ReadonlyArray<readonly [number, number]>;
   /** The highest position in the window, or the checkpoint when the window is empty. */
   readonly highestVisible: number;
-  /** How many events the window held (a full window means more may follow). */
-  readonly windowSize: number;
+  /** The window stopped at a limit: more may follow at once. */
+  readonly full: boolean;
 }
 
 /**
- * Walks `window` (events after `checkpoint`, ascending, as read) and returns the longest prefix
- * without an unexplained hole. A missing position at or below `settledUpTo` is a known permanent
- * hole and is passed; any other missing position followed by a visible event stops the walk.
- *
- * @example
- * ```ts
- * import { computeFrontier } from "@eventsalsa/eventsalsa/worker";
- * const at = (globalPosition: number) => ({ globalPosition }) as never;
- * const f = computeFrontier(0, [at(1), at(2), at(4)], 0);
- * console.log(f.target, f.hole); // 2 3
- * ```
+ * The longest prefix of `window` (read after `checkpoint`) without an unexplained hole. A missing
+ * position at or below `settledUpTo` is a known permanent hole and is passed; any other missing
+ * position stops the prefix just before its range (a later position is visible, or it would not
+ * be missing).
  */
 export function computeFrontier(
   checkpoint: number,
-  window: readonly PersistedEvent[],
+  window: Window,
   settledUpTo: number,
 ): Frontier {
-  let expected = checkpoint + 1;
-  let count = 0;
+  let target = window.end;
   let hole: number | null = null;
   const passedHoles: Array<readonly [number, number]> = [];
-  for (const event of window) {
-    const position = event.globalPosition;
-    if (position < expected) {
+  for (const [from, to] of window.missing) {
+    if (from <= checkpoint || to >= window.end || from > to) {
       throw new Error(
-        `window is not ascending after the checkpoint: ${position} after ${expected - 1}`,
+        `window's missing range ${from}–${to} is outside ${checkpoint}–${window.end}`,
       );
     }
-    if (position > expected) {
-      if (position - 1 > settledUpTo) {
-        hole = Math.max(expected, settledUpTo + 1);
-        break;
-      }
-      passedHoles.push([expected, position - 1]);
+    if (to > settledUpTo) {
+      hole = Math.max(from, settledUpTo + 1);
+      target = from - 1;
+      break;
     }
-    count++;
-    expected = position + 1;
+    passedHoles.push([from, to]);
   }
-  const events = count === window.length ? window : window.slice(0, count);
+  const all = window.events;
+  let count = all.length;
+  while (count > 0 && all[count - 1].globalPosition > target) count--;
   return {
-    target: count === 0 ? checkpoint : events[count - 1].globalPosition,
-    events,
+    target,
+    events: count === all.length ? all : all.slice(0, count),
     hole,
     passedHoles,
-    highestVisible: window.length === 0 ? checkpoint : window[window.length - 1].globalPosition,
-    windowSize: window.length,
+    highestVisible: window.end,
+    full: window.full,
   };
 }

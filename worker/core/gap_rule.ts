@@ -10,34 +10,22 @@
  *
  * @module
  */
-import type { PersistedEvent } from "../../store/types.ts";
 import { computeFrontier, type Frontier } from "./frontier.ts";
+import type { Window, WindowSpec } from "./window.ts";
 
 /**
  * An adapter's opaque snapshot token (see the module doc). Only the adapter that handed it out
  * reads it.
- *
- * @example
- * ```ts
- * import type { GapToken, WindowRead } from "@eventsalsa/eventsalsa/worker";
- * const token: GapToken = { bound: "812", running: ["805"] }; // whatever the adapter needs
- * const read: WindowRead = { events: [], pendingResolved: false, token: async () => token };
- * ```
  */
 export type GapToken = unknown;
 
-/**
- * One read of the log window, as the gap rule needs it.
- *
- * @example
- * ```ts
- * import type { WindowRead } from "@eventsalsa/eventsalsa/worker";
- * const empty: WindowRead = { events: [], pendingResolved: false, token: () => Promise.resolve(1) };
- * ```
- */
-export interface WindowRead {
-  /** Committed events after the checkpoint, ascending, at most the batch size. */
-  readonly events: readonly PersistedEvent[];
+/** A window read (see ./window.ts) with the pending token to check first, if any. */
+export interface WindowQuery extends WindowSpec {
+  readonly pendingToken: GapToken | null;
+}
+
+/** One read of the log window (see ./window.ts), with what the gap rule needs besides. */
+export interface WindowRead extends Window {
   /**
    * Whether the pending token passed to the read was resolved *before* the events were read (so
    * the events show the final state of every position the token covers).
@@ -58,19 +46,7 @@ interface PendingGap {
   readonly firstSeenAt: number;
 }
 
-/**
- * What one iteration may do: the frontier plus what the gap rule decided.
- *
- * @example
- * ```ts
- * import { type GapPlan, GapTracker } from "@eventsalsa/eventsalsa/worker";
- * const at = (globalPosition: number) => ({ globalPosition }) as never;
- * const tracker = new GapTracker(null);
- * const read = { events: [at(1), at(3)], pendingResolved: false, token: async () => "t" };
- * const plan: GapPlan = await tracker.plan(0, read, Date.now());
- * console.log(plan.target, plan.hole, plan.skip); // 1 2 null: wait at 2
- * ```
- */
+/** What one iteration may do: the frontier plus what the gap rule decided. */
 export interface GapPlan extends Frontier {
   /** Holes passed only because they outlived `maxGapWait` (to audit), or null. */
   readonly skip: {
@@ -94,14 +70,6 @@ function expand(ranges: ReadonlyArray<readonly [number, number]>, above: number)
  * Per-consumer gap state, kept in memory by the consumer loop. Everything it learns is a fact
  * about the log (a hole known permanent stays permanent), so it stays valid when a batch rolls
  * back.
- *
- * @example
- * ```ts
- * import { GapTracker } from "@eventsalsa/eventsalsa/worker";
- * const tracker = new GapTracker(null);
- * const plan = await tracker.plan(0, { events: [], pendingResolved: false, token: async () => 0 }, 0);
- * console.log(plan.target); // 0
- * ```
  */
 export class GapTracker {
   readonly #maxGapWait: number | null;
@@ -146,7 +114,7 @@ export class GapTracker {
       this.#pending = null;
     }
     const known = Math.max(this.#settledUpTo, this.#forcedUpTo);
-    const frontier = computeFrontier(checkpoint, read.events, known);
+    const frontier = computeFrontier(checkpoint, read, known);
     let skip: GapPlan["skip"] = null;
     if (this.#forcedUpTo > this.#settledUpTo && frontier.passedHoles.length > 0) {
       const skipped = expand(frontier.passedHoles, this.#settledUpTo);

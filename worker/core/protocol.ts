@@ -36,7 +36,7 @@ import type {
   LeaderElectionSettings,
   ListenerHandle,
 } from "./coordination.ts";
-import type { GapToken, WindowRead } from "./gap_rule.ts";
+import type { GapToken, WindowQuery, WindowRead } from "./gap_rule.ts";
 import type {
   ConsumerRegistration,
   LeadershipStorage,
@@ -187,15 +187,10 @@ export class CoordinationProtocol<Tx> implements Coordinator<Tx> {
   }
 
   /** Reads a window outside any transaction (the probe before a batch). */
-  readWindow(
-    afterPosition: number,
-    limit: number,
-    pendingToken: GapToken | null,
-    signal: AbortSignal,
-  ): Promise<WindowRead> {
+  readWindow(query: WindowQuery, signal: AbortSignal): Promise<WindowRead> {
     if (signal.aborted) return Promise.reject(signal.reason);
     return Promise.race([
-      this.#storage.rows.readWindow(afterPosition, limit, pendingToken),
+      this.#storage.rows.readWindow(query),
       rejectOnAbort(signal),
     ]);
   }
@@ -240,9 +235,7 @@ export class CoordinationProtocol<Tx> implements Coordinator<Tx> {
           Promise.race([promise, abort.aborted]);
         const fence = await guarded(tx.lockConsumer(consumer, {
           idleTimeout: request.idleTimeout,
-          read: read === null
-            ? null
-            : { after: expectedCheckpoint, limit: read.limit, pendingToken: read.pendingToken },
+          read: read === null ? null : { ...read, after: expectedCheckpoint },
         }));
         const owner = fence?.owner ?? null;
         if (fence === null || owner !== workerId) return { kind: "notOwner", owner };

@@ -32,7 +32,10 @@ export async function redriveWith<Tx>(
   let partition: { index: number; count: number } | null = null;
   const count = partitionCount(consumer);
   if (count > 1) {
-    const read = await coordinator.readWindow(position - 1, 1, null, new AbortController().signal);
+    const read = await coordinator.readWindow(
+      { after: position - 1, limit: 1, scan: 1, filter: null, pendingToken: null },
+      new AbortController().signal,
+    );
     const found = read.events.find((e) => e.globalPosition === position);
     if (found === undefined) {
       throw new DeadLetterNotFoundError(name, position, "the event is not in the store");

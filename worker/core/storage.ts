@@ -23,7 +23,7 @@ import type {
   GapSkipRecord,
   ListenerHandle,
 } from "./coordination.ts";
-import type { GapToken, WindowRead } from "./gap_rule.ts";
+import type { GapToken, WindowQuery, WindowRead } from "./gap_rule.ts";
 
 /** What `prepare` learnt about the backend. */
 export interface StorageInfo {
@@ -56,14 +56,10 @@ export interface ConsumerRegistration {
 /** What `lockConsumer` also does, in the same round trip when the backend can. */
 export interface LockConsumerOptions {
   /**
-   * Read up to `limit` events after `after` (and check `pendingToken` first) in the same
-   * transaction, for the caller to use if the fence passes.
+   * Read this window (checking its `pendingToken` first) in the same transaction, for the caller
+   * to use if the fence passes.
    */
-  readonly read?: {
-    readonly after: number;
-    readonly limit: number;
-    readonly pendingToken: GapToken | null;
-  } | null;
+  readonly read?: WindowQuery | null;
   /** Bound the transaction server-side: ended after this long silent (ms). */
   readonly idleTimeout?: number;
 }
@@ -183,10 +179,11 @@ export interface WorkerRows {
 
   // --- the log -------------------------------------------------------------------------------------
   /**
-   * Checks `pendingToken` (when given), then reads up to `limit` committed events after
-   * `after`: the read sees every position the check found settled.
+   * Checks the query's `pendingToken` (when given), then reads its window (see ./window.ts): the
+   * read sees every position the check found settled. A filtered window returns full rows for its
+   * matching events only.
    */
-  readWindow(after: number, limit: number, pendingToken: GapToken | null): Promise<WindowRead>;
+  readWindow(query: WindowQuery): Promise<WindowRead>;
   /** The event at `position`, or null. */
   readEvent(position: number): Promise<PersistedEvent | null>;
   /** The highest visible position (0 when the log is empty). */

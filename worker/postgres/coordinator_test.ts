@@ -39,9 +39,19 @@ async function resolvedRead(
   token: GapToken,
 ): Promise<WindowRead> {
   let read!: WindowRead;
-  await until(async () => (read = await c.readWindow(0, 10, token, signal)).pendingResolved, {
-    what: "the token to resolve",
-  });
+  await until(
+    async () =>
+      (read = await c.readWindow({
+        after: 0,
+        limit: 10,
+        scan: 10,
+        filter: null,
+        pendingToken: token,
+      }, signal)).pendingResolved,
+    {
+      what: "the token to resolve",
+    },
+  );
   return read;
 }
 
@@ -54,10 +64,22 @@ describe("PostgresCoordinator: the gap token", () => {
         await h.append(); // 1
         const held = await h.hold(); // 2
         await h.append(); // 3
-        const first = await c.readWindow(0, 10, null, signal);
+        const first = await c.readWindow({
+          after: 0,
+          limit: 10,
+          scan: 10,
+          filter: null,
+          pendingToken: null,
+        }, signal);
         assert.deepEqual(positions(first), [1, 3]);
         const token = await first.token();
-        assert.equal((await c.readWindow(0, 10, token, signal)).pendingResolved, false);
+        assert.equal(
+          (await c.readWindow(
+            { after: 0, limit: 10, scan: 10, filter: null, pendingToken: token },
+            signal,
+          )).pendingResolved,
+          false,
+        );
         const blockers = await c.gapBlockers(token);
         assert.ok(blockers.some((b) => b.pid === held.pid), JSON.stringify(blockers));
         await held.commit();
@@ -72,7 +94,13 @@ describe("PostgresCoordinator: the gap token", () => {
     await withCoordinator(t, async (h, c) => {
       const held = await h.hold(); // 1
       await h.append(); // 2
-      const token = await (await c.readWindow(0, 10, null, signal)).token();
+      const token = await (await c.readWindow({
+        after: 0,
+        limit: 10,
+        scan: 10,
+        filter: null,
+        pendingToken: null,
+      }, signal)).token();
       await held.rollback();
       const after = await resolvedRead(c, token);
       assert.deepEqual(positions(after), [2]);
@@ -84,7 +112,13 @@ describe("PostgresCoordinator: the gap token", () => {
     T,
     async (t) => {
       await withCoordinator(t, async (h, c) => {
-        const early = await (await c.readWindow(0, 10, null, signal)).token();
+        const early = await (await c.readWindow({
+          after: 0,
+          limit: 10,
+          scan: 10,
+          filter: null,
+          pendingToken: null,
+        }, signal)).token();
         const held = await h.hold(); // 1, its xid is newer than the early token
         await h.append(); // 2
         // The early token resolves although the held append is still open: it says nothing
@@ -92,7 +126,13 @@ describe("PostgresCoordinator: the gap token", () => {
         const read = await resolvedRead(c, early);
         assert.deepEqual(positions(read), [2]);
         const late = await read.token();
-        assert.equal((await c.readWindow(0, 10, late, signal)).pendingResolved, false);
+        assert.equal(
+          (await c.readWindow(
+            { after: 0, limit: 10, scan: 10, filter: null, pendingToken: late },
+            signal,
+          )).pendingResolved,
+          false,
+        );
         await held.rollback();
       });
     },

@@ -273,7 +273,13 @@ describe("The gap wait on PostgreSQL is scoped to this database", () => {
         const c = coordinatorOf(h);
         const held = await h.hold(); // 1
         await h.append(); // 2
-        const read = await c.readWindow(0, 10, null, signal);
+        const read = await c.readWindow({
+          after: 0,
+          limit: 10,
+          scan: 10,
+          filter: null,
+          pendingToken: null,
+        }, signal);
         assert.deepEqual(positions(read), [2]);
         const privileged = await read.token() as string;
         // The same statement under a role that cannot trust the activity view: no list.
@@ -332,18 +338,47 @@ describe("The gap wait on PostgreSQL is scoped to this database", () => {
         // The held append rolls back: the scoped token resolves (given this database's other
         // sessions end), the fallback one not while the other database's transaction is open.
         await held.rollback();
-        await until(async () => (await c.readWindow(0, 10, privileged, signal)).pendingResolved, {
-          what: "the scoped token to resolve",
-        });
+        await until(
+          async () =>
+            (await c.readWindow({
+              after: 0,
+              limit: 10,
+              scan: 10,
+              filter: null,
+              pendingToken: privileged,
+            }, signal)).pendingResolved,
+          {
+            what: "the scoped token to resolve",
+          },
+        );
         for (let i = 0; i < 3; i++) {
-          assert.equal((await c.readWindow(0, 10, plain, signal)).pendingResolved, false);
+          assert.equal(
+            (await c.readWindow({
+              after: 0,
+              limit: 10,
+              scan: 10,
+              filter: null,
+              pendingToken: plain,
+            }, signal)).pendingResolved,
+            false,
+          );
           await new Promise((resolve) => setTimeout(resolve, 100));
         }
         assert.ok(await other.open());
         await other.release();
-        await until(async () => (await c.readWindow(0, 10, plain, signal)).pendingResolved, {
-          what: "the fallback token to resolve once the other database's transaction ends",
-        });
+        await until(
+          async () =>
+            (await c.readWindow({
+              after: 0,
+              limit: 10,
+              scan: 10,
+              filter: null,
+              pendingToken: plain,
+            }, signal)).pendingResolved,
+          {
+            what: "the fallback token to resolve once the other database's transaction ends",
+          },
+        );
       });
     },
   );
@@ -407,7 +442,13 @@ describe("The gap wait on PostgreSQL is scoped to this database", () => {
         const holder = await tStarted;
         drawQ();
         await q;
-        const read = await c.readWindow(0, 10, null, signal);
+        const read = await c.readWindow({
+          after: 0,
+          limit: 10,
+          scan: 10,
+          filter: null,
+          pendingToken: null,
+        }, signal);
         assert.deepEqual(positions(read), [holder.position + 1]);
         const token = await read.token() as string;
         const { horizon, transactions } = parseGapToken(token);
@@ -425,9 +466,19 @@ describe("The gap wait on PostgreSQL is scoped to this database", () => {
         }
         finishT();
         await tDone;
-        await until(async () => (await c.readWindow(0, 10, token, signal)).pendingResolved, {
-          what: "the token to resolve after the rollback",
-        });
+        await until(
+          async () =>
+            (await c.readWindow({
+              after: 0,
+              limit: 10,
+              scan: 10,
+              filter: null,
+              pendingToken: token,
+            }, signal)).pendingResolved,
+          {
+            what: "the token to resolve after the rollback",
+          },
+        );
       });
     },
   );

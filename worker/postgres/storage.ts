@@ -47,7 +47,8 @@ import type {
   GapSkipRecord,
   ListenerHandle,
 } from "../core/coordination.ts";
-import type { GapToken, WindowRead } from "../core/gap_rule.ts";
+import type { GapToken, WindowQuery, WindowRead } from "../core/gap_rule.ts";
+import { readCount, type Window, windowOf, type WindowSpec } from "../core/window.ts";
 import type {
   ConsumerRegistration,
   ConsumerRow,
@@ -68,6 +69,7 @@ import type { LeaderStrategy } from "../options.ts";
 import type { GapBlocker, GapWait, WorkerTransaction } from "../types.ts";
 import { GAP_BLOCKERS_SQL, GAP_RESOLVED_SQL, GAP_TOKEN_SQL } from "./gap_horizon.ts";
 import { guardTransaction } from "./guarded_transaction.ts";
+import { windowFromRows, type WindowStatements, windowStatements } from "./window_sql.ts";
 import type { WorkerTables } from "./tables.ts";
 
 /**
@@ -325,6 +327,7 @@ class Shared {
   readonly q: Queries;
   readonly events: SqlIdentifier;
   readonly sequence: SqlIdentifier;
+  readonly windows: WindowStatements;
   /** Set by `prepare` on a server of one session (see the module doc). */
   singleSession = false;
   /**
@@ -346,6 +349,7 @@ class Shared {
     const { events, sequence } = storeTables({ eventsTable: store.eventsTable });
     this.events = events;
     this.sequence = sequence;
+    this.windows = windowStatements(events);
     this.q = queries(settings.tables, events);
   }
 
@@ -364,6 +368,21 @@ class Shared {
     const [[oid]] = await run(executor, this.q.nodesOid, [this.settings.tables.nodes.quoted]);
     if (oid === null) throw new WorkerSetupError("the worker tables are missing");
     return (this.#oid = oid as string);
+  }
+
+  /**
+   * Reads `spec`'s window on `exec`: unfiltered through the store's read (every row is wanted),
+   * filtered in one statement that fetches full rows for the matching events only.
+   */
+  readWindow(exec: Executor, spec: WindowSpec): Promise<Window> {
+    const filter = spec.filter;
+    if (filter === null) {
+      return this.store.readEvents(exec, spec.after, readCount(spec)).then((events) =>
+        windowOf(spec, events)
+      );
+    }
+    const { text, params } = this.windows.for({ ...spec, filter });
+    return send(exec, text, params).then(windowFromRows);
   }
 
   /** Cancels whatever runs on backend `pid`, from a connection of its own. */
@@ -588,16 +607,14 @@ class PgRows implements WorkerRows {
     const resolved = read !== null && read.pendingToken !== null
       ? send(exec, q.resolved, [read.pendingToken as string])
       : null;
-    const events = read === null
-      ? null
-      : this.shared.store.readEvents(exec, read.after, read.limit);
-    events?.catch(() => {});
+    const window = read === null ? null : this.shared.readWindow(exec, read);
+    window?.catch(() => {});
     const rows = await fence;
     if (rows.length === 0) return null;
     let windowRead: WindowRead | null = null;
-    if (events !== null) {
+    if (window !== null) {
       const pendingResolved = resolved === null ? false : (await resolved)[0][0] === true;
-      windowRead = { events: await events, pendingResolved, token: () => this.token() };
+      windowRead = { ...await window, pendingResolved, token: () => this.token() };
     }
     return {
       owner: rows[0][0] as string | null,
@@ -676,16 +693,13 @@ class PgRows implements WorkerRows {
   }
 
   /** Resolution check first, then the read (a later statement sees every settled position). */
-  async readWindow(
-    after: number,
-    limit: number,
-    pendingToken: GapToken | null,
-  ): Promise<WindowRead> {
+  async readWindow(query: WindowQuery): Promise<WindowRead> {
+    const { pendingToken } = query;
     const pendingResolved = pendingToken === null
       ? false
       : (await run(this.exec(), this.shared.q.resolved, [pendingToken as string]))[0][0] === true;
-    const events = await this.shared.store.readEvents(this.exec(), after, limit);
-    return { events, pendingResolved, token: () => this.token() };
+    const window = await this.shared.readWindow(this.exec(), query);
+    return { ...window, pendingResolved, token: () => this.token() };
   }
 
   /** A gap token taken now (see ./gap_horizon.ts). */
