@@ -1,8 +1,9 @@
 /**
- * A filtered consumer's window (see ../core/window.ts) in one statement: the positions are
- * walked on the primary key (index-only once vacuumed), full rows are fetched for the matching
- * events only, and the missing ranges are computed only when the window has any. The statement
- * gives the same window as `windowOf` over the same log; `window_sql_test.ts` holds it to that.
+ * A filtered consumer's window (see ../core/window.ts) in one statement: full rows for the
+ * matching events only, found on the primary key or the `(aggregate_type, global_position)` index;
+ * the window's positions counted on the primary key (index-only once vacuumed), and listed only
+ * when some are missing. The statement gives the same window as `windowOf` over the same log;
+ * `window_sql_test.ts` holds it to that.
  *
  * Parameters: $1 after, $2 scan, $3 limit, then the aggregate types and the event types (text[]
  * literals) the filter narrows by; a list it does not narrow by is left out of the statement.
@@ -23,20 +24,21 @@ function windowStatement(events: SqlIdentifier, byAggregate: boolean, byEvent: b
   if (byEvent) clauses.push(`event_type = ANY($${4 + clauses.length}::text[])`);
   const filter = clauses.join(" AND ");
   // top: `after + scan`, or the first visible position when that is further (a long hole).
-  // hit: the matching positions up to top, one more than the limit. bound: the window ends below
-  // the one past the limit, else at top. pos: how many positions are visible in the window, and
-  // the highest. holes: only when the window is not dense.
+  // hit: the matching events up to top, in full, one more than the limit. bound: the window ends
+  // below the one past the limit, else at top. pos: how many positions are visible in the window,
+  // and the highest. holes: only when the window is not dense.
   return `WITH top AS MATERIALIZED (
     SELECT greatest($1::int8 + $2::int8,
       (SELECT min(global_position) FROM ${E} WHERE global_position > $1)) AS p
   ), hit AS MATERIALIZED (
-    SELECT global_position AS p FROM ${E}
+    SELECT ${EVENT_COLUMNS} FROM ${E}
     WHERE global_position > $1 AND global_position <= (SELECT p FROM top) AND ${filter}
     ORDER BY global_position LIMIT $3::int8 + 1
   ), bound AS MATERIALIZED (
-    SELECT coalesce((SELECT p - 1 FROM hit ORDER BY p OFFSET $3 LIMIT 1), (SELECT p FROM top)) AS p
+    SELECT coalesce((SELECT global_position - 1 FROM hit ORDER BY global_position OFFSET $3 LIMIT 1),
+      (SELECT p FROM top)) AS p
   ), pos AS MATERIALIZED (
-    SELECT count(*) AS n, coalesce(max(global_position), $1) AS last FROM ${E}
+    SELECT count(*) AS n, coalesce(max(global_position), $1::int8) AS last FROM ${E}
     WHERE global_position > $1 AND global_position <= (SELECT p FROM bound)
   ), holes AS MATERIALIZED (
     SELECT string_agg((prev + 1) || '-' || (p - 1), ',' ORDER BY p) AS ranges
@@ -47,13 +49,11 @@ function windowStatement(events: SqlIdentifier, byAggregate: boolean, byEvent: b
     WHERE p - prev > 1 AND (SELECT n < last - $1 FROM pos)
   )
   SELECT pos.last,
-    EXISTS (SELECT FROM ${E} WHERE global_position > (SELECT p FROM bound)) AS full,
-    holes.ranges, e.*
-  FROM pos CROSS JOIN holes LEFT JOIN LATERAL (
-    SELECT ${EVENT_COLUMNS} FROM ${E}
-    WHERE global_position = ANY (ARRAY(SELECT p FROM hit WHERE p <= pos.last))
-  ) e ON true
-  ORDER BY e.global_position`;
+    (SELECT min(global_position) FROM ${E} WHERE global_position > (SELECT p FROM bound))
+      IS NOT NULL AS full,
+    holes.ranges, hit.*
+  FROM pos CROSS JOIN holes LEFT JOIN hit ON hit.global_position <= pos.last
+  ORDER BY hit.global_position`;
 }
 
 /** The statements of the three filter shapes on one events table. */
