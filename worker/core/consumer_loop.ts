@@ -32,11 +32,11 @@ import type {
   Coordinator,
   DeadLetterRecord,
 } from "./coordination.ts";
-import { type GapPlan, GapTracker, type WindowQuery } from "./gap_rule.ts";
+import { type GapPlan, GapTracker, type WindowQuery, type WindowRead } from "./gap_rule.ts";
 import { inPartition, partitionOf, windowSize } from "./partitions.ts";
 import { type WorkerTelemetry, workerTelemetry } from "./telemetry.ts";
 import { pause, type Wakeup } from "./wakeup.ts";
-import { scanSize, type TypeFilter, typeFilter } from "./window.ts";
+import { MAX_REACH, nextReach, scanSize, type TypeFilter, typeFilter } from "./window.ts";
 
 /** Inputs of a consumer loop. */
 export interface ConsumerLoopContext<Tx> {
@@ -150,6 +150,8 @@ export class ConsumerLoop<Tx> {
   readonly #batchSize: number;
   /** The consumer's type lists, applied by the read (null: every event). */
   readonly #filter: TypeFilter | null;
+  /** Positions its windows reach per event they may return (see `nextReach`). */
+  #reach = MAX_REACH;
 
   /** Creates the loop; nothing runs until {@link ConsumerLoop.run}. */
   constructor(context: ConsumerLoopContext<Tx>) {
@@ -318,7 +320,7 @@ export class ConsumerLoop<Tx> {
       let plan: GapPlan | null = null;
       if (!this.#catchUp && !this.#tracker.skipDue(o.clock.now())) {
         const read = await coordinator.readWindow(this.#query(from), batch.signal);
-        plan = this.#narrow(from, await this.#tracker.plan(from, read, o.clock.now()));
+        plan = await this.#plan(from, read);
         if (plan.skip === null && plan.target <= from) return this.#noProgress(plan);
         // A maxGapWait skip is decided again inside the transaction, on a fresh read.
         if (plan.skip !== null) plan = null;
@@ -333,7 +335,7 @@ export class ConsumerLoop<Tx> {
         read: probed === null ? this.#query(from) : null,
       }, async (session) => {
         const p = probed ??
-          this.#narrow(from, await this.#tracker.plan(from, session.read!, o.clock.now()));
+          await this.#plan(from, session.read!);
         if (p.target <= from) return { plan: p, handled: 0, deadLetters: [] };
         return await this.#apply(session, p, from, batch.signal);
       });
@@ -358,17 +360,23 @@ export class ConsumerLoop<Tx> {
   }
 
   /**
-   * The next window: up to `#limit` of the consumer's events after `from`, scanning further when
-   * it filters by type (see ./window.ts).
+   * The next window: up to `#limit` of the consumer's events after `from`, reaching as far as the
+   * consumer's density says (see ./window.ts).
    */
   #query(from: number): WindowQuery {
     return {
       after: from,
       limit: this.#limit,
-      scan: scanSize(this.#limit),
+      scan: scanSize(this.#limit, this.#reach),
       filter: this.#filter,
       pendingToken: this.#tracker.pendingToken,
     };
+  }
+
+  /** Learns the density from a window read after `from`, then applies the gap rule and the cap. */
+  async #plan(from: number, read: WindowRead): Promise<GapPlan> {
+    if (this.#filter !== null) this.#reach = nextReach(this.#reach, from, read);
+    return this.#narrow(from, await this.#tracker.plan(from, read, this.#c.options.clock.now()));
   }
 
   /** `coordinator.runBatch`, in a span and measured when the worker has telemetry. */
@@ -613,7 +621,7 @@ export class ConsumerLoop<Tx> {
     let failure: unknown = null;
     try {
       const read = await coordinator.readWindow(this.#query(from), batch.signal);
-      const plan = this.#narrow(from, await this.#tracker.plan(from, read, o.clock.now()));
+      const plan = await this.#plan(from, read);
       if (plan.skip === null && plan.target <= from) return this.#noProgress(plan);
       const work = async (): Promise<BatchOutcome<BatchValue>> => {
         const { selected, deadLetters } = this.#select(plan);

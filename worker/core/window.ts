@@ -64,14 +64,31 @@ export function matchesFilter(filter: TypeFilter | null, event: PersistedEvent):
     (filter.eventTypes === null || filter.eventTypes.includes(event.eventType));
 }
 
-/** Positions one window covers per event it may return: a 1 % type fills its batch in one read. */
-const SCAN_PER_EVENT = 100;
-/** Most positions one window covers (a statement of tens of milliseconds on PostgreSQL). */
+/** Most positions a window reaches per event it may return: a 1 % type fills its batch in one read. */
+export const MAX_REACH = 100;
+/** Most positions one window reaches (a statement of tens of milliseconds on PostgreSQL). */
 const MAX_SCAN = 100_000;
 
-/** How many positions a window of `limit` events covers at most (see {@link windowOf}). */
-export function scanSize(limit: number): number {
-  return Math.max(limit, Math.min(limit * SCAN_PER_EVENT, MAX_SCAN));
+/**
+ * How many positions a window of `limit` events reaches: `limit × reach`, at least `limit`, at
+ * most 100,000 (or `limit` when that is more).
+ */
+export function scanSize(limit: number, reach: number = MAX_REACH): number {
+  return Math.max(limit, Math.min(Math.ceil(limit * reach), MAX_SCAN));
+}
+
+/**
+ * The reach (positions per event) for a consumer's next window, from the one it just read after
+ * `after`: 5 % more than the density the window showed, so a dense filter's windows end at their
+ * limit without reading far past it, while a rare type's reach the limit of 100; a window
+ * that ended at its reach with room for more events grows it. An adapter may read a window that
+ * reaches no further than twice its limit as full rows (see `readCount`).
+ */
+export function nextReach(reach: number, after: number, window: Window): number {
+  const { events, end, full } = window;
+  if (events.length === 0) return full ? MAX_REACH : reach;
+  const density = (end - after) / events.length;
+  return Math.min(MAX_REACH, Math.max(1, density * 1.05));
 }
 
 /**

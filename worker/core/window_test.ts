@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { stored } from "../support_test.ts";
 import {
   matchesFilter,
+  nextReach,
   readCount,
   scanSize,
   typeFilter,
@@ -94,5 +95,21 @@ describe("typeFilter and scanSize", () => {
     assert.equal(scanSize(100), 10_000);
     assert.equal(scanSize(5_000), 100_000);
     assert.equal(scanSize(200_000), 200_000);
+    assert.equal(scanSize(1_000, 1.25), 1_250);
+    assert.equal(scanSize(1_000, 0.5), 1_000);
+  });
+  it("the reach follows the density a window showed, 5 % more, between 1 and 100", () => {
+    const events = (n: number) => at(...Array.from({ length: n }, (_, i) => i + 1));
+    const window = (n: number, end: number, full: boolean) => ({
+      events: events(n),
+      end,
+      missing: [],
+      full,
+    });
+    assert.equal(nextReach(100, 0, window(1_000, 1_010, true)), 1.0605);
+    assert.equal(nextReach(100, 0, window(1_000, 100_000, true)), 100);
+    assert.equal(nextReach(100, 0, window(10, 100_000, true)), 100, "at most 100");
+    assert.equal(nextReach(1.25, 0, window(0, 1_250, true)), 100, "nothing matched: reach far");
+    assert.equal(nextReach(1.25, 0, window(0, 3, false)), 1.25, "caught up: nothing learnt");
   });
 });
