@@ -3,8 +3,8 @@
  * Needs DATABASE_URL (a real PostgreSQL); without it, says so and exits 0. Runs in its own schema.
  *
  * Catch-up of N events from position 0 by a fresh consumer, as events/s:
- * - a no-op consumer, against a hand-written postgres.js loop that reads a batch of 100 and writes
- *   the checkpoint in one transaction (BEGIN, SELECT, UPDATE, COMMIT);
+ * - a no-op consumer, against a hand-written postgres.js loop that reads a batch (1,000, or
+ *   `--batch N`) and writes the checkpoint in one transaction (BEGIN, SELECT, UPDATE, COMMIT);
  * - a one-upsert-per-event SQL projection, against the same loop plus the same upsert per event.
  *
  * The worker does more per batch than the baseline (the fence locks the assignment and checkpoint
@@ -21,7 +21,8 @@ import { PostgresStore } from "../store/postgres_store.ts";
 import { type Consumer, migrate, Worker, type WorkerTransaction } from "../worker/mod.ts";
 import { type BenchResult, compare, databaseUrl, numberArgument, printTable } from "./runner.ts";
 
-const BATCH = 100;
+/** Events per batch, both sides (`--batch`); issue 17's lines are at 1,000. */
+const BATCH = numberArgument("batch", 1_000);
 
 const COLUMNS =
   "global_position, aggregate_type, aggregate_id, aggregate_version, event_id, event_type, " +

@@ -795,6 +795,7 @@ const SIMULATED: WorkerRuntimeOptions = {
   maxPollInterval: 2_000,
   dispatcherInterval: 500,
   batchPause: 50,
+  gapCheckInterval: 50,
   batchTimeout: 3_000,
   heartbeatInterval: 500,
   heartbeatTimeout: 2_000,

@@ -54,13 +54,16 @@ export type LeaderStrategy = "advisory" | "lease";
 export interface WorkerRuntimeOptions {
   /** This worker's id (text); a random UUID when omitted. */
   workerId?: string;
-  /** Events read per batch (unscoped window). Default 100. */
+  /** The consumer's events per batch (a filtered consumer passes more positions). Default 100. */
   batchSize?: number;
   /** First idle wait between probes. Default 1000. */
   pollInterval?: number;
   /** Idle waits double up to this. Default 30000; must be ≥ `pollInterval`. */
   maxPollInterval?: number;
-  /** Pause after a full batch and while a gap waits. Default 200; 0 allowed. */
+  /**
+   * Pause after a full batch, before the next (throttles a catch-up). Default 0: at once, as fast
+   * as the database allows.
+   */
   batchPause?: number;
   /** A batch running longer is cancelled and rolled back. Default 30000. */
   batchTimeout?: number;
@@ -73,6 +76,11 @@ export interface WorkerRuntimeOptions {
   maxGapWait?: number | null;
   /** While a gap waits, report it (observer, log, status) at this interval. Default 5000. */
   gapReportInterval?: number;
+  /**
+   * While a gap waits, check this often whether it is final (an append's notification wakes the
+   * check early). Default 200; 0 allowed.
+   */
+  gapCheckInterval?: number;
   /**
    * `poll` (default) or `notify` (LISTEN, with a reconciliation poll). On the embedded PGlite the
    * worker polls whatever this says (one session: no LISTEN connection).
@@ -187,13 +195,13 @@ export interface WorkerOptions extends WorkerRuntimeOptions, WorkerTableOptions 
 export interface ResolvedRuntimeOptions {
   /** This worker's id: the one given, or a random UUID. */
   readonly workerId: string;
-  /** Events read per batch. */
+  /** The consumer's events per batch. */
   readonly batchSize: number;
   /** First idle wait between probes, in milliseconds. */
   readonly pollInterval: number;
   /** Longest idle wait, in milliseconds. */
   readonly maxPollInterval: number;
-  /** Pause after a full batch and while a gap waits, in milliseconds. */
+  /** Pause after a full batch, in milliseconds. */
   readonly batchPause: number;
   /** A batch running longer is cancelled and rolled back, in milliseconds. */
   readonly batchTimeout: number;
@@ -203,6 +211,8 @@ export interface ResolvedRuntimeOptions {
   readonly maxGapWait: number | null;
   /** Interval of gap reports while a gap waits, in milliseconds. */
   readonly gapReportInterval: number;
+  /** How often a waiting gap is checked, in milliseconds. */
+  readonly gapCheckInterval: number;
   /** `poll` or `notify`. */
   readonly dispatcher: DispatcherStrategy;
   /** Poll dispatcher period, in milliseconds. */
@@ -386,11 +396,12 @@ const RUNTIME_OPTIONS = {
     ...duration(30_000),
     adapt: (fallback: number, o: ResolvedRuntimeOptions) => Math.max(fallback, o.pollInterval),
   },
-  batchPause: duration(200, true),
+  batchPause: duration(0, true),
   batchTimeout: duration(30_000),
   maxConsecutiveFailures: count(5, MAX_FAILURES),
   maxGapWait: durationOrOff(),
   gapReportInterval: duration(5_000),
+  gapCheckInterval: duration(200, true),
   dispatcher: choice<DispatcherStrategy>(["poll", "notify"], "poll"),
   dispatcherInterval: duration(200),
   notifyReconcileInterval: duration(1_000),

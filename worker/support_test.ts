@@ -82,6 +82,7 @@ export const frozenClock: Clock = {
  */
 export const FAST_FLEET = {
   batchPause: 0,
+  gapCheckInterval: 0,
   pollInterval: 100,
   maxPollInterval: 500,
   dispatcherInterval: 100,

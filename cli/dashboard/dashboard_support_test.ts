@@ -122,7 +122,7 @@ export async function startFleet(
     pollInterval: 50,
     maxPollInterval: 200,
     dispatcherInterval: 50,
-    batchPause: 0,
+    batchPause: 0, gapCheckInterval: 0,
     gapReportInterval: 200,
     heartbeatInterval: 500,
     rebalanceInterval: 500,

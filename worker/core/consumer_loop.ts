@@ -268,7 +268,7 @@ export class ConsumerLoop<Tx> {
           break;
         case "waiting":
           idle = o.pollInterval;
-          delay = o.batchPause;
+          delay = o.gapCheckInterval;
           interruptible = true;
           break;
         case "idle":

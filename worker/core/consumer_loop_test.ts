@@ -12,7 +12,7 @@ import {
 } from "../../testing/in_memory_coordinator.ts";
 import { InMemoryEventStore, type InMemoryTransaction } from "../../testing/in_memory_store.ts";
 import { BatchTimeoutError, ConsecutiveFailuresError, PoisonEventError } from "../errors.ts";
-import type { WorkerRuntimeOptions } from "../options.ts";
+import { WORKER_DEFAULTS, type WorkerRuntimeOptions } from "../options.ts";
 import { draft, tick, until } from "../support_test.ts";
 import type { Consumer, GapWait } from "../types.ts";
 import { skipPoisonEvents } from "./poison.ts";
@@ -380,6 +380,7 @@ describe("consumer loop on the in-memory coordinator", () => {
     // Slow timers keep the simulated hour cheap (each fake timer costs one real macrotask).
     const worker = h.worker([seen.consumer], {
       batchPause: 10_000,
+      gapCheckInterval: 10_000,
       dispatcherInterval: 60_000,
       heartbeatInterval: 600_000,
       heartbeatTimeout: 3_600_000,
@@ -404,6 +405,7 @@ describe("consumer loop on the in-memory coordinator", () => {
     assert.equal((await h.coordinator.status()).consumers[0].gap, null);
     const again = h.worker([seen.consumer], {
       batchPause: 10_000,
+      gapCheckInterval: 10_000,
       dispatcherInterval: 60_000,
       heartbeatInterval: 600_000,
     });
@@ -415,13 +417,31 @@ describe("consumer loop on the in-memory coordinator", () => {
     await rerunning;
   });
 
+  it("a consumer windows behind goes on at once after each full batch; batchPause throttles it", async () => {
+    for (const batchPause of [WORKER_DEFAULTS.batchPause, 200]) {
+      const h = harness();
+      const seen = recorder("behind");
+      for (let i = 0; i < 1_000; i++) await h.append();
+      const worker = h.worker([seen.consumer], { batchSize: 100, batchPause });
+      const started = h.clock.now();
+      const running = worker.start();
+      await until(() => h.coordinator.checkpoint("behind") === 1_000, { clock: h.clock, step: 5 });
+      const elapsed = h.clock.now() - started;
+      if (batchPause === 0) assert.ok(elapsed < 200, `10 windows in ${elapsed} ms without pauses`);
+      else assert.ok(elapsed >= 9 * batchPause, `10 windows in ${elapsed} ms, 9 pauses`);
+      assert.equal(seen.committed.length, 1_000);
+      await worker.stop();
+      await running;
+    }
+  });
+
   it("a rolled-back append: the hole is passed as soon as the rollback happens", async () => {
     const h = harness();
     const seen = recorder("holes");
     await h.append(); // 1
     const held = await h.hold(); // 2, will roll back
     await h.append(); // 3
-    const worker = h.worker([seen.consumer], { batchPause: 200 });
+    const worker = h.worker([seen.consumer], { batchPause: 200, gapCheckInterval: 200 });
     const running = worker.start();
     await until(() => seen.committed.length === 1, { clock: h.clock });
     await h.clock.advance(10_000);

@@ -373,7 +373,7 @@ describe("detached consumers (in memory)", () => {
       name: "mailer",
       mode: "detached",
       handle: (event) => void delivered.push(event.globalPosition),
-    }], { batchPause: 100 });
+    }], { batchPause: 100, gapCheckInterval: 100 });
     const running = worker.start();
     await until(() => h.coordinator.checkpoint("mailer") === 1, { clock: h.clock });
     await h.clock.advance(5_000);
@@ -404,7 +404,7 @@ describe("detached consumers (in memory)", () => {
       name: "mailer",
       mode: "detached",
       handle: (event) => void delivered.push(event.globalPosition),
-    }], { maxGapWait: 10_000, batchPause: 500 });
+    }], { maxGapWait: 10_000, batchPause: 500, gapCheckInterval: 500 });
     const running = worker.start();
     await until(() => h.coordinator.checkpoint("mailer") === 3, { clock: h.clock, step: 500 });
     assert.deepEqual(delivered, [1, 3]);

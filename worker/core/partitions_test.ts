@@ -207,6 +207,7 @@ describe("partitioned consumers in memory", () => {
         dispatcherInterval: 50,
         batchSize: 7,
         batchPause: 0,
+        gapCheckInterval: 0,
         rebalanceInterval: 200,
         heartbeatInterval: 200,
         heartbeatTimeout: 1_000,
@@ -346,7 +347,7 @@ describe("partitioned consumers in memory", () => {
     const f = fleet();
     const r = recorder("orders", { partitions: 3, aggregateTypes: ["Order"] });
     // At a hole a consumer re-checks every batchPause.
-    const w = f.make("w-1", [r.consumer], { batchPause: 50 });
+    const w = f.make("w-1", [r.consumer], { batchPause: 50, gapCheckInterval: 50 });
     const running = w.start();
     await f.appendRounds(["a", "b", "c", "d"], 1, "Order");
     await f.appendRounds(["x", "y"], 1, "Account");

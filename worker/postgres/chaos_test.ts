@@ -39,6 +39,7 @@ const START_REJECTED_EXIT = 71;
 const OPTIONS = {
   batchSize: 20,
   batchPause: 50,
+  gapCheckInterval: 50,
   pollInterval: 100,
   maxPollInterval: 300,
   dispatcherInterval: 100,

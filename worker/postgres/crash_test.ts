@@ -41,6 +41,7 @@ async function child(plan: ChildPlan): Promise<void> {
     batchSize: 5,
     pollInterval: 20,
     batchPause: 0,
+    gapCheckInterval: 0,
     // The previous child died without cleanup: its row must stop counting as live soon.
     heartbeatInterval: 100,
     heartbeatTimeout: 1_000,

@@ -122,6 +122,7 @@ async function child(plan: ChildPlan): Promise<void> {
     workerId: plan.workerId,
     batchSize: plan.mode === "stop" ? 100 : 5,
     batchPause: 0,
+    gapCheckInterval: 0,
     pollInterval: 50,
     maxPollInterval: 200,
     batchTimeout: plan.mode === "stop" ? 30_000 : BATCH_TIMEOUT,

@@ -143,6 +143,7 @@ describe("The gap wait on PostgreSQL is scoped to this database", () => {
         const waits: GapWait[] = [];
         const worker = h.worker([h.projection("scoped")], {
           batchPause: 200,
+          gapCheckInterval: 200,
           gapReportInterval: 1_000,
           dispatcherInterval: 600_000,
           heartbeatInterval: 600_000,
@@ -217,6 +218,7 @@ describe("The gap wait on PostgreSQL is scoped to this database", () => {
         const waits: GapWait[] = [];
         const worker = h.worker([h.projection("two-phase")], {
           batchPause: 200,
+          gapCheckInterval: 200,
           gapReportInterval: 1_000,
           dispatcherInterval: 600_000,
           heartbeatInterval: 600_000,

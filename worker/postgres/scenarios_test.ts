@@ -93,6 +93,7 @@ for (const { name, prepare, pooler } of VARIANTS) {
             dispatcherInterval: 600_000,
             heartbeatInterval: 600_000,
             batchPause: 1_000,
+            gapCheckInterval: 1_000,
             gapReportInterval: 5_000,
             observer: { gapWaiting: (g) => waits.push(g) },
           });
@@ -152,7 +153,10 @@ for (const { name, prepare, pooler } of VARIANTS) {
         await h.append(); // 1
         const held = await h.hold(); // 2
         await h.append(); // 3
-        const worker = h.worker([h.projection("holes")], { batchPause: 200 });
+        const worker = h.worker([h.projection("holes")], {
+          batchPause: 200,
+          gapCheckInterval: 200,
+        });
         const running = worker.start();
         await until(async () => (await h.rows("holes")).length === 1, { clock: h.clock, step: 50 });
         await h.clock.advance(10_000);
@@ -268,6 +272,7 @@ function workerScenarios(pooler: string | undefined): void {
         const worker = h.worker([h.projection("impatient")], {
           maxGapWait: 5_000,
           batchPause: 500,
+          gapCheckInterval: 500,
         });
         const running = worker.start();
         await h.clock.advance(4_000);

@@ -269,6 +269,7 @@ describe("Worker telemetry on PostgreSQL", () => {
         dispatcherInterval: 600_000,
         heartbeatInterval: 600_000,
         batchPause: 1_000,
+        gapCheckInterval: 1_000,
         gapReportInterval: 5_000,
         observer: { gapWaiting: (g) => waits.push(g) },
       });

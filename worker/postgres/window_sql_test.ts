@@ -83,6 +83,7 @@ describe("filtered windows in SQL", () => {
         await h.append("Rare"); // 4
         const worker = h.worker([h.projection("rare", { aggregateTypes: ["Rare"] })], {
           batchPause: 100,
+          gapCheckInterval: 100,
         });
         const running = worker.start();
         await until(async () => (await h.rows("rare")).length === 1, {
@@ -124,6 +125,7 @@ describe("filtered windows in SQL", () => {
           h.projection("rare", { eventTypes: ["OrderPlaced"], aggregateTypes: ["Rare"] }),
         ], {
           batchPause: 100,
+          gapCheckInterval: 100,
         });
         const running = worker.start();
         await until(async () => (await h.checkpoint("rare")) === 5, {
