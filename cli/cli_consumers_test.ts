@@ -68,7 +68,8 @@ function workerOptions(db: TestDatabase, pooler: string | undefined, id: string)
     assignmentPollInterval: 200,
     batchSize: 20,
     // Full batches follow each other at once (200 ms apart by default).
-    batchPause: 10, gapCheckInterval: 10,
+    batchPause: 10,
+    gapCheckInterval: 10,
     workerId: id,
     // Behind a transaction pooler: a lease instead of a session lock, LISTEN past the pooler.
     ...(pooler ? { leaderStrategy: "lease" as const, notifyConnection: db.directUrl } : {}),
