@@ -138,7 +138,8 @@ export async function comparePaired(comparison: PairedComparison): Promise<Bench
   return result;
 }
 
-function printJson(result: BenchResult): void {
+/** Prints one result as its JSON line. */
+export function printJson(result: BenchResult): void {
   console.log(JSON.stringify({
     name: result.name,
     ops_per_s: Math.round(result.opsPerSecond),

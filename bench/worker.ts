@@ -19,7 +19,15 @@ import postgres from "postgres";
 import { migrate as migrateStore } from "../store/migration.ts";
 import { PostgresStore } from "../store/postgres_store.ts";
 import { type Consumer, migrate, Worker, type WorkerTransaction } from "../worker/mod.ts";
-import { type BenchResult, compare, databaseUrl, numberArgument, printTable } from "./runner.ts";
+import {
+  type BenchResult,
+  compare,
+  databaseUrl,
+  median,
+  numberArgument,
+  printJson,
+  printTable,
+} from "./runner.ts";
 
 /** Events per batch, both sides (`--batch`); issue 17's lines are at 1,000. */
 const BATCH = numberArgument("batch", 1_000);
@@ -50,18 +58,30 @@ export async function workerBenchmarks(url: string, events: number): Promise<Ben
     await sql.unsafe(`VACUUM ANALYZE events`);
     const store = new PostgresStore();
     let run = 0;
+    /** Per round, events/s after each side's first batch (start-up and first read excluded). */
+    const steady = { worker: [] as number[], baseline: [] as number[] };
+    const steadyRate = (events: number, first: number, last: number) =>
+      events / ((last - first) / 1000);
 
     /** The worker catches a fresh consumer up to `target`; resolves when the checkpoint gets there. */
     const catchUp = async (handle: (name: string) => Consumer["handle"], target: number) => {
       const name = `worker_${++run}`;
       let done!: () => void;
       const caughtUp = new Promise<void>((resolve) => (done = resolve));
+      let first: { at: number; to: number } | null = null;
       const worker = new Worker(sql, store, [{ name, handle: handle(name) }], {
         workerId: `bench-${run}`,
         batchSize: BATCH,
         batchPause: 0,
         pollInterval: 50,
-        observer: { batchCommitted: (b) => b.to >= target && done() },
+        observer: {
+          batchCommitted: (b) => {
+            first ??= { at: performance.now(), to: b.to };
+            if (b.to < target) return;
+            steady.worker.push(steadyRate(b.to - first.to, first.at, performance.now()));
+            done();
+          },
+        },
       });
       const running = worker.start();
       await caughtUp;
@@ -74,6 +94,7 @@ export async function workerBenchmarks(url: string, events: number): Promise<Ben
       const name = `baseline_${++run}`;
       await sql`INSERT INTO consumer_checkpoints (consumer_name) VALUES (${name})`;
       let checkpoint = 0;
+      let first: { at: number; to: number } | null = null;
       while (checkpoint < target) {
         checkpoint = await sql.begin(async (tx) => {
           const rows = await tx.unsafe(
@@ -93,7 +114,9 @@ export async function workerBenchmarks(url: string, events: number): Promise<Ben
           await tx`UPDATE consumer_checkpoints SET last_position = ${last} WHERE consumer_name = ${name}`;
           return last;
         });
+        first ??= { at: performance.now(), to: checkpoint };
       }
+      steady.baseline.push(steadyRate(checkpoint - first!.to, first!.at, performance.now()));
     };
 
     const noop = (): Consumer["handle"] => () => {};
@@ -111,6 +134,20 @@ export async function workerBenchmarks(url: string, events: number): Promise<Ben
         rounds: 7,
       }),
     );
+    // The same rounds after each side's first batch: catch-up itself, without the worker's start-up
+    // (registration, election, assignment: tens of milliseconds) and the first read.
+    const workerSteady = median(steady.worker);
+    const baselineSteady = median(steady.baseline);
+    const steadyResult = {
+      name:
+        `worker catch-up after the first batch, no-op consumer (${events} events, batch ${BATCH})`,
+      opsPerSecond: workerSteady,
+      baselineOpsPerSecond: baselineSteady,
+      ratio: workerSteady / baselineSteady,
+      spread: (Math.max(...steady.worker) - Math.min(...steady.worker)) / workerSteady,
+    };
+    printJson(steadyResult);
+    results.push(steadyResult);
     // A quarter of the events: at one round trip per event a full catch-up takes seconds, and
     // this machine's speed drifts over seconds; more, shorter rounds follow it better.
     const upsertEvents = Math.ceil(events / 4 / BATCH) * BATCH;
