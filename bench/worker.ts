@@ -89,6 +89,29 @@ export async function workerBenchmarks(url: string, events: number): Promise<Ben
       await running;
     };
 
+    /** `count` fresh no-op consumers in one worker catch up to `target`; resolves when all are there. */
+    const catchUpMany = async (count: number, target: number) => {
+      const names = Array.from({ length: count }, () => `many_${++run}`);
+      const behind = new Set(names);
+      let done!: () => void;
+      const caughtUp = new Promise<void>((resolve) => (done = resolve));
+      const worker = new Worker(sql, store, names.map((name) => ({ name, handle: () => {} })), {
+        workerId: `bench-${run}`,
+        batchSize: BATCH,
+        batchPause: 0,
+        pollInterval: 50,
+        observer: {
+          batchCommitted: (b) => {
+            if (b.to >= target && behind.delete(b.consumer) && behind.size === 0) done();
+          },
+        },
+      });
+      const running = worker.start();
+      await caughtUp;
+      await worker.stop();
+      await running;
+    };
+
     /** The raw loop: read a batch, (optionally) upsert per event, write the checkpoint; one tx. */
     const baseline = async (upsert: boolean, target: number) => {
       const name = `baseline_${++run}`;
@@ -148,6 +171,18 @@ export async function workerBenchmarks(url: string, events: number): Promise<Ben
     };
     printJson(steadyResult);
     results.push(steadyResult);
+    // Fifty consumers in one process read the same windows: each window is read once and shared.
+    // The ratio is each one's rate against one consumer's alone (goal ≥ 0.25).
+    const manyEvents = Math.min(events, 20_000);
+    results.push(
+      await compare({
+        name: `50 no-op consumers in one worker, each against one alone (${manyEvents} events)`,
+        ops: manyEvents,
+        run: () => catchUpMany(50, manyEvents),
+        baseline: () => catchUp(noop, manyEvents),
+        rounds: 3,
+      }),
+    );
     // A quarter of the events: at one round trip per event a full catch-up takes seconds, and
     // this machine's speed drifts over seconds; more, shorter rounds follow it better.
     const upsertEvents = Math.ceil(events / 4 / BATCH) * BATCH;

@@ -12,6 +12,7 @@ import type { ResolvedRuntimeOptions } from "../options.ts";
 import type { AnyConsumer } from "../types.ts";
 import type { Coordinator } from "./coordination.ts";
 import { ConsumerLoop, type ConsumerLoopExit, safely } from "./consumer_loop.ts";
+import { SharedWindows } from "./shared_windows.ts";
 import { workerTelemetry } from "./telemetry.ts";
 import type { Wakeup } from "./wakeup.ts";
 
@@ -32,6 +33,10 @@ export interface AssignmentSyncContext<Tx> {
   readonly onLoopError: (error: unknown) => void;
 }
 
+/** Full windows kept for loops that read them later, per consumer the worker runs (at most 64). */
+const WINDOWS_PER_CONSUMER = 2;
+const MAX_WINDOWS = 64;
+
 interface Running<Tx> {
   readonly loop: ConsumerLoop<Tx>;
   readonly release: AbortController;
@@ -45,11 +50,17 @@ export class AssignmentSync<Tx> {
   readonly #c: AssignmentSyncContext<Tx>;
   readonly #byName: Map<string, AnyConsumer<Tx>>;
   readonly #running = new Map<string, Running<Tx>>();
+  /** The loops' shared window reads, when there are several consumers to share them. */
+  readonly #windows: SharedWindows | undefined;
 
   /** Creates the sync; nothing runs until {@link AssignmentSync.run}. */
   constructor(context: AssignmentSyncContext<Tx>) {
     this.#c = context;
     this.#byName = new Map(context.consumers.map((c) => [c.name, c]));
+    const count = context.consumers.length;
+    this.#windows = count > 1
+      ? new SharedWindows(Math.min(MAX_WINDOWS, WINDOWS_PER_CONSUMER * count))
+      : undefined;
   }
 
   /** The consumers with a running loop in this worker (releasing ones included). */
@@ -136,6 +147,7 @@ export class AssignmentSync<Tx> {
       wakeup: events,
       signal,
       release: release.signal,
+      windows: this.#windows,
     });
     safely(() =>
       o.logger.info?.("starting consumer", { consumer: consumer.name, workerId: o.workerId })

@@ -6,7 +6,9 @@
  * - probes outside any transaction (`readWindow`) and, when the frontier can move, runs a batch
  *   on the probe's events (the batch's fence re-checks the checkpoint under lock), or
  * - while catching up (the previous batch was full) or when a `maxGapWait` skip is due, reads the
- *   window inside the batch transaction, after the fence, saving the separate probe.
+ *   window inside the batch transaction, after the fence, saving the separate probe — unless the
+ *   worker shares its reads among several consumers (./shared_windows.ts): then a catch-up
+ *   probes too, and a window read once serves every consumer at that position.
  *
  * A detached consumer's iteration always probes, calls the handlers with no transaction open, and
  * only then runs the (short) batch transaction that saves the checkpoint: see
@@ -35,7 +37,8 @@ import type {
 import { type GapPlan, GapTracker, type WindowQuery, type WindowRead } from "./gap_rule.ts";
 import { inPartition, partitionOf, windowSize } from "./partitions.ts";
 import { type WorkerTelemetry, workerTelemetry } from "./telemetry.ts";
-import { pause, type Wakeup } from "./wakeup.ts";
+import type { SharedWindows } from "./shared_windows.ts";
+import { pause, rejectOnAbort, type Wakeup } from "./wakeup.ts";
 import { MAX_REACH, nextReach, scanSize, type TypeFilter, typeFilter } from "./window.ts";
 
 /** Inputs of a consumer loop. */
@@ -51,6 +54,11 @@ export interface ConsumerLoopContext<Tx> {
    * fence held the assignment row, so the move waited for it), then the loop ends `released`.
    */
   readonly release?: AbortSignal;
+  /**
+   * The worker's shared window reads, when it runs several consumers: the loop then probes while
+   * catching up too (the window comes from the share), instead of reading inside its batch.
+   */
+  readonly windows?: SharedWindows;
 }
 
 /** Why a consumer loop ended. */
@@ -318,8 +326,9 @@ export class ConsumerLoop<Tx> {
     const started = o.clock.now();
     try {
       let plan: GapPlan | null = null;
-      if (!this.#catchUp && !this.#tracker.skipDue(o.clock.now())) {
-        const read = await coordinator.readWindow(this.#query(from), batch.signal);
+      const probe = !this.#catchUp || this.#c.windows !== undefined;
+      if (probe && !this.#tracker.skipDue(o.clock.now())) {
+        const read = await this.#read(from, batch.signal);
         plan = await this.#plan(from, read);
         if (plan.skip === null && plan.target <= from) return this.#noProgress(plan);
         // A maxGapWait skip is decided again inside the transaction, on a fresh read.
@@ -371,6 +380,19 @@ export class ConsumerLoop<Tx> {
       filter: this.#filter,
       pendingToken: this.#tracker.pendingToken,
     };
+  }
+
+  /** The next window's probe, from the worker's shared reads when it has them. */
+  #read(from: number, signal: AbortSignal): Promise<WindowRead> {
+    const { coordinator, windows } = this.#c;
+    const query = this.#query(from);
+    if (windows === undefined) return coordinator.readWindow(query, signal);
+    // The shared read is not this loop's to cut short (others may wait on it): only its wait is.
+    const shared = windows.read(
+      query,
+      () => coordinator.readWindow(query, new AbortController().signal),
+    );
+    return Promise.race([shared, rejectOnAbort(signal)]);
   }
 
   /** Learns the density from a window read after `from`, then applies the gap rule and the cap. */
@@ -625,7 +647,7 @@ export class ConsumerLoop<Tx> {
     const started = o.clock.now();
     let failure: unknown = null;
     try {
-      const read = await coordinator.readWindow(this.#query(from), batch.signal);
+      const read = await this.#read(from, batch.signal);
       const plan = await this.#plan(from, read);
       if (plan.skip === null && plan.target <= from) return this.#noProgress(plan);
       const work = async (): Promise<BatchOutcome<BatchValue>> => {

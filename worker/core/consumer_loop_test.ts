@@ -435,6 +435,34 @@ describe("consumer loop on the in-memory coordinator", () => {
     }
   });
 
+  it("ten consumers in one worker read each window of their catch-up once between them", async () => {
+    const h = harness();
+    for (let i = 0; i < 1_000; i++) await h.append();
+    const reads: number[] = [];
+    const protocol = protocolOf(h.coordinator);
+    const readWindow = protocol.readWindow.bind(protocol);
+    protocol.readWindow = (query, signal) => {
+      reads.push(query.after);
+      return readWindow(query, signal);
+    };
+    const seen = Array.from({ length: 10 }, (_, i) => recorder(`c${i}`));
+    const worker = h.worker(seen.map((r) => r.consumer), { batchSize: 100 });
+    const running = worker.start();
+    await until(() => seen.every((r) => r.committed.length === 1_000), { clock: h.clock, step: 5 });
+    for (const r of seen) {
+      assert.deepEqual(
+        r.committed,
+        Array.from({ length: 1_000 }, (_, i) => i + 1),
+        "in order, once",
+      );
+    }
+    const full = reads.filter((after) => after < 1_000);
+    assert.equal(new Set(full).size, full.length, `each full window read once: ${full}`);
+    assert.equal(full.length, 10);
+    await worker.stop();
+    await running;
+  });
+
   it("a rolled-back append: the hole is passed as soon as the rollback happens", async () => {
     const h = harness();
     const seen = recorder("holes");
