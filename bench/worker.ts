@@ -95,7 +95,13 @@ export async function workerBenchmarks(url: string, events: number): Promise<Ben
       const behind = new Set(names);
       let done!: () => void;
       const caughtUp = new Promise<void>((resolve) => (done = resolve));
-      const worker = new Worker(sql, store, names.map((name) => ({ name, handle: () => {} })), {
+      // A connection per consumer and one to spare, as the worker requires.
+      const pool = postgres(url, {
+        max: count + 1,
+        onnotice: () => {},
+        connection: { search_path: schema },
+      });
+      const worker = new Worker(pool, store, names.map((name) => ({ name, handle: () => {} })), {
         workerId: `bench-${run}`,
         batchSize: BATCH,
         batchPause: 0,
@@ -110,6 +116,7 @@ export async function workerBenchmarks(url: string, events: number): Promise<Ben
       await caughtUp;
       await worker.stop();
       await running;
+      await pool.end();
     };
 
     /** The raw loop: read a batch, (optionally) upsert per event, write the checkpoint; one tx. */
@@ -173,7 +180,7 @@ export async function workerBenchmarks(url: string, events: number): Promise<Ben
     results.push(steadyResult);
     // Fifty consumers in one process read the same windows: each window is read once and shared.
     // The ratio is each one's rate against one consumer's alone (goal ≥ 0.25).
-    const manyEvents = Math.min(events, 20_000);
+    const manyEvents = Math.min(events, 50_000);
     results.push(
       await compare({
         name: `50 no-op consumers in one worker, each against one alone (${manyEvents} events)`,
