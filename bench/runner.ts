@@ -3,7 +3,10 @@
  * (so machine drift hits both alike), medians and spread, a human table and one JSON line per
  * benchmark: `{"name","ops_per_s","baseline_ops_per_s","ratio"}`.
  */
+import type postgres from "postgres";
 import { readEnv } from "../internal/env.ts";
+import type { PostgresStore } from "../store/postgres_store.ts";
+import { type Consumer, Worker, type WorkerOptions } from "../worker/mod.ts";
 
 /** One measured comparison. */
 export interface BenchResult {
@@ -224,4 +227,37 @@ export async function stopChildren(
 ): Promise<void> {
   for (const c of children) c.proc.kill(signal);
   await Promise.all(children.map((c) => c.exited));
+}
+
+/**
+ * A worker on `sql` runs `consumers` (no pause after a full batch, 50 ms idle polls) until each
+ * has committed a batch at or past `target`, then stops; `onBatch` sees every commit first.
+ */
+export async function catchUpWorker(
+  // deno-lint-ignore no-explicit-any
+  sql: postgres.Sql<any>,
+  store: PostgresStore,
+  consumers: Consumer[],
+  target: number,
+  options: WorkerOptions & { batchSize: number; workerId: string },
+  onBatch: (batch: { consumer: string; to: number }) => void = () => {},
+): Promise<void> {
+  const behind = new Set(consumers.map((c) => c.name));
+  let done!: () => void;
+  const caughtUp = new Promise<void>((resolve) => (done = resolve));
+  const worker = new Worker(sql, store, consumers, {
+    batchPause: 0,
+    pollInterval: 50,
+    ...options,
+    observer: {
+      batchCommitted: (b) => {
+        onBatch(b);
+        if (b.to >= target && behind.delete(b.consumer) && behind.size === 0) done();
+      },
+    },
+  });
+  const running = worker.start();
+  await caughtUp;
+  await worker.stop();
+  await running;
 }

@@ -18,9 +18,10 @@
 import postgres from "postgres";
 import { migrate as migrateStore } from "../store/migration.ts";
 import { PostgresStore } from "../store/postgres_store.ts";
-import { type Consumer, migrate, Worker, type WorkerTransaction } from "../worker/mod.ts";
+import { type Consumer, migrate, type WorkerTransaction } from "../worker/mod.ts";
 import {
   type BenchResult,
+  catchUpWorker,
   compare,
   databaseUrl,
   median,
@@ -63,59 +64,37 @@ export async function workerBenchmarks(url: string, events: number): Promise<Ben
     const steadyRate = (events: number, first: number, last: number) =>
       events / ((last - first) / 1000);
 
-    /** The worker catches a fresh consumer up to `target`; resolves when the checkpoint gets there. */
+    /** The worker catches a fresh consumer up to `target`, noting its rate after the first batch. */
     const catchUp = async (handle: (name: string) => Consumer["handle"], target: number) => {
       const name = `worker_${++run}`;
-      let done!: () => void;
-      const caughtUp = new Promise<void>((resolve) => (done = resolve));
       let first: { at: number; to: number } | null = null;
-      const worker = new Worker(sql, store, [{ name, handle: handle(name) }], {
+      await catchUpWorker(sql, store, [{ name, handle: handle(name) }], target, {
         workerId: `bench-${run}`,
         batchSize: BATCH,
-        batchPause: 0,
-        pollInterval: 50,
-        observer: {
-          batchCommitted: (b) => {
-            first ??= { at: performance.now(), to: b.to };
-            if (b.to < target) return;
-            steady.worker.push(steadyRate(b.to - first.to, first.at, performance.now()));
-            done();
-          },
-        },
+      }, (b) => {
+        first ??= { at: performance.now(), to: b.to };
+        if (b.to >= target) {
+          steady.worker.push(steadyRate(b.to - first.to, first.at, performance.now()));
+        }
       });
-      const running = worker.start();
-      await caughtUp;
-      await worker.stop();
-      await running;
     };
 
-    /** `count` fresh no-op consumers in one worker catch up to `target`; resolves when all are there. */
+    /** `count` fresh no-op consumers in one worker catch up to `target`. */
     const catchUpMany = async (count: number, target: number) => {
-      const names = Array.from({ length: count }, () => `many_${++run}`);
-      const behind = new Set(names);
-      let done!: () => void;
-      const caughtUp = new Promise<void>((resolve) => (done = resolve));
       // A connection per consumer and one to spare, as the worker requires.
       const pool = postgres(url, {
         max: count + 1,
         onnotice: () => {},
         connection: { search_path: schema },
       });
-      const worker = new Worker(pool, store, names.map((name) => ({ name, handle: () => {} })), {
+      const consumers = Array.from({ length: count }, () => ({
+        name: `many_${++run}`,
+        handle: () => {},
+      }));
+      await catchUpWorker(pool, store, consumers, target, {
         workerId: `bench-${run}`,
         batchSize: BATCH,
-        batchPause: 0,
-        pollInterval: 50,
-        observer: {
-          batchCommitted: (b) => {
-            if (b.to >= target && behind.delete(b.consumer) && behind.size === 0) done();
-          },
-        },
       });
-      const running = worker.start();
-      await caughtUp;
-      await worker.stop();
-      await running;
       await pool.end();
     };
 

@@ -17,8 +17,15 @@
 import postgres from "postgres";
 import { migrate as migrateStore } from "../store/migration.ts";
 import { PostgresStore } from "../store/postgres_store.ts";
-import { type Consumer, migrate, Worker } from "../worker/mod.ts";
-import { type BenchResult, compare, databaseUrl, numberArgument, printTable } from "./runner.ts";
+import { type Consumer, migrate } from "../worker/mod.ts";
+import {
+  type BenchResult,
+  catchUpWorker,
+  compare,
+  databaseUrl,
+  numberArgument,
+  printTable,
+} from "./runner.ts";
 
 const BATCH = 1_000;
 
@@ -46,22 +53,13 @@ export async function filterBenchmarks(url: string, events: number): Promise<Ben
     let run = 0;
     let handled = 0;
 
-    /** A fresh consumer catches up to `target`; resolves when its checkpoint is there. */
-    const catchUp = async (target: number, shape: Omit<Consumer, "name">) => {
+    /** A fresh consumer catches up to `target`. */
+    const catchUp = (target: number, shape: Omit<Consumer, "name">) => {
       const name = `filter_${++run}`;
-      let done!: () => void;
-      const caughtUp = new Promise<void>((resolve) => (done = resolve));
-      const worker = new Worker(sql, store, [{ name, ...shape } as Consumer], {
+      return catchUpWorker(sql, store, [{ name, ...shape } as Consumer], target, {
         workerId: `bench-${run}`,
         batchSize: BATCH,
-        batchPause: 0,
-        pollInterval: 50,
-        observer: { batchCommitted: (b) => b.to >= target && done() },
       });
-      const running = worker.start();
-      await caughtUp;
-      await worker.stop();
-      await running;
     };
     const count = () => void handled++;
     const inHandler = (test: (e: { aggregateType: string; eventType: string }) => boolean) => ({

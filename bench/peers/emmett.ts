@@ -32,6 +32,7 @@ import { any, migrate, PostgresStore } from "../../store/mod.ts";
 import { migrate as migrateWorker, Worker } from "../../worker/mod.ts";
 import {
   type BenchResult,
+  catchUpWorker,
   compare,
   comparePaired,
   databaseUrl,
@@ -175,19 +176,10 @@ export function emmettCatchUpBenchmark(
     const ours = async () => {
       const name = `catch_up_${++run}`;
       let handled = 0;
-      let done!: () => void;
-      const caughtUp = new Promise<void>((resolve) => (done = resolve));
-      const worker = new Worker(sql, store, [{ name, handle: () => void handled++ }], {
+      await catchUpWorker(sql, store, [{ name, handle: () => void handled++ }], target, {
         workerId: `catch-up-${run}`,
         batchSize: CATCH_UP_BATCH,
-        batchPause: 0,
-        pollInterval: 50,
-        observer: { batchCommitted: (b) => b.to >= target && done() },
       });
-      const running = worker.start();
-      await caughtUp;
-      await worker.stop();
-      await running;
       if (handled !== events) throw new Error(`eventsalsa handled ${handled} of ${events}`);
     };
 
