@@ -7,6 +7,7 @@ import { any } from "../store/expected_version.ts";
 import { FakeClock } from "./fake_clock.ts";
 import { InMemoryCoordinator, protocolOf } from "./in_memory_coordinator.ts";
 import { InMemoryEventStore } from "./in_memory_store.ts";
+import { firstWindow } from "../worker/support_test.ts";
 
 const signal = new AbortController().signal;
 const event = (aggregateId: string) => ({
@@ -118,35 +119,17 @@ describe("InMemoryCoordinator", () => {
     });
     await ready;
     await store.append(store, any(), [event("after")]);
-    const read = await protocolOf(coordinator).readWindow({
-      after: 0,
-      limit: 10,
-      scan: 10,
-      filter: null,
-      pendingToken: null,
-    }, signal);
+    const read = await protocolOf(coordinator).readWindow(firstWindow(), signal);
     assert.deepEqual(read.events.map((e) => e.globalPosition), [2]);
     const token = await read.token();
     assert.equal(
-      (await protocolOf(coordinator).readWindow({
-        after: 0,
-        limit: 10,
-        scan: 10,
-        filter: null,
-        pendingToken: token,
-      }, signal)).pendingResolved,
+      (await protocolOf(coordinator).readWindow(firstWindow(token), signal)).pendingResolved,
       false,
     );
     assert.match((await protocolOf(coordinator).gapBlockers(token))[0].query!, /holds positions 1/);
     finish();
     await held;
-    const after = await protocolOf(coordinator).readWindow({
-      after: 0,
-      limit: 10,
-      scan: 10,
-      filter: null,
-      pendingToken: token,
-    }, signal);
+    const after = await protocolOf(coordinator).readWindow(firstWindow(token), signal);
     assert.equal(after.pendingResolved, true);
     assert.deepEqual(after.events.map((e) => e.globalPosition), [1, 2]);
     assert.deepEqual(await protocolOf(coordinator).gapBlockers(token), []);

@@ -4,6 +4,7 @@ import type { ChildProcess } from "node:child_process";
 import { spawnScript } from "../internal/child_process.ts";
 import type { Clock } from "../internal/clock.ts";
 import type { Event, PersistedEvent } from "../store/types.ts";
+import type { WindowQuery } from "./core/gap_rule.ts";
 
 const realSetTimeout = globalThis.setTimeout;
 
@@ -109,4 +110,9 @@ export function spawnWorkerChild(
 ): WorkerChild {
   const child = spawnScript(script, { [env]: JSON.stringify(plan) }, { collectStderr: true });
   return { id: plan.workerId, ...child };
+}
+
+/** The first window of a log (up to 10 events after position 0), checking `pendingToken` first. */
+export function firstWindow(pendingToken: unknown = null): WindowQuery {
+  return { after: 0, limit: 10, scan: 10, filter: null, pendingToken };
 }

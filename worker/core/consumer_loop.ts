@@ -640,7 +640,7 @@ export class ConsumerLoop<Tx> {
    * then goes the usual way (the failing event goes first next time, counted, poison policy).
    */
   async #iterateDetached(from: number): Promise<IterationResult> {
-    const { coordinator, options: o, signal, release } = this.#c;
+    const { options: o, signal, release } = this.#c;
     // The handlers' signal also aborts when the consumer is assigned elsewhere: a detached batch
     // holds no row lock, so the move does not wait for it and the new owner may already run.
     const batch = this.#batchSignal([signal, release]);

@@ -3,7 +3,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import type { GapToken, WindowRead } from "../core/gap_rule.ts";
-import { until } from "../support_test.ts";
+import { firstWindow, until } from "../support_test.ts";
 import { PostgresCoordinator } from "./coordinator.ts";
 import { type PgHarness, pgHarness, skipWithoutConcurrency } from "./harness_test.ts";
 import { workerTables } from "./tables.ts";
@@ -40,14 +40,7 @@ async function resolvedRead(
 ): Promise<WindowRead> {
   let read!: WindowRead;
   await until(
-    async () =>
-      (read = await c.readWindow({
-        after: 0,
-        limit: 10,
-        scan: 10,
-        filter: null,
-        pendingToken: token,
-      }, signal)).pendingResolved,
+    async () => (read = await c.readWindow(firstWindow(token), signal)).pendingResolved,
     {
       what: "the token to resolve",
     },
@@ -64,18 +57,12 @@ describe("PostgresCoordinator: the gap token", () => {
         await h.append(); // 1
         const held = await h.hold(); // 2
         await h.append(); // 3
-        const first = await c.readWindow({
-          after: 0,
-          limit: 10,
-          scan: 10,
-          filter: null,
-          pendingToken: null,
-        }, signal);
+        const first = await c.readWindow(firstWindow(), signal);
         assert.deepEqual(positions(first), [1, 3]);
         const token = await first.token();
         assert.equal(
           (await c.readWindow(
-            { after: 0, limit: 10, scan: 10, filter: null, pendingToken: token },
+            firstWindow(token),
             signal,
           )).pendingResolved,
           false,
@@ -94,13 +81,7 @@ describe("PostgresCoordinator: the gap token", () => {
     await withCoordinator(t, async (h, c) => {
       const held = await h.hold(); // 1
       await h.append(); // 2
-      const token = await (await c.readWindow({
-        after: 0,
-        limit: 10,
-        scan: 10,
-        filter: null,
-        pendingToken: null,
-      }, signal)).token();
+      const token = await (await c.readWindow(firstWindow(), signal)).token();
       await held.rollback();
       const after = await resolvedRead(c, token);
       assert.deepEqual(positions(after), [2]);
@@ -112,13 +93,7 @@ describe("PostgresCoordinator: the gap token", () => {
     T,
     async (t) => {
       await withCoordinator(t, async (h, c) => {
-        const early = await (await c.readWindow({
-          after: 0,
-          limit: 10,
-          scan: 10,
-          filter: null,
-          pendingToken: null,
-        }, signal)).token();
+        const early = await (await c.readWindow(firstWindow(), signal)).token();
         const held = await h.hold(); // 1, its xid is newer than the early token
         await h.append(); // 2
         // The early token resolves although the held append is still open: it says nothing
@@ -128,7 +103,7 @@ describe("PostgresCoordinator: the gap token", () => {
         const late = await read.token();
         assert.equal(
           (await c.readWindow(
-            { after: 0, limit: 10, scan: 10, filter: null, pendingToken: late },
+            firstWindow(late),
             signal,
           )).pendingResolved,
           false,

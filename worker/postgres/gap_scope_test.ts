@@ -10,7 +10,7 @@ import postgres from "postgres";
 import { renderStatus } from "../../cli/status.ts";
 import { any } from "../../store/expected_version.ts";
 import type { WindowRead } from "../core/gap_rule.ts";
-import { draft, until } from "../support_test.ts";
+import { draft, firstWindow, until } from "../support_test.ts";
 import type { GapBlocker, GapWait } from "../types.ts";
 import { PostgresCoordinator } from "./coordinator.ts";
 import { GAP_RESOLVED_SQL, GAP_TOKEN_SQL, parseGapToken } from "./gap_horizon.ts";
@@ -275,13 +275,7 @@ describe("The gap wait on PostgreSQL is scoped to this database", () => {
         const c = coordinatorOf(h);
         const held = await h.hold(); // 1
         await h.append(); // 2
-        const read = await c.readWindow({
-          after: 0,
-          limit: 10,
-          scan: 10,
-          filter: null,
-          pendingToken: null,
-        }, signal);
+        const read = await c.readWindow(firstWindow(), signal);
         assert.deepEqual(positions(read), [2]);
         const privileged = await read.token() as string;
         // The same statement under a role that cannot trust the activity view: no list.
@@ -341,27 +335,14 @@ describe("The gap wait on PostgreSQL is scoped to this database", () => {
         // sessions end), the fallback one not while the other database's transaction is open.
         await held.rollback();
         await until(
-          async () =>
-            (await c.readWindow({
-              after: 0,
-              limit: 10,
-              scan: 10,
-              filter: null,
-              pendingToken: privileged,
-            }, signal)).pendingResolved,
+          async () => (await c.readWindow(firstWindow(privileged), signal)).pendingResolved,
           {
             what: "the scoped token to resolve",
           },
         );
         for (let i = 0; i < 3; i++) {
           assert.equal(
-            (await c.readWindow({
-              after: 0,
-              limit: 10,
-              scan: 10,
-              filter: null,
-              pendingToken: plain,
-            }, signal)).pendingResolved,
+            (await c.readWindow(firstWindow(plain), signal)).pendingResolved,
             false,
           );
           await new Promise((resolve) => setTimeout(resolve, 100));
@@ -369,14 +350,7 @@ describe("The gap wait on PostgreSQL is scoped to this database", () => {
         assert.ok(await other.open());
         await other.release();
         await until(
-          async () =>
-            (await c.readWindow({
-              after: 0,
-              limit: 10,
-              scan: 10,
-              filter: null,
-              pendingToken: plain,
-            }, signal)).pendingResolved,
+          async () => (await c.readWindow(firstWindow(plain), signal)).pendingResolved,
           {
             what: "the fallback token to resolve once the other database's transaction ends",
           },
@@ -444,13 +418,7 @@ describe("The gap wait on PostgreSQL is scoped to this database", () => {
         const holder = await tStarted;
         drawQ();
         await q;
-        const read = await c.readWindow({
-          after: 0,
-          limit: 10,
-          scan: 10,
-          filter: null,
-          pendingToken: null,
-        }, signal);
+        const read = await c.readWindow(firstWindow(), signal);
         assert.deepEqual(positions(read), [holder.position + 1]);
         const token = await read.token() as string;
         const { horizon, transactions } = parseGapToken(token);
@@ -469,14 +437,7 @@ describe("The gap wait on PostgreSQL is scoped to this database", () => {
         finishT();
         await tDone;
         await until(
-          async () =>
-            (await c.readWindow({
-              after: 0,
-              limit: 10,
-              scan: 10,
-              filter: null,
-              pendingToken: token,
-            }, signal)).pendingResolved,
+          async () => (await c.readWindow(firstWindow(token), signal)).pendingResolved,
           {
             what: "the token to resolve after the rollback",
           },
