@@ -111,13 +111,6 @@ export class WorkerRegistrationLostError extends Error {
  * or shutdown), it committed or rolled back, or its connection was lost. The statement was refused
  * and never reached the database, so nothing commits outside the batch. Handlers that outlive
  * their batch (ignoring `context.signal`) see this error.
- *
- * @example
- * ```ts
- * import { BatchClosedError } from "@eventsalsa/eventsalsa/worker";
- * const error = new BatchClosedError("projection");
- * console.log(error.name, error.consumer);
- * ```
  */
 export class BatchClosedError extends Error {
   /** Stable error name. */

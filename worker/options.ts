@@ -183,14 +183,6 @@ export interface WorkerOptions extends WorkerRuntimeOptions, WorkerTableOptions 
 /**
  * Every core option with its default applied, as `WorkerRuntime.options` shows it. Each member
  * means what the {@link WorkerRuntimeOptions} member of the same name means.
- *
- * @example
- * ```ts
- * import type { ResolvedRuntimeOptions, WorkerRuntime } from "@eventsalsa/eventsalsa/worker";
- * declare const runtime: WorkerRuntime<unknown>;
- * const options: ResolvedRuntimeOptions = runtime.options;
- * console.log(options.batchSize, options.pollInterval); // 100 1000 unless configured
- * ```
  */
 export interface ResolvedRuntimeOptions {
   /** This worker's id: the one given, or a random UUID. */

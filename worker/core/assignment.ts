@@ -78,12 +78,6 @@ export interface AssignmentChange {
 /**
  * Orders strings by code point (what PostgreSQL's `COLLATE "C"` does on UTF-8), unlike `<` on
  * strings, which compares UTF-16 code units.
- *
- * @example
- * ```ts
- * import { compareCodePoints } from "@eventsalsa/eventsalsa/worker";
- * console.log(["b", "a", "\u{1F600}", "\uFFFD"].sort(compareCodePoints));
- * ```
  */
 export function compareCodePoints(a: string, b: string): number {
   if (a === b) return 0;
@@ -100,16 +94,6 @@ export function compareCodePoints(a: string, b: string): number {
 /**
  * Computes the sticky, balanced assignment (see the module doc) and returns only the rows that
  * change, sorted by consumer name. An empty list means the assignment is already right.
- *
- * @example
- * ```ts
- * import { planAssignments } from "@eventsalsa/eventsalsa/worker";
- * const changes = planAssignments({
- *   workers: [{ workerId: "w-1", consumers: ["a", "b"] }, { workerId: "w-2", consumers: ["a", "b"] }],
- *   assignments: new Map([["a", "w-1"], ["b", "w-1"]]),
- * });
- * console.log(changes); // [{ consumer: "a" or "b", from: "w-1", to: "w-2" }]: one move
- * ```
  */
 export function planAssignments(snapshot: AssignmentSnapshot): AssignmentChange[] {
   const workerIds = [...new Set(snapshot.workers.map((w) => w.workerId))].sort(compareCodePoints);
@@ -195,13 +179,6 @@ export function planAssignments(snapshot: AssignmentSnapshot): AssignmentChange[
 
 /**
  * Applies changes to an assignment map (a copy): what the rows hold after the leader's write.
- *
- * @example
- * ```ts
- * import { applyAssignmentChanges } from "@eventsalsa/eventsalsa/worker";
- * const after = applyAssignmentChanges(new Map([["a", null]]), [{ consumer: "a", from: null, to: "w-1" }]);
- * console.log(after.get("a")); // "w-1"
- * ```
  */
 export function applyAssignmentChanges(
   assignments: ReadonlyMap<string, string | null>,

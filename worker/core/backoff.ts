@@ -7,13 +7,6 @@
 
 /**
  * The next idle wait: double `current`, capped at `max`; `base` when `current` is not positive.
- *
- * @example
- * ```ts
- * import { nextPollInterval } from "@eventsalsa/eventsalsa/worker";
- * console.log(nextPollInterval(1_000, 30_000, 1_000)); // 2000
- * console.log(nextPollInterval(16_000, 30_000, 1_000)); // 30000
- * ```
  */
 export function nextPollInterval(current: number, max: number, base: number): number {
   if (!(current > 0)) return base;
@@ -23,12 +16,6 @@ export function nextPollInterval(current: number, max: number, base: number): nu
 
 /**
  * The wait before retry number `failures` (1-based): `base · 2^(failures-1)`, capped at `max`.
- *
- * @example
- * ```ts
- * import { failureBackoff } from "@eventsalsa/eventsalsa/worker";
- * console.log([1, 2, 3].map((n) => failureBackoff(n, 1_000, 30_000))); // [1000, 2000, 4000]
- * ```
  */
 export function failureBackoff(failures: number, base: number, max: number): number {
   if (failures <= 1) return Math.min(base, max);

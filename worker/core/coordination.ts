@@ -21,15 +21,6 @@ import type { ConsumerRegistration } from "./storage.ts";
 
 /**
  * A dead letter to record, in the batch transaction.
- *
- * @example
- * ```ts
- * import type { DeadLetterRecord } from "@eventsalsa/eventsalsa/worker";
- * declare const event: import("@eventsalsa/eventsalsa/store").PersistedEvent;
- * const record: DeadLetterRecord = {
- *   consumer: "p", workerId: "w-1", event, error: "Error: bad", attempts: 1, skipped: true,
- * };
- * ```
  */
 export interface DeadLetterRecord {
   /** The consumer that failed on the event. */
@@ -48,15 +39,6 @@ export interface DeadLetterRecord {
 
 /**
  * A `maxGapWait` skip to audit, in the batch transaction that moves the checkpoint past it.
- *
- * @example
- * ```ts
- * import type { GapSkipRecord } from "@eventsalsa/eventsalsa/worker";
- * const record: GapSkipRecord = {
- *   consumer: "p", workerId: "w-1", gapPosition: 7, skipTo: 9, skippedPositions: [7],
- *   highestVisible: 12, firstSeenAt: Date.now() - 60_000,
- * };
- * ```
  */
 export interface GapSkipRecord {
   /** The consumer whose checkpoint moves past the hole. */
@@ -77,16 +59,6 @@ export interface GapSkipRecord {
 
 /**
  * What the core asks `runBatch` for.
- *
- * @example
- * ```ts
- * import type { BatchRequest } from "@eventsalsa/eventsalsa/worker";
- * const request: BatchRequest = {
- *   consumer: "p", workerId: "w-1", expectedCheckpoint: 0,
- *   signal: new AbortController().signal,
- *   read: { limit: 100, scan: 100, filter: null, pendingToken: null },
- * };
- * ```
  */
 export interface BatchRequest {
   /** The consumer the batch is for. */
@@ -115,14 +87,6 @@ export interface BatchRequest {
 
 /**
  * The transaction `runBatch` opened, after its fence passed.
- *
- * @example
- * ```ts
- * import type { BatchSession } from "@eventsalsa/eventsalsa/worker";
- * async function finish<Tx>(session: BatchSession<Tx>, target: number): Promise<void> {
- *   await session.saveCheckpoint(target);
- * }
- * ```
  */
 export interface BatchSession<Tx> {
   /** The transaction handed to handlers; it refuses statements once the batch is over. */
@@ -145,12 +109,6 @@ export interface BatchSession<Tx> {
 
 /**
  * How a batch ended, short of an error.
- *
- * @example
- * ```ts
- * import type { BatchOutcome } from "@eventsalsa/eventsalsa/worker";
- * const lost: BatchOutcome<void> = { kind: "notOwner", owner: "w-2" };
- * ```
  */
 export type BatchOutcome<T> =
   | { readonly kind: "committed"; readonly value: T }
@@ -159,12 +117,6 @@ export type BatchOutcome<T> =
 
 /**
  * A live notification subscription (see {@link Coordinator.openListener}).
- *
- * @example
- * ```ts
- * import type { ListenerHandle } from "@eventsalsa/eventsalsa/worker";
- * const handle: ListenerHandle = { close: () => Promise.resolve() };
- * ```
  */
 export interface ListenerHandle {
   /** Stops listening and releases the connection. */
@@ -174,12 +126,6 @@ export interface ListenerHandle {
 /**
  * What a change notification announces: a worker registered or left (`membership`: the leader
  * should rebalance), or the leader rewrote assignments (`assignments`: workers re-read theirs).
- *
- * @example
- * ```ts
- * import type { CoordinationChange } from "@eventsalsa/eventsalsa/worker";
- * const change: CoordinationChange = "membership";
- * ```
  */
 export type CoordinationChange = "membership" | "assignments";
 
@@ -187,14 +133,6 @@ export type CoordinationChange = "membership" | "assignments";
  * Leader election for one worker, on one strategy. The leader loop of the core calls `acquire`
  * every cycle and `rebalance` while it leads; the adapter provides the mechanism (PostgreSQL: a
  * session advisory lock on a reserved connection, or a lease row with an expiry in database time).
- *
- * @example
- * ```ts
- * import { planAssignments, type LeaderElection } from "@eventsalsa/eventsalsa/worker";
- * async function cycle(election: LeaderElection): Promise<void> {
- *   if (await election.acquire()) await election.rebalance(planAssignments, new AbortController().signal);
- * }
- * ```
  */
 export interface LeaderElection {
   /**
@@ -219,14 +157,6 @@ export interface LeaderElection {
 
 /**
  * Settings of a {@link LeaderElection}.
- *
- * @example
- * ```ts
- * import type { LeaderElectionSettings } from "@eventsalsa/eventsalsa/worker";
- * const settings: LeaderElectionSettings = {
- *   strategy: "lease", leaseMs: 30_000, heartbeatTimeoutMs: 30_000, rebalanceLockTimeoutMs: 60_000,
- * };
- * ```
  */
 export interface LeaderElectionSettings {
   /** `advisory` (session lock) or `lease` (row with an expiry). */
@@ -241,14 +171,6 @@ export interface LeaderElectionSettings {
 
 /**
  * The coordination port (see the module doc). `Tx` is what handlers receive.
- *
- * @example
- * ```ts
- * import type { Coordinator } from "@eventsalsa/eventsalsa/worker";
- * async function lag<Tx>(coordinator: Coordinator<Tx>, consumer: string): Promise<number> {
- *   return (await coordinator.latestPosition()) - (await coordinator.readCheckpoint(consumer));
- * }
- * ```
  */
 export interface Coordinator<Tx> {
   /** Start-up checks (schema present, position sequence usable by the gap rule). */

@@ -41,16 +41,6 @@ import { pause, Wakeup } from "./wakeup.ts";
  * Runs consumers against any {@link Coordinator}. Construct it with validated consumers and
  * options (a bad one throws `WorkerConfigError` here); `start` runs until `stop`, the signal, or a
  * fatal error.
- *
- * @example
- * ```ts
- * import { WorkerRuntime, type Coordinator } from "@eventsalsa/eventsalsa/worker";
- * declare const coordinator: Coordinator<unknown>;
- * const runtime = new WorkerRuntime(coordinator, [{ name: "audit", handle() {} }], { pollInterval: 500 });
- * const running = runtime.start();
- * runtime.stop();
- * await running;
- * ```
  */
 export class WorkerRuntime<Tx> {
   /** This worker's id. */
