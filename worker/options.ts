@@ -554,6 +554,11 @@ function checkTypeList(value: unknown, what: string): void {
   if (!Array.isArray(value) || value.some((v) => typeof v !== "string" || v.length === 0)) {
     throw new WorkerConfigError(`${what} must be an array of non-empty strings`);
   }
+  // The filter runs in SQL: a type the store could never hold would fail every read, not match.
+  for (const [i, type] of (value as string[]).entries()) {
+    const problem = storedTextProblem(type);
+    if (problem !== null) throw new WorkerConfigError(`${what}[${i}] ${problem}`);
+  }
 }
 
 /**

@@ -168,6 +168,16 @@ describe("checkConsumers", () => {
       /aggregateTypes of consumer "a"/,
     ],
     ["empty type", [{ name: "a", handle() {}, eventTypes: [""] }], /eventTypes/],
+    [
+      "a type the store cannot hold (NUL)",
+      [{ name: "a", handle() {}, eventTypes: ["Placed", "Bad\u0000"] }],
+      /eventTypes of consumer "a"\[1\] must not contain NUL/,
+    ],
+    [
+      "a type past 1,024 bytes",
+      [{ name: "a", handle() {}, aggregateTypes: ["x".repeat(1_025)] }],
+      /aggregateTypes of consumer "a"\[0\]/,
+    ],
     ["bad policy", [{ name: "a", handle() {}, onPoison: 1 }], /onPoison of consumer "a"/],
   ];
   for (const [label, consumers, message] of bad) {

@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import { migrate as migrateStore } from "../../store/migration.ts";
 import { PostgresStore } from "../../store/postgres_store.ts";
 import { testDatabase } from "../../testing/test_database.ts";
-import { until } from "../support_test.ts";
+import { any } from "../../store/expected_version.ts";
+import { draft, until } from "../support_test.ts";
 import { typeFilter, windowOf, type WindowSpec } from "../core/window.ts";
 import { pgHarness, skipWithoutConcurrency } from "./harness_test.ts";
 import { storeTables } from "../../store/migration.ts";
@@ -69,6 +70,33 @@ describe("filtered windows in SQL", () => {
       await db.close();
     }
   });
+
+  it(
+    "types with quotes, commas, braces, backslashes and NULL as text reach SQL as data",
+    T,
+    async () => {
+      const db = await testDatabase();
+      try {
+        await migrateStore(db.sql);
+        const store = new PostgresStore();
+        const hostile = ['a"b', "c,d", "{e}", "f\\g", "NULL", "h'); DROP TABLE events; --", "ü 🐘"];
+        for (const type of [...hostile, "Plain"]) {
+          await store.append(db.sql, any(), [draft(type, undefined, type)]);
+        }
+        const all = await store.readEvents(db.sql, 0, 100);
+        const statements = windowStatements(storeTables({}).events);
+        for (const filter of [typeFilter(hostile, undefined)!, typeFilter(undefined, hostile)!]) {
+          const spec = { after: 0, limit: 100, scan: 100, filter } satisfies WindowSpec;
+          const { text, params } = statements.for(spec);
+          const window = windowFromRows(await run(db.sql, text, params));
+          assert.deepEqual(window, windowOf(spec, all));
+          assert.deepEqual(window.events.map((e) => e.aggregateType), hostile);
+        }
+      } finally {
+        await db.close();
+      }
+    },
+  );
 
   it(
     "a filtered consumer waits at a hole held by an append of a type it does not handle, then passes it",
