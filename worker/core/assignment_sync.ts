@@ -36,6 +36,8 @@ export interface AssignmentSyncContext<Tx> {
 /** Full windows kept for loops that read them later, per consumer the worker runs (at most 64). */
 const WINDOWS_PER_CONSUMER = 2;
 const MAX_WINDOWS = 64;
+/** Events the kept windows hold at most (a few tens of megabytes whatever `batchSize` is). */
+const MAX_KEPT_EVENTS = 50_000;
 
 interface Running<Tx> {
   readonly loop: ConsumerLoop<Tx>;
@@ -59,7 +61,7 @@ export class AssignmentSync<Tx> {
     this.#byName = new Map(context.consumers.map((c) => [c.name, c]));
     const count = context.consumers.length;
     this.#windows = count > 1
-      ? new SharedWindows(Math.min(MAX_WINDOWS, WINDOWS_PER_CONSUMER * count))
+      ? new SharedWindows(Math.min(MAX_WINDOWS, WINDOWS_PER_CONSUMER * count), MAX_KEPT_EVENTS)
       : undefined;
   }
 

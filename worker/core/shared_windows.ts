@@ -9,7 +9,9 @@
  * that any token comes from after it (`WindowRead.token` takes one when called, later still);
  * a position the read shows missing is waited for, and the read that settles it carries the token,
  * so it is the loop's own, fresh. Concurrent asks share the read in flight; a full window (a
- * catch-up's) is also kept for loops that arrive later, the last `capacity` of them.
+ * catch-up's) is also kept for loops that arrive later: the most recently used ones, at most
+ * `capacity` windows holding at most `maxEvents` events between them (a window larger than that
+ * is shared while in flight only).
  *
  * @module
  */
@@ -18,13 +20,17 @@ import type { WindowQuery, WindowRead } from "./gap_rule.ts";
 /** The windows of one worker's loops (see the module doc). */
 export class SharedWindows {
   readonly #capacity: number;
+  readonly #maxEvents: number;
   readonly #inFlight = new Map<string, Promise<WindowRead>>();
   /** Full windows, least recently used first. */
   readonly #kept = new Map<string, WindowRead>();
+  /** Events held by `#kept`. */
+  #events = 0;
 
-  /** Keeps up to `capacity` full windows. */
-  constructor(capacity: number) {
+  /** Keeps up to `capacity` full windows, `maxEvents` events in all. */
+  constructor(capacity: number, maxEvents: number) {
     this.#capacity = capacity;
+    this.#maxEvents = maxEvents;
   }
 
   /**
@@ -51,10 +57,13 @@ export class SharedWindows {
   }
 
   #keep(key: string, window: WindowRead): void {
+    if (window.events.length > this.#maxEvents || this.#kept.has(key)) return;
     this.#kept.set(key, window);
-    for (const oldest of this.#kept.keys()) {
-      if (this.#kept.size <= this.#capacity) break;
+    this.#events += window.events.length;
+    for (const [oldest, kept] of this.#kept) {
+      if (this.#kept.size <= this.#capacity && this.#events <= this.#maxEvents) break;
       this.#kept.delete(oldest);
+      this.#events -= kept.events.length;
     }
   }
 }
