@@ -7,7 +7,7 @@ import { any } from "../store/expected_version.ts";
 import { FakeClock } from "./fake_clock.ts";
 import { InMemoryCoordinator, protocolOf } from "./in_memory_coordinator.ts";
 import { InMemoryEventStore } from "./in_memory_store.ts";
-import { firstWindow } from "../worker/support_test.ts";
+import { firstWindow, holdAppend } from "../worker/support_test.ts";
 
 const signal = new AbortController().signal;
 const event = (aggregateId: string) => ({
@@ -108,16 +108,7 @@ describe("InMemoryCoordinator", () => {
 
   it("the gap token resolves when the transactions open at the read have ended", async () => {
     const { coordinator, store } = setup();
-    let finish!: () => void;
-    const open = new Promise<void>((resolve) => (finish = resolve));
-    let appended!: () => void;
-    const ready = new Promise<void>((resolve) => (appended = resolve));
-    const held = store.transaction(async (tx) => {
-      await store.append(tx, any(), [event("held")]);
-      appended();
-      await open;
-    });
-    await ready;
+    const held = await holdAppend(store, event("held"));
     await store.append(store, any(), [event("after")]);
     const read = await protocolOf(coordinator).readWindow(firstWindow(), signal);
     assert.deepEqual(read.events.map((e) => e.globalPosition), [2]);
@@ -127,8 +118,7 @@ describe("InMemoryCoordinator", () => {
       false,
     );
     assert.match((await protocolOf(coordinator).gapBlockers(token))[0].query!, /holds positions 1/);
-    finish();
-    await held;
+    await held.commit();
     const after = await protocolOf(coordinator).readWindow(firstWindow(token), signal);
     assert.equal(after.pendingResolved, true);
     assert.deepEqual(after.events.map((e) => e.globalPosition), [1, 2]);

@@ -5,6 +5,8 @@ import { spawnScript } from "../internal/child_process.ts";
 import type { Clock } from "../internal/clock.ts";
 import type { Event, PersistedEvent } from "../store/types.ts";
 import type { WindowQuery } from "./core/gap_rule.ts";
+import { any } from "../store/expected_version.ts";
+import type { InMemoryEventStore } from "../testing/in_memory_store.ts";
 
 const realSetTimeout = globalThis.setTimeout;
 
@@ -115,4 +117,32 @@ export function spawnWorkerChild(
 /** The first window of a log (up to 10 events after position 0), checking `pendingToken` first. */
 export function firstWindow(pendingToken: unknown = null): WindowQuery {
   return { after: 0, limit: 10, scan: 10, filter: null, pendingToken };
+}
+
+/** An append held open on an in-memory store (its position drawn, not committed). */
+export interface HeldAppend {
+  readonly position: number;
+  commit(): Promise<void>;
+  rollback(): Promise<void>;
+}
+
+/** Opens a transaction appending `event` and keeps it open until `commit()` or `rollback()`. */
+export async function holdAppend(store: InMemoryEventStore, event: Event): Promise<HeldAppend> {
+  let finish!: (commit: boolean) => void;
+  let position = 0;
+  let appended!: () => void;
+  const ready = new Promise<void>((resolve) => (appended = resolve));
+  const done = store.transaction(async (tx) => {
+    position = (await store.append(tx, any(), [event])).globalPositions[0];
+    appended();
+    if (!await new Promise<boolean>((resolve) => (finish = resolve))) {
+      throw new Error("rolled back");
+    }
+  }).catch(() => {});
+  await ready;
+  return {
+    position,
+    commit: async () => (finish(true), await done),
+    rollback: async () => (finish(false), await done),
+  };
 }

@@ -13,7 +13,7 @@ import {
 import { InMemoryEventStore, type InMemoryTransaction } from "../../testing/in_memory_store.ts";
 import { BatchTimeoutError, ConsecutiveFailuresError, PoisonEventError } from "../errors.ts";
 import { WORKER_DEFAULTS, type WorkerRuntimeOptions } from "../options.ts";
-import { draft, tick, until } from "../support_test.ts";
+import { draft, holdAppend, tick, until } from "../support_test.ts";
 import type { Consumer, GapWait } from "../types.ts";
 import { skipPoisonEvents } from "./poison.ts";
 import { SeededRandom } from "../../testing/seeded_random.ts";
@@ -29,25 +29,7 @@ function harness(options: { notifyChannel?: string } = {}) {
       store.append(tx, any(), [draft(aggregateType, undefined, eventType)])
     );
   /** Opens an append transaction and keeps it open until `commit()` or `rollback()`. */
-  const hold = async (aggregateType = "Order") => {
-    let finish!: (commit: boolean) => void;
-    let position = 0;
-    let appended!: () => void;
-    const ready = new Promise<void>((resolve) => (appended = resolve));
-    const done = store.transaction(async (tx) => {
-      position = (await store.append(tx, any(), [draft(aggregateType)])).globalPositions[0];
-      appended();
-      if (!await new Promise<boolean>((resolve) => (finish = resolve))) {
-        throw new Error("rolled back");
-      }
-    }).catch(() => {});
-    await ready;
-    return {
-      position,
-      commit: async () => (finish(true), await done),
-      rollback: async () => (finish(false), await done),
-    };
-  };
+  const hold = (aggregateType = "Order") => holdAppend(store, draft(aggregateType));
   const worker = (consumers: Consumer<Tx>[], extra: WorkerRuntimeOptions = {}) =>
     new InMemoryWorker(coordinator, consumers, {
       clock,

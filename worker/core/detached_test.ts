@@ -15,7 +15,7 @@ import {
 import { InMemoryEventStore, type InMemoryTransaction } from "../../testing/in_memory_store.ts";
 import { BatchTimeoutError } from "../errors.ts";
 import type { WorkerRuntimeOptions } from "../options.ts";
-import { draft, tick, until } from "../support_test.ts";
+import { draft, holdAppend, tick, until } from "../support_test.ts";
 import type { Consumer, DetachedConsumer, HandlerContext } from "../types.ts";
 import { skipPoisonEvents } from "./poison.ts";
 
@@ -358,15 +358,7 @@ describe("detached consumers (in memory)", () => {
   it("the gap rule applies unchanged: a held append keeps the consumer waiting, then it goes in order", async () => {
     const h = harness();
     await h.append();
-    let commit!: () => void;
-    let appended!: () => void;
-    const ready = new Promise<void>((resolve) => (appended = resolve));
-    const held = h.store.transaction(async (tx) => {
-      await h.store.append(tx, any(), [draft("User")]);
-      appended();
-      await new Promise<void>((resolve) => (commit = resolve));
-    });
-    await ready;
+    const held = await holdAppend(h.store, draft("User"));
     await h.append();
     const delivered: number[] = [];
     const worker = h.worker([{
@@ -378,8 +370,7 @@ describe("detached consumers (in memory)", () => {
     await until(() => h.coordinator.checkpoint("mailer") === 1, { clock: h.clock });
     await h.clock.advance(5_000);
     assert.deepEqual(delivered, [1], "3 is visible, but 2 is held: the consumer waits at 2");
-    commit();
-    await held;
+    await held.commit();
     await until(() => h.coordinator.checkpoint("mailer") === 3, { clock: h.clock });
     assert.deepEqual(delivered, [1, 2, 3]);
     await worker.stop();
@@ -389,15 +380,7 @@ describe("detached consumers (in memory)", () => {
   it("maxGapWait: the skip is audited in the checkpoint's transaction", async () => {
     const h = harness();
     await h.append();
-    let appended!: () => void;
-    const ready = new Promise<void>((resolve) => (appended = resolve));
-    let finish!: () => void;
-    const held = h.store.transaction(async (tx) => {
-      await h.store.append(tx, any(), [draft("User")]);
-      appended();
-      await new Promise<void>((resolve) => (finish = resolve));
-    });
-    await ready;
+    const held = await holdAppend(h.store, draft("User"));
     await h.append();
     const delivered: number[] = [];
     const worker = h.worker([{
@@ -411,8 +394,7 @@ describe("detached consumers (in memory)", () => {
     assert.deepEqual(h.coordinator.gapSkips("mailer").map((s) => s.skippedPositions), [[2]]);
     await worker.stop();
     await running;
-    finish();
-    await held;
+    await held.commit();
   });
 
   it("partitions: each partition runs detached, with no transaction open", async () => {

@@ -11,7 +11,7 @@ import { InMemoryCoordinator, InMemoryWorker } from "../../testing/in_memory_coo
 import { InMemoryEventStore, type InMemoryTransaction } from "../../testing/in_memory_store.ts";
 import { PoisonEventError, WorkerConfigError, WorkerSetupError } from "../errors.ts";
 import type { WorkerRuntimeOptions } from "../options.ts";
-import { until } from "../support_test.ts";
+import { holdAppend, until } from "../support_test.ts";
 import type { Consumer, HandlerContext } from "../types.ts";
 import {
   checkPartitionShapes,
@@ -352,16 +352,7 @@ describe("partitioned consumers in memory", () => {
     await f.appendRounds(["a", "b", "c", "d"], 1, "Order");
     await f.appendRounds(["x", "y"], 1, "Account");
     // A held append leaves a hole at 7, with 8 committed after it.
-    let finish!: () => void;
-    const open = new Promise<void>((resolve) => (finish = resolve));
-    let appended!: () => void;
-    const ready = new Promise<void>((resolve) => (appended = resolve));
-    const held = f.store.transaction(async (tx) => {
-      await f.store.append(tx, any(), [event("Order", "late")]);
-      appended();
-      await open;
-    });
-    await ready;
+    const held = await holdAppend(f.store, event("Order", "late"));
     await f.appendRounds(["e"], 1, "Order");
     await until(
       () => f.allAt(6),
@@ -371,8 +362,7 @@ describe("partitioned consumers in memory", () => {
     for (const c of (await f.coordinator.status()).consumers) {
       assert.equal(c.checkpoint, 6, `${c.name} waits at the hole, whoever the event is for`);
     }
-    finish();
-    await held;
+    await held.commit();
     await until(
       () => f.allAt(8),
       { clock: f.clock, step: 50, what: "past the hole" },
