@@ -230,6 +230,21 @@ export async function stopChildren(
 }
 
 /**
+ * Worker options of the fleet benchmarks: no pause after a full batch, short polls, and a
+ * heartbeat and rebalance fast enough that joins and failovers take seconds, not a minute.
+ */
+export const FLEET_OPTIONS: WorkerOptions = {
+  batchPause: 0,
+  pollInterval: 50,
+  maxPollInterval: 200,
+  dispatcherInterval: 50,
+  heartbeatInterval: 500,
+  heartbeatTimeout: 2_000,
+  rebalanceInterval: 500,
+  assignmentPollInterval: 250,
+};
+
+/**
  * A worker on `sql` runs `consumers` (no pause after a full batch, 50 ms idle polls) until each
  * has committed a batch at or past `target`, then stops; `onBatch` sees every commit first.
  */

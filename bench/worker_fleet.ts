@@ -30,6 +30,7 @@ import { type LeaderStrategy, migrate, Worker, type WorkerOptions } from "../wor
 import {
   type BenchResult,
   databaseUrl,
+  FLEET_OPTIONS,
   median,
   numberArgument,
   poll,
@@ -123,17 +124,7 @@ export async function fleetBenchmarks(
   const results: BenchResult[] = [];
   const times: Array<{ name: string; ms: number; runs: number }> = [];
   const children: Child[] = [];
-  const fast: WorkerOptions = {
-    batchSize: BATCH,
-    batchPause: 0,
-    pollInterval: 50,
-    maxPollInterval: 200,
-    dispatcherInterval: 50,
-    heartbeatInterval: 500,
-    heartbeatTimeout: 2_000,
-    rebalanceInterval: 500,
-    assignmentPollInterval: 250,
-  };
+  const fast: WorkerOptions = { ...FLEET_OPTIONS, batchSize: BATCH };
   let run = 0;
   const spawnTracked = (plan: ChildPlan) => {
     const c = spawnChild(plan);

@@ -30,6 +30,7 @@ import {
   type BenchResult,
   databaseUrl,
   debug,
+  FLEET_OPTIONS,
   median,
   numberArgument,
   poll,
@@ -98,17 +99,7 @@ export async function partitionBenchmarks(
   const admin = postgres(url, { max: 1, onnotice: () => {} });
   const prefix = `eventsalsa_bench_partitions_${Date.now()}`;
   const children: Child[] = [];
-  const fast: WorkerOptions = {
-    batchSize: BATCH,
-    batchPause: 0,
-    pollInterval: 50,
-    maxPollInterval: 200,
-    dispatcherInterval: 50,
-    heartbeatInterval: 500,
-    heartbeatTimeout: 2_000,
-    rebalanceInterval: 500,
-    assignmentPollInterval: 250,
-  };
+  const fast: WorkerOptions = { ...FLEET_OPTIONS, batchSize: BATCH };
   // N events over 1,000 aggregates in one statement (versions dense per aggregate).
   const fillEvents = `INSERT INTO events (aggregate_type, aggregate_id, aggregate_version, event_id,
       event_type, payload, metadata)
