@@ -158,3 +158,21 @@ export function skipWithoutConcurrency(
   t.skip(db.concurrencySkipReason!);
   return true;
 }
+
+/**
+ * Runs `body` on a fresh harness and closes it after; skips with the printed reason when the test
+ * needs several connections (`needsConcurrency`, the default) and the database serves one.
+ */
+export async function withPgHarness(
+  t: { name?: string; skip(message?: string): void },
+  options: PgHarnessOptions & { needsConcurrency?: boolean },
+  body: (h: PgHarness) => Promise<void>,
+): Promise<void> {
+  const h = await pgHarness(options);
+  try {
+    if ((options.needsConcurrency ?? true) && skipWithoutConcurrency(t, h.db)) return;
+    await body(h);
+  } finally {
+    await h.close();
+  }
+}

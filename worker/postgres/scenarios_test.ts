@@ -7,31 +7,11 @@ import assert from "node:assert/strict";
 import { BatchTimeoutError, ConsecutiveFailuresError } from "../errors.ts";
 import { until } from "../support_test.ts";
 import type { GapWait } from "../types.ts";
-import { type PgHarness, pgHarness, skipWithoutConcurrency } from "./harness_test.ts";
+import { withPgHarness } from "./harness_test.ts";
 import { status } from "./status.ts";
 import { readEnv } from "../../internal/env.ts";
 
 const T = { timeout: 60_000 };
-
-/** Runs `body` on a fresh harness; skips with the printed reason when the test needs several connections. */
-async function withHarness(
-  t: { name?: string; skip(message?: string): void },
-  options: {
-    prepare?: boolean;
-    notifyChannel?: string;
-    needsConcurrency?: boolean;
-    pooler?: string;
-  },
-  body: (h: PgHarness) => Promise<void>,
-): Promise<void> {
-  const h = await pgHarness(options);
-  try {
-    if ((options.needsConcurrency ?? true) && skipWithoutConcurrency(t, h.db)) return;
-    await body(h);
-  } finally {
-    await h.close();
-  }
-}
 
 // EVENTSALSA_TEST_PGBOUNCER_URL (set by .ci/run): once more through a real PgBouncer in
 // transaction pooling mode, with the lease strategy (docs/pgbouncer.md).
@@ -50,7 +30,7 @@ for (const { name, prepare, pooler } of VARIANTS) {
       "scenario 1: a global and two scoped consumers; every checkpoint reaches the latest position",
       T,
       async (t) => {
-        await withHarness(t, { prepare, pooler, needsConcurrency: false }, async (h) => {
+        await withPgHarness(t, { prepare, pooler, needsConcurrency: false }, async (h) => {
           const worker = h.worker([
             h.projection("all"),
             h.projection("accounts", { aggregateTypes: ["Account"] }),
@@ -82,7 +62,7 @@ for (const { name, prepare, pooler } of VARIANTS) {
       "scenario 8: a held append longer than any threshold: the consumer waits, names the blocker, then handles it in order",
       T,
       async (t) => {
-        await withHarness(t, { prepare, pooler }, async (h) => {
+        await withPgHarness(t, { prepare, pooler }, async (h) => {
           await h.append(); // 1
           const held = await h.hold(); // 2
           await h.append(); // 3
@@ -149,7 +129,7 @@ for (const { name, prepare, pooler } of VARIANTS) {
     );
 
     it("a rolled-back append: the hole is passed as soon as the rollback happens", T, async (t) => {
-      await withHarness(t, { prepare, pooler }, async (h) => {
+      await withPgHarness(t, { prepare, pooler }, async (h) => {
         await h.append(); // 1
         const held = await h.hold(); // 2
         await h.append(); // 3
@@ -182,7 +162,7 @@ function workerScenarios(pooler: string | undefined): void {
     "scenario 6: an idle consumer is woken by the dispatcher long before its own poll",
     T,
     async (t) => {
-      await withHarness(t, { pooler }, async (h) => {
+      await withPgHarness(t, { pooler }, async (h) => {
         const worker = h.worker([h.projection("wake")], {
           pollInterval: 60_000,
           maxPollInterval: 60_000,
@@ -212,7 +192,7 @@ function workerScenarios(pooler: string | undefined): void {
     "scenario 7: a mid-batch failure commits nothing; the events before the failing one commit without it",
     T,
     async (t) => {
-      await withHarness(t, { pooler }, async (h) => {
+      await withPgHarness(t, { pooler }, async (h) => {
         let failing = true;
         const attempts = new Map<number, number>();
         const failures: unknown[] = [];
@@ -246,7 +226,7 @@ function workerScenarios(pooler: string | undefined): void {
   );
 
   it("maxConsecutiveFailures: start rejects with ConsecutiveFailuresError", T, async (t) => {
-    await withHarness(t, { needsConcurrency: false, pooler }, async (h) => {
+    await withPgHarness(t, { needsConcurrency: false, pooler }, async (h) => {
       await h.append();
       const worker = h.worker(
         [{ name: "doomed", handle: () => Promise.reject(new Error("boom")) }],
@@ -266,7 +246,7 @@ function workerScenarios(pooler: string | undefined): void {
     "scenarios 9/10: maxGapWait skips a hole that outlived it, with an audit row",
     T,
     async (t) => {
-      await withHarness(t, { pooler }, async (h) => {
+      await withPgHarness(t, { pooler }, async (h) => {
         const held = await h.hold(); // 1
         for (let i = 0; i < 2; i++) await h.append(); // 2, 3
         const worker = h.worker([h.projection("impatient")], {
@@ -306,7 +286,7 @@ function workerScenarios(pooler: string | undefined): void {
   );
 
   it("scenario 11: a new worker resumes from the checkpoint", T, async (t) => {
-    await withHarness(t, { needsConcurrency: false, pooler }, async (h) => {
+    await withPgHarness(t, { needsConcurrency: false, pooler }, async (h) => {
       for (let i = 0; i < 3; i++) await h.append();
       const w1 = h.worker([h.projection("resume")]);
       const r1 = w1.start();
@@ -336,7 +316,7 @@ function workerScenarios(pooler: string | undefined): void {
     async (t) => {
       // Mixed case on purpose: LISTEN and the store's pg_notify must quote the channel alike.
       const channel = `Worker_Events_${crypto.randomUUID().slice(0, 8)}`;
-      await withHarness(t, { notifyChannel: channel, pooler }, async (h) => {
+      await withPgHarness(t, { notifyChannel: channel, pooler }, async (h) => {
         const listener = async () => {
           const rows = await h
             .sql`SELECT pid FROM pg_stat_activity WHERE query = ${`LISTEN "${channel}"`}`;
@@ -381,7 +361,7 @@ function workerScenarios(pooler: string | undefined): void {
     "a batch past batchTimeout is cancelled in PostgreSQL, rolled back and retried",
     T,
     async (t) => {
-      await withHarness(t, { pooler }, async (h) => {
+      await withPgHarness(t, { pooler }, async (h) => {
         await h.append();
         let sleep = true;
         const failures: unknown[] = [];
@@ -423,7 +403,7 @@ function workerScenarios(pooler: string | undefined): void {
   );
 
   it("a handler cannot use the transaction after its batch ended", T, async (t) => {
-    await withHarness(t, { needsConcurrency: false, pooler }, async (h) => {
+    await withPgHarness(t, { needsConcurrency: false, pooler }, async (h) => {
       await h.append();
       let kept: import("../types.ts").WorkerTransaction | null = null;
       const worker = h.worker([{ name: "leaky", handle: (tx) => void (kept = tx) }]);

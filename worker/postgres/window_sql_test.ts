@@ -10,7 +10,7 @@ import { testDatabase } from "../../testing/test_database.ts";
 import { any } from "../../store/expected_version.ts";
 import { draft, until } from "../support_test.ts";
 import { typeFilter, windowOf, type WindowSpec } from "../core/window.ts";
-import { pgHarness, skipWithoutConcurrency } from "./harness_test.ts";
+import { withPgHarness } from "./harness_test.ts";
 import { storeTables } from "../../store/migration.ts";
 import { run } from "../../internal/postgres_query.ts";
 import { windowFromRows, windowStatements } from "./window_sql.ts";
@@ -102,9 +102,7 @@ describe("filtered windows in SQL", () => {
     "a filtered consumer waits at a hole held by an append of a type it does not handle, then passes it",
     T,
     async (t) => {
-      const h = await pgHarness();
-      try {
-        if (skipWithoutConcurrency(t, h.db)) return;
+      await withPgHarness(t, {}, async (h) => {
         await h.append("Rare"); // 1
         const held = await h.hold("Order"); // 2: not the consumer's type, still a hole
         await h.append("Order"); // 3
@@ -131,9 +129,7 @@ describe("filtered windows in SQL", () => {
         assert.deepEqual(await h.rows("rare"), [1, 4]);
         await worker.stop();
         await running;
-      } finally {
-        await h.close();
-      }
+      });
     },
   );
 
@@ -141,9 +137,7 @@ describe("filtered windows in SQL", () => {
     "a held append of the consumer's own type is handled in order once it commits",
     T,
     async (t) => {
-      const h = await pgHarness();
-      try {
-        if (skipWithoutConcurrency(t, h.db)) return;
+      await withPgHarness(t, {}, async (h) => {
         for (let i = 0; i < 5; i++) await h.append("Order"); // 1–5
         const held = await h.hold("Rare"); // 6
         await h.append("Rare"); // 7
@@ -174,9 +168,7 @@ describe("filtered windows in SQL", () => {
         assert.deepEqual(await h.rows("rare"), [6, 7]);
         await worker.stop();
         await running;
-      } finally {
-        await h.close();
-      }
+      });
     },
   );
 });
