@@ -67,7 +67,7 @@ function workerOptions(db: TestDatabase, pooler: string | undefined, id: string)
     maxPollInterval: 200,
     assignmentPollInterval: 200,
     batchSize: 20,
-    // Full batches follow each other at once (200 ms apart by default).
+    // Full batches 10 ms apart, so a rebuild is slow enough to watch its progress.
     batchPause: 10,
     gapCheckInterval: 10,
     workerId: id,

@@ -320,6 +320,28 @@ describe("stored names (consumer names, worker ids)", () => {
       "\ud83d\ude00".repeat(256),
       "\ud83d\ude00".repeat(257),
     ];
+    // Pinned, so a change of the rule itself shows here too: which samples it accepts.
+    assert.deepEqual(
+      samples.map((name) => storedTextProblem(name) === null),
+      [
+        false,
+        true,
+        true,
+        false,
+        false,
+        false,
+        true,
+        true,
+        true,
+        false,
+        true,
+        false,
+        true,
+        false,
+        true,
+        false,
+      ],
+    );
     for (const name of samples) {
       const problem = storedTextProblem(name);
       if (problem === null) {

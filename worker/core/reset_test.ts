@@ -86,6 +86,8 @@ describe("resetConsumer", () => {
     assert.deepEqual(v.rows, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
     // Reset while the consumer is idle (nothing new to read): it notices and rebuilds anyway.
     assert.equal(await worker.resetConsumer("v"), 12);
+    assert.equal(h.coordinator.checkpoint("v"), 0);
+    assert.deepEqual(v.rows, [], "the hook cleared the read model with the checkpoint");
     await until(() => h.coordinator.checkpoint("v") === 12, { clock: h.clock, step: 100 });
     assert.deepEqual(v.rows, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
     await worker.stop();

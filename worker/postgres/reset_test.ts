@@ -3,10 +3,11 @@
 // transaction; start positions of new consumers.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import postgres from "postgres";
+import type postgres from "postgres";
 import { any } from "../../store/expected_version.ts";
 import { WorkerConfigError } from "../errors.ts";
 import type { Consumer, WorkerTransaction } from "../types.ts";
+import { until } from "../support_test.ts";
 import { Worker } from "../worker.ts";
 import { pgHarness, skipWithoutConcurrency } from "./harness_test.ts";
 import { resetConsumer } from "./reset.ts";
@@ -34,17 +35,13 @@ describe("resetConsumer on PostgreSQL", () => {
             await new Promise((resolve) => setTimeout(resolve, 2));
             await tx`INSERT INTO rebuilt SELECT ${event.globalPosition}, n FROM generation`;
           },
-          async reset(tx: WorkerTransaction) {
-            await tx`DELETE FROM rebuilt`;
+          async reset(tx: WorkerTransaction, { toPosition }) {
+            await tx`DELETE FROM rebuilt WHERE position > ${toPosition}`;
             await tx`UPDATE generation SET n = n + 1`;
           },
         };
         for (let i = 0; i < 2; i++) {
-          const pool = postgres(h.db.url, {
-            max: 3,
-            onnotice: () => {},
-            connection: { search_path: h.db.schema },
-          });
+          const pool = h.db.connect({ max: 3 });
           pools.push(pool);
           const worker = new Worker(pool, h.store, [view], {
             workerId: `reset-w${i}`,
@@ -69,11 +66,12 @@ describe("resetConsumer on PostgreSQL", () => {
           );
         }
         // Reset in the middle of the catch-up, from outside the workers (as the CLI does).
-        while ((await h.checkpoint("rebuilt_view")) < 100) {
-          await new Promise((resolve) => setTimeout(resolve, 20));
-        }
+        await until(async () => (await h.checkpoint("rebuilt_view")) >= 100, {
+          timeoutMs: 60_000,
+          what: "a quarter of the catch-up",
+        });
         const before = await resetConsumer(h.sql, "rebuilt_view", { consumer: view });
-        assert.ok(before >= 100, `was at ${before}`);
+        assert.ok(before >= 100 && before < total, `reset mid-run, at ${before}`);
         await waitForPosition(h.sql, total, { consumers: ["rebuilt_view"], timeout: 90_000 });
         const rows = await h.sql<{ position: string; generation: number }[]>`
           SELECT position, generation FROM rebuilt ORDER BY position`;
@@ -84,8 +82,20 @@ describe("resetConsumer on PostgreSQL", () => {
         );
         assert.ok(rows.every((r) => r.generation === 2), "nothing written before the reset left");
         // A reset to a position keeps what the hook keeps and redoes the rest.
-        await workers[0].resetConsumer("rebuilt_view", { toPosition: total });
-        assert.equal(await h.checkpoint("rebuilt_view"), total);
+        await workers[0].resetConsumer("rebuilt_view", { toPosition: 200 });
+        assert.equal(await h.checkpoint("rebuilt_view"), 200);
+        await waitForPosition(h.sql, total, { consumers: ["rebuilt_view"], timeout: 90_000 });
+        const redone = await h.sql<{ position: string; generation: number }[]>`
+          SELECT position, generation FROM rebuilt ORDER BY position`;
+        assert.deepEqual(
+          redone.map((r) => Number(r.position)),
+          Array.from({ length: total }, (_, i) => i + 1),
+          "each position exactly once after the second reset",
+        );
+        assert.ok(
+          redone.every((r) => r.generation === (Number(r.position) <= 200 ? 2 : 3)),
+          "kept up to 200, redone after it",
+        );
         await Promise.all(workers.map((w) => w.stop()));
         await Promise.all(running);
       } finally {
