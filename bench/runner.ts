@@ -246,7 +246,8 @@ export const FLEET_OPTIONS: WorkerOptions = {
 
 /**
  * A worker on `sql` runs `consumers` (no pause after a full batch, 50 ms idle polls) until each
- * has committed a batch at or past `target`, then stops; `onBatch` sees every commit first.
+ * has committed a batch at or past `target`, then stops; `onBatch` sees every commit first. For
+ * unpartitioned consumers (a partition commits under its own name).
  */
 export async function catchUpWorker(
   // deno-lint-ignore no-explicit-any
@@ -272,7 +273,8 @@ export async function catchUpWorker(
     },
   });
   const running = worker.start();
-  await caughtUp;
+  // A worker that fails ends `running`: the bench fails with it instead of waiting for ever.
+  await Promise.race([caughtUp, running]);
   await worker.stop();
   await running;
 }
