@@ -73,8 +73,6 @@ export interface PostgresStoreOptions {
   telemetry?: Telemetry;
 }
 
-const COLUMNS = EVENT_COLUMNS;
-
 type Row = unknown[];
 
 /** `{1,2,…,n}`: the ordinals of a batch, as an `int8[]` literal. */
@@ -240,11 +238,11 @@ export class PostgresStore implements EventStore<SqlExecutor> {
     this.#appendSingleSql = variants(() => singleInput);
     this.#headSql = `SELECT aggregate_version FROM ${H} WHERE ${key}`;
     this.#appendManySql = appendManySql(E, H, channel);
-    this.#readStreamSql = `SELECT ${COLUMNS} FROM ${E} WHERE ${key}
+    this.#readStreamSql = `SELECT ${EVENT_COLUMNS} FROM ${E} WHERE ${key}
       AND aggregate_version BETWEEN $3 AND $4 ORDER BY aggregate_version`;
-    this.#readEventsSql = `SELECT ${COLUMNS} FROM ${E} WHERE global_position > $1
+    this.#readEventsSql = `SELECT ${EVENT_COLUMNS} FROM ${E} WHERE global_position > $1
       ORDER BY global_position LIMIT $2`;
-    this.#readEventsFilteredSql = `SELECT ${COLUMNS} FROM ${E} WHERE global_position > $1
+    this.#readEventsFilteredSql = `SELECT ${EVENT_COLUMNS} FROM ${E} WHERE global_position > $1
       AND aggregate_type = ANY($3::text[]) ORDER BY global_position LIMIT $2`;
     this.#latestPositionSql =
       `SELECT global_position FROM ${E} ORDER BY global_position DESC LIMIT 1`;

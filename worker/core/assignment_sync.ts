@@ -125,7 +125,8 @@ export class AssignmentSync<Tx> {
       if (!mine.has(name) && !running.release.signal.aborted) running.release.abort();
       // A checkpoint moved by someone else (a reset): the loop reads it again before its next
       // batch instead of probing after what it remembers. (A batch committing meanwhile looks the
-      // same; re-reading is harmless.)
+      // same: that costs the loop a re-read of its checkpoint and dead letters and its gap
+      // tracker's memory, never a wrong position.)
       const stored = assigned.get(name);
       const believed = running.loop.checkpoint;
       if (stored !== undefined && believed !== null && stored !== believed) {

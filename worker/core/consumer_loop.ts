@@ -27,6 +27,7 @@ import {
 import type { ResolvedRuntimeOptions } from "../options.ts";
 import type { AnyConsumer, HandlerContext, PoisonDecision } from "../types.ts";
 import { failureBackoff, nextPollInterval } from "./backoff.ts";
+import { callBatch, callOne } from "./handlers.ts";
 import type {
   BatchOutcome,
   BatchRequest,
@@ -35,7 +36,7 @@ import type {
   DeadLetterRecord,
 } from "./coordination.ts";
 import { type GapPlan, GapTracker, type WindowQuery, type WindowRead } from "./gap_rule.ts";
-import { inPartition, partitionOf, windowSize } from "./partitions.ts";
+import { type ConsumerPartition, inPartition, partitionOf, windowSize } from "./partitions.ts";
 import { type WorkerTelemetry, workerTelemetry } from "./telemetry.ts";
 import type { SharedWindows } from "./shared_windows.ts";
 import { pause, rejectOnAbort, type Wakeup } from "./wakeup.ts";
@@ -51,7 +52,9 @@ export interface ConsumerLoopContext<Tx> {
   readonly signal: AbortSignal;
   /**
    * Reassignment: the consumer moved elsewhere. Aborts waits; an in-flight batch finishes (its
-   * fence held the assignment row, so the move waited for it), then the loop ends `released`.
+   * fence held the assignment row, so the move waited for it), then the loop ends `released`. A
+   * detached consumer's running handlers see their signal abort instead: its batch holds no row
+   * lock, so the move did not wait for it.
    */
   readonly release?: AbortSignal;
   /**
@@ -91,37 +94,6 @@ export function safely(call: () => void): void {
 }
 
 /**
- * Calls `handleBatch`: with the batch transaction, or (a detached consumer) without one. `tx` is
- * null only for a detached consumer.
- */
-function callBatch<Tx>(
-  consumer: AnyConsumer<Tx>,
-  tx: Tx | null,
-  events: readonly PersistedEvent[],
-  context: HandlerContext,
-): void | Promise<void> {
-  if (consumer.mode === "detached") return consumer.handleBatch!(events, context);
-  return consumer.handleBatch!(tx as Tx, events, context);
-}
-
-/** Calls `handle` (else `handleBatch` with one event), as {@link callBatch} does. */
-function callOne<Tx>(
-  consumer: AnyConsumer<Tx>,
-  tx: Tx | null,
-  event: PersistedEvent,
-  context: HandlerContext,
-): void | Promise<void> {
-  if (consumer.mode === "detached") {
-    return consumer.handle !== undefined
-      ? consumer.handle(event, context)
-      : consumer.handleBatch!([event], context);
-  }
-  return consumer.handle !== undefined
-    ? consumer.handle(tx as Tx, event, context)
-    : consumer.handleBatch!(tx as Tx, [event], context);
-}
-
-/**
  * Runs one consumer until shutdown, loss of ownership, or `maxConsecutiveFailures`.
  */
 export class ConsumerLoop<Tx> {
@@ -156,6 +128,8 @@ export class ConsumerLoop<Tx> {
   readonly #telemetry: WorkerTelemetry | null;
   /** The most events a window reads: `batchSize`, scaled for a partition (see `windowSize`). */
   readonly #batchSize: number;
+  /** Which partition of its consumer this loop runs, or null. */
+  readonly #partition: ConsumerPartition | null;
   /** The consumer's type lists, applied by the read (null: every event). */
   readonly #filter: TypeFilter | null;
   /** Positions its windows reach per event they may return (see `nextReach`). */
@@ -166,7 +140,8 @@ export class ConsumerLoop<Tx> {
     this.#c = context;
     this.#name = context.consumer.name;
     this.#tracker = new GapTracker(context.options.maxGapWait);
-    this.#batchSize = windowSize(context.options.batchSize, partitionOf(context.consumer));
+    this.#partition = partitionOf(context.consumer);
+    this.#batchSize = windowSize(context.options.batchSize, this.#partition);
     this.#limit = this.#batchSize;
     this.#filter = typeFilter(context.consumer.aggregateTypes, context.consumer.eventTypes);
     this.#telemetry = workerTelemetry(context.options.telemetry);
@@ -574,7 +549,7 @@ export class ConsumerLoop<Tx> {
     plan: GapPlan,
   ): { selected: readonly PersistedEvent[]; deadLetters: DeadLetterRecord[] } {
     // A partition's handlers get its aggregates only; it passes the rest, as a type filter does.
-    const partition = partitionOf(this.#c.consumer);
+    const partition = this.#partition;
     if (partition === null && this.#poisonSkips.size === 0) {
       return { selected: plan.events, deadLetters: [] };
     }
@@ -591,7 +566,7 @@ export class ConsumerLoop<Tx> {
   /** What the handlers of one batch are told. */
   #context(signal: AbortSignal): HandlerContext {
     const o = this.#c.options;
-    const partition = partitionOf(this.#c.consumer);
+    const partition = this.#partition;
     return {
       signal,
       consumer: this.#name,

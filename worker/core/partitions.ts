@@ -159,8 +159,8 @@ export function checkNotPartitionName(name: string): void {
 
 /**
  * The partition `index` of `consumer`, as a consumer of its own: named `name#<index>of<count>`,
- * everything else read from the declared consumer at each use (filters are read again for every
- * batch; handlers run with the declared consumer as `this`).
+ * everything else read from the declared consumer at each use (the loop reads the filters when it
+ * starts; handlers run with the declared consumer as `this`).
  */
 function partitionConsumer<Tx>(
   consumer: AnyConsumer<Tx>,
@@ -302,12 +302,13 @@ export function checkpointsByName(
   return result;
 }
 
-/** Most positions one window of a partition reads (see {@link windowSize}). */
+/** Most events one window of a partition holds (see {@link windowSize}). */
 const MAX_PARTITION_WINDOW = 10_000;
 
 /**
- * How many positions a consumer's window reads: `batchSize`; for a partition `batchSize × count`
- * (at most 10,000, and never below `batchSize`), so that its batches hold about `batchSize` of its
+ * How many events (of its types) a consumer's window holds: `batchSize`; for a partition
+ * `batchSize × count` (at most 10,000, and never below `batchSize`), so that its batches hold
+ * about `batchSize` of its
  * own events, as an unpartitioned consumer's do, rather than a `count`-th of that at the same cost
  * per batch (a transaction, a fence, a commit).
  */

@@ -7,6 +7,7 @@ import type { PersistedEvent } from "../../store/types.ts";
 import { DeadLetterNotFoundError, HandlerError } from "../errors.ts";
 import type { AnyConsumer, HandlerContext } from "../types.ts";
 import type { Coordinator } from "./coordination.ts";
+import { callOne } from "./handlers.ts";
 import { partitionCount, partitionIndex, partitionName } from "./partitions.ts";
 
 /**
@@ -62,8 +63,7 @@ export async function redriveWith<Tx>(
     });
     const event: PersistedEvent = found!;
     try {
-      if (consumer.handle !== undefined) await consumer.handle(event, context);
-      else await consumer.handleBatch!([event], context);
+      await callOne(consumer, null, event, context);
     } catch (error) {
       throw new HandlerError(name, event, error);
     }
@@ -72,8 +72,7 @@ export async function redriveWith<Tx>(
   }
   return await coordinator.redriveDeadLetter(name, position, async (tx, event) => {
     try {
-      if (consumer.handle !== undefined) await consumer.handle(tx, event, context);
-      else await consumer.handleBatch!(tx, [event], context);
+      await callOne(consumer, tx, event, context);
     } catch (error) {
       throw new HandlerError(name, event, error);
     }

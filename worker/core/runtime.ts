@@ -312,8 +312,9 @@ export class WorkerRuntime<Tx> {
 
   /**
    * Checks the schema and registers, retrying what may be transient (a connection lost while
-   * starting) with back-off, up to `maxConsecutiveFailures` attempts. A missing schema or a worker
-   * id in use is final at once. False when the signal aborted first.
+   * starting) with back-off, up to `maxConsecutiveFailures` attempts. A missing schema or a changed
+   * partition count is final at once; a worker id in use too, unless an earlier attempt of this
+   * start may have registered it (that is waited out once). False when the signal aborted first.
    */
   async #startUp(signal: AbortSignal): Promise<boolean> {
     const o = this.#options;
