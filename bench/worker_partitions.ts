@@ -1,6 +1,6 @@
 /**
  * Partitioned consumer benchmark: `deno run -A bench/worker_partitions.ts [--events 100000]
- * [--partitions 4] [--runs 2]` (or `bun bench/worker_partitions.ts`). Needs DATABASE_URL (a real
+ * [--partitions 4] [--runs 3]` (or `bun bench/worker_partitions.ts`). Needs DATABASE_URL (a real
  * PostgreSQL); without it, says so and exits 0. Every worker is a separate OS process (this file,
  * as a child).
  *
