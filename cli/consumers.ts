@@ -22,7 +22,8 @@ import {
   secondsFlag,
   tableFlags,
 } from "./flags.ts";
-import { type CliIo, CliUsageError } from "./io.ts";
+import { type CliIo, CliUsageError, stoppedWithin } from "./io.ts";
+import { deadLettersCell } from "./status.ts";
 import {
   progressBar,
   progressLine,
@@ -38,7 +39,7 @@ export const consumersUsage: string =
 eventsalsa consumers reset NAME (--module ./consumers.ts | --checkpoint-only) [--to-position n]
                            [--json] [table flags]
 eventsalsa consumers rebuild NAME (--module ./consumers.ts | --checkpoint-only) [--no-wait]
-                             [--timeout seconds] [--json] [table flags]
+                             [--timeout seconds] [--heartbeat-timeout ms] [--json] [table flags]
 eventsalsa consumers remove NAME [--json] [--heartbeat-timeout ms] [table flags]
   list: every consumer: the worker that owns it, its checkpoint, lag, gap wait and open dead
         letters (--json: {latestPosition, consumers: [...]}, each as in status --json).
@@ -149,9 +150,7 @@ async function listCommand(args: string[], io: CliIo): Promise<number> {
           String(c.lag),
           c.gap === null ? "-" : `at ${c.gap.position} for ${formatDuration(c.gap.waitingMs)} ` +
             `(${c.gap.blockers.length} blocker(s))`,
-          c.deadLetters.blocking + c.deadLetters.skipped === 0
-            ? "-"
-            : `${c.deadLetters.blocking} blocking, ${c.deadLetters.skipped} skipped`,
+          deadLettersCell(c),
         ]),
       )
     ) io.out(line);
@@ -214,22 +213,6 @@ async function readCheckpoint(
     [name],
   );
   return rows.length === 0 ? null : toSafeNumber(rows[0][0], "last_position");
-}
-
-/** Waits `ms`; resolves true when `signal` aborted meanwhile (or before). */
-function pause(ms: number, signal: AbortSignal | undefined): Promise<boolean> {
-  if (signal?.aborted) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const onAbort = () => {
-      clearTimeout(timer);
-      resolve(true);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve(false);
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }
 
 /** `consumers reset NAME` and `consumers rebuild NAME`. */
@@ -383,7 +366,7 @@ async function followRebuild(
     }
     show(p, null);
     const wait = deadline === null ? TICK_MS : Math.max(0, Math.min(TICK_MS, deadline - now));
-    if (await pause(wait, io.signal)) {
+    if (await stoppedWithin(io, wait)) {
       show(p, "interrupted");
       io.err(
         `eventsalsa consumers: stopped watching: ${where(p)}; the reset stays and the workers ` +

@@ -1,4 +1,6 @@
 /** Where the CLI writes, and the errors it reports as one line. */
+import { systemClock } from "../internal/clock.ts";
+import { pause } from "../worker/core/wakeup.ts";
 
 /** Output sinks, injectable so tests run the CLI in-process. */
 export interface CliIo {
@@ -21,4 +23,9 @@ export interface CliIo {
 export class CliUsageError extends Error {
   /** Stable error name. */
   override readonly name: string = "CliUsageError";
+}
+
+/** Waits `ms`, or less when the user stops the command (Ctrl-C): true when stopped. */
+export async function stoppedWithin(io: CliIo, ms: number): Promise<boolean> {
+  return !await pause(systemClock, ms, io.signal ?? new AbortController().signal);
 }

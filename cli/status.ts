@@ -6,7 +6,7 @@ import { workerSchema } from "../worker/postgres/migration.ts";
 import { status as workerStatus } from "../worker/postgres/status.ts";
 import { TABLE_OPTION_KEYS as WORKER_TABLES } from "../worker/postgres/tables.ts";
 import { WORKER_DEFAULTS } from "../worker/options.ts";
-import type { WorkerStatus } from "../worker/types.ts";
+import type { ConsumerStatus, WorkerStatus } from "../worker/types.ts";
 import { connectFromEnvironment } from "./database.ts";
 import {
   integerFlag,
@@ -15,7 +15,7 @@ import {
   pickOptions,
   tableFlags,
 } from "./flags.ts";
-import { type CliIo, CliUsageError } from "./io.ts";
+import { type CliIo, CliUsageError, stoppedWithin } from "./io.ts";
 import { schemaSummary } from "./migrate.ts";
 import { formatDuration, formatTable } from "./table.ts";
 
@@ -108,9 +108,7 @@ export function renderStatus(report: WorkerStatus, now: Date = new Date()): stri
         c.workerId ?? "(unassigned)",
         String(c.checkpoint),
         String(c.lag),
-        c.deadLetters.blocking + c.deadLetters.skipped === 0
-          ? "-"
-          : `${c.deadLetters.blocking} blocking, ${c.deadLetters.skipped} skipped`,
+        deadLettersCell(c),
         String(c.gapSkips),
         c.gap === null ? "-" : `at ${c.gap.position} for ${formatDuration(c.gap.waitingMs)}`,
       ]),
@@ -274,16 +272,15 @@ export async function statusCommand(args: string[], io: CliIo): Promise<number> 
       }
       for (const line of text) io.out(line);
       if (!values.watch || io.signal?.aborted) return 0;
-      const stopped = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => resolve(false), interval * 1000);
-        io.signal?.addEventListener("abort", () => {
-          clearTimeout(timer);
-          resolve(true);
-        }, { once: true });
-      });
-      if (stopped) return 0;
+      if (await stoppedWithin(io, interval * 1000)) return 0;
     }
   } finally {
     await sql.end();
   }
+}
+
+/** A consumer's open dead letters as one table cell ("-" for none). */
+export function deadLettersCell(c: ConsumerStatus): string {
+  const { blocking, skipped } = c.deadLetters;
+  return blocking + skipped === 0 ? "-" : `${blocking} blocking, ${skipped} skipped`;
 }
