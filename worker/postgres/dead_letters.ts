@@ -39,14 +39,18 @@ export function retryDeadLetter(
 ): Promise<PersistedEvent> {
   try {
     checkConsumers([consumer]);
-    const coordinator = new PostgresCoordinator(sql, store, {
-      tables: workerTables(options),
-      notifyChannel: null,
-    });
-    return redriveWith(coordinator, consumer, globalPosition, "redrive");
+    return redriveWith(redriver(sql, store, options), consumer, globalPosition, "redrive");
   } catch (error) {
     return Promise.reject(error);
   }
+}
+
+/** The coordinator a redrive runs through (no notifications: nothing waits on a redrive). */
+function redriver(sql: Sql, store: WorkerStore, options: WorkerTableOptions) {
+  return new PostgresCoordinator(sql, store, {
+    tables: workerTables(options),
+    notifyChannel: null,
+  });
 }
 
 /**
@@ -69,7 +73,7 @@ export interface RetryDeadLettersResult {
 
 /**
  * Redrives every skipped, not yet redriven dead letter of `consumer` (of all its partitions, for a
- * partitioned one), in position order, one by one through {@link retryDeadLetter}: each in its own
+ * partitioned one), in position order, one by one as {@link retryDeadLetter} does: each in its own
  * transaction, so a failure leaves that dead letter open and the others go on. The dead letters
  * are the ones open when it starts; events skipped meanwhile wait for the next run. Rejects only
  * when the list cannot be read (or `consumer` is invalid); failed redrives are in the result.
@@ -103,10 +107,11 @@ export async function retryDeadLetters(
     [textArrayLiteral(runningNames(consumer))],
   );
   const result: RetryDeadLettersResult = { redriven: [], failed: [] };
+  const coordinator = redriver(sql, store, options);
   for (const row of rows) {
     const position = toSafeNumber(row[0], "global_position");
     try {
-      await retryDeadLetter(sql, store, consumer, position, options);
+      await redriveWith(coordinator, consumer, position, "redrive");
       result.redriven.push(position);
     } catch (error) {
       result.failed.push({
