@@ -34,6 +34,7 @@ import {
   runPollDispatcher,
 } from "./dispatcher.ts";
 import { waitForCheckpoints, type WaitForPositionOptions } from "./wait.ts";
+import { resetOf } from "./reset.ts";
 import { LeaderLoop } from "./leadership.ts";
 import { pause, Wakeup } from "./wakeup.ts";
 
@@ -162,12 +163,8 @@ export class WorkerRuntime<Tx> {
       return Promise.reject(new WorkerConfigError(`this worker has no consumer named ${name}`));
     }
     const toPosition = options.toPosition ?? 0;
-    const reset = consumer.reset;
-    const hook = reset === undefined
-      ? null
-      : async (tx: Tx) => await reset.call(consumer, tx, { consumer: name, toPosition });
-    // A partitioned consumer's partitions move back together, the hook running once.
-    return this.#coordinator.resetConsumer(runningNames(consumer), toPosition, hook);
+    const { names, hook } = resetOf(consumer, toPosition);
+    return this.#coordinator.resetConsumer(names, toPosition, hook);
   }
 
   /** Stops the worker; resolves when it has stopped (never rejects). No-op when not running. */

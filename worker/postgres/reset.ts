@@ -6,7 +6,7 @@
  */
 import type { Sql } from "postgres";
 import { storeTables } from "../../store/migration.ts";
-import { runningNames } from "../core/partitions.ts";
+import { resetOf } from "../core/reset.ts";
 import { CoordinationProtocol } from "../core/protocol.ts";
 import { WorkerConfigError } from "../errors.ts";
 import type { WorkerTableOptions } from "../options.ts";
@@ -85,16 +85,12 @@ export async function resetConsumer(
   const protocol = new CoordinationProtocol<WorkerTransaction>(
     new PostgresStorage(sql, store, { tables, notifyChannel: null }),
   );
-  const reset = consumer?.reset;
+  // Without the definition: the rows of that name, checkpoint only.
+  const { names, hook } = consumer === undefined
+    ? { names: [name], hook: null }
+    : resetOf<WorkerTransaction>(consumer, toPosition);
   try {
-    return await protocol.resetConsumer(
-      // Given the definition of a partitioned consumer, its partitions move back together.
-      consumer === undefined ? name : runningNames(consumer),
-      toPosition,
-      reset === undefined
-        ? null
-        : async (tx) => await reset.call(consumer, tx, { consumer: name, toPosition }),
-    );
+    return await protocol.resetConsumer(names, toPosition, hook);
   } finally {
     await protocol.close();
   }
