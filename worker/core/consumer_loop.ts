@@ -383,10 +383,17 @@ export class ConsumerLoop<Tx> {
     request: BatchRequest,
     work: (session: BatchSession<Tx>) => Promise<BatchValue>,
   ): Promise<BatchOutcome<BatchValue>> {
-    const coordinator = this.#c.coordinator;
+    return this.#measured(from, signal, () => this.#c.coordinator.runBatch(request, work));
+  }
+
+  /** One batch's `run`, in a span and measured when the worker has telemetry. */
+  #measured(
+    from: number,
+    signal: AbortSignal,
+    run: () => Promise<BatchOutcome<BatchValue>>,
+  ): Promise<BatchOutcome<BatchValue>> {
     const telemetry = this.#telemetry;
-    if (telemetry === null) return coordinator.runBatch(request, work);
-    return telemetry.batch(this.#name, from, signal, () => coordinator.runBatch(request, work));
+    return telemetry === null ? run() : telemetry.batch(this.#name, from, signal, run);
   }
 
   /** The server-side bound of a batch transaction: past the batch timeout the worker gave up. */
@@ -651,10 +658,7 @@ export class ConsumerLoop<Tx> {
           deadLetters: deadLetters.filter((r) => r.event.globalPosition <= done.target),
         });
       };
-      const telemetry = this.#telemetry;
-      const outcome = telemetry === null
-        ? await work()
-        : await telemetry.batch(this.#name, from, batch.signal, work);
+      const outcome = await this.#measured(from, batch.signal, work);
       if (outcome.kind === "notOwner") return { kind: "notOwner", owner: outcome.owner };
       if (outcome.kind === "checkpointMoved") {
         this.#forget();
