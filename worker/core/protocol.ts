@@ -277,29 +277,19 @@ export class CoordinationProtocol<Tx> implements Coordinator<Tx> {
     position: number,
     work: (tx: Tx, event: PersistedEvent) => Promise<R>,
   ): Promise<R> {
-    let open = true;
-    try {
-      return await this.#storage.transaction({}, async (tx) => {
-        await tx.lockConsumer(consumer);
-        if (!await tx.lockDeadLetter(consumer, position)) {
-          throw new DeadLetterNotFoundError(consumer, position);
-        }
-        const event = await tx.readEvent(position);
-        if (event === null || event.globalPosition !== position) {
-          throw new DeadLetterNotFoundError(consumer, position, "the event is not in the store");
-        }
-        let result: R;
-        try {
-          result = await work(tx.handle(consumer, () => open && !tx.lost), event);
-        } finally {
-          open = false;
-        }
-        await tx.markRedriven(consumer, position);
-        return result;
-      });
-    } finally {
-      open = false;
-    }
+    return await this.#storage.transaction({}, async (tx) => {
+      await tx.lockConsumer(consumer);
+      if (!await tx.lockDeadLetter(consumer, position)) {
+        throw new DeadLetterNotFoundError(consumer, position);
+      }
+      const event = await tx.readEvent(position);
+      if (event === null || event.globalPosition !== position) {
+        throw new DeadLetterNotFoundError(consumer, position, "the event is not in the store");
+      }
+      const result = await withHandle(tx, consumer, (handle) => work(handle, event));
+      await tx.markRedriven(consumer, position);
+      return result;
+    });
   }
 
   /**
@@ -318,36 +308,25 @@ export class CoordinationProtocol<Tx> implements Coordinator<Tx> {
     // Locked in code-point order, like a rebalance: two resets never deadlock on each other.
     const names = (typeof consumer === "string" ? [consumer] : [...consumer])
       .sort(compareCodePoints);
-    let open = true;
-    try {
-      return await this.#storage.transaction({}, async (tx) => {
-        const before = new Map<string, number>();
-        for (const name of names) {
-          const rows = await tx.lockConsumer(name);
-          if (rows === null) {
-            throw new WorkerConfigError(`no consumer named ${name} (it never registered)`);
-          }
-          before.set(name, rows.checkpoint);
+    return await this.#storage.transaction({}, async (tx) => {
+      const before = new Map<string, number>();
+      for (const name of names) {
+        const rows = await tx.lockConsumer(name);
+        if (rows === null) {
+          throw new WorkerConfigError(`no consumer named ${name} (it never registered)`);
         }
-        if (hook !== null) {
-          try {
-            await hook(tx.handle(names[0], () => open && !tx.lost));
-          } finally {
-            open = false;
-          }
-        }
-        for (const name of names) {
-          await tx.deleteDeadLetters(name, toPosition);
-          await tx.reportGap(name, null);
-          await tx.saveCheckpoint(name, toPosition, before.get(name)!);
-        }
-        // Workers re-read their assignments and checkpoints on this; an idle owner notices now.
-        await tx.notify("assignments");
-        return Math.max(...before.values());
-      });
-    } finally {
-      open = false;
-    }
+        before.set(name, rows.checkpoint);
+      }
+      if (hook !== null) await withHandle(tx, names[0], hook);
+      for (const name of names) {
+        await tx.deleteDeadLetters(name, toPosition);
+        await tx.reportGap(name, null);
+        await tx.saveCheckpoint(name, toPosition, before.get(name)!);
+      }
+      // Workers re-read their assignments and checkpoints on this; an idle owner notices now.
+      await tx.notify("assignments");
+      return Math.max(...before.values());
+    });
   }
 
   /** Listens for appends; rejects when the storage has no channel for them. */
@@ -365,6 +344,23 @@ export class CoordinationProtocol<Tx> implements Coordinator<Tx> {
   /** Releases what the storage opened for itself. */
   close(): Promise<void> {
     return this.#storage.close();
+  }
+}
+
+/**
+ * Runs a user hook (a redrive's handler, a reset hook) on a handle of `tx` that refuses
+ * statements once the hook has returned or thrown: what it left running writes nothing more.
+ */
+async function withHandle<Tx, R>(
+  tx: StorageTransaction<Tx>,
+  consumer: string,
+  hook: (handle: Tx) => Promise<R>,
+): Promise<R> {
+  let open = true;
+  try {
+    return await hook(tx.handle(consumer, () => open && !tx.lost));
+  } finally {
+    open = false;
   }
 }
 
