@@ -148,7 +148,7 @@ export function runningNames(
  * Refuses a consumer name that ends like a partition's (`#<digits>of<digits>`): those are
  * reserved, so that no consumer can be mistaken for a partition of another.
  */
-export function checkNotPartitionName(name: string): void {
+function checkNotPartitionName(name: string): void {
   if (RESERVED_SUFFIX.test(name)) {
     throw new WorkerConfigError(
       `consumer name ${JSON.stringify(name)} ends like a partition's name (#<index>of<count>), ` +
