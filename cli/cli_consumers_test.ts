@@ -413,6 +413,89 @@ export const other = { name: "other", handle() {} };
     });
 
     it(
+      "rebuild --module of a partitioned consumer: every partition, the hook once",
+      T,
+      async (t) => {
+        const db = await testDatabase({ pooler });
+        let stopWorker = async () => {};
+        try {
+          if (!db.supportsConcurrency) return t.skip(db.concurrencySkipReason!);
+          const env = { DATABASE_URL: db.schemaUrl };
+          assert.equal(await runCli(["migrate", "--apply"], captureIo(env)), 0);
+          await db.sql`CREATE TABLE part_rows (position BIGINT PRIMARY KEY, handled INT NOT NULL)`;
+          await db.sql`CREATE TABLE part_resets (to_position BIGINT NOT NULL)`;
+          const module = moduleFile(`
+export const parts = {
+  name: "parts",
+  partitions: 3,
+  async handle(tx, event) {
+    await tx\`INSERT INTO part_rows (position, handled) VALUES (\${event.globalPosition}, 1)
+      ON CONFLICT (position) DO UPDATE SET handled = part_rows.handled + 1\`;
+  },
+  async reset(tx, context) {
+    await tx\`DELETE FROM part_rows WHERE position > \${context.toPosition}\`;
+    await tx\`INSERT INTO part_resets (to_position) VALUES (\${context.toPosition})\`;
+  },
+};
+`);
+          const { parts } = await import(pathToFileURL(module).href) as { parts: Consumer };
+          const store = new PostgresStore();
+          // 120 events over 6 aggregates, so every partition has some.
+          for (let i = 0; i < 6; i++) {
+            await store.append(
+              db.sql,
+              any(),
+              Array.from({ length: 20 }, () => ({
+                aggregateType: "Thing",
+                aggregateId: `t-${i}`,
+                eventType: "Happened",
+                payload,
+              })),
+            );
+          }
+          const worker = new Worker(db.sql, store, [parts], {
+            ...workerOptions(db, pooler, "w-parts"),
+            batchPause: 0,
+          });
+          const controller = new AbortController();
+          const running = worker.start(controller.signal);
+          stopWorker = async () => {
+            controller.abort();
+            await running;
+          };
+          await waitForPosition(db.sql, 120, { consumers: ["parts"], timeout: 60_000 });
+          const rebuild = expectExit(
+            await cli(["consumers", "rebuild", "parts", "--module", module, "--json"], env),
+            0,
+          );
+          assert.equal(rebuild.stderr, "", context(rebuild));
+          const ticks = rebuild.stdout.trimEnd().split("\n").map((line) => JSON.parse(line));
+          assert.deepEqual(ticks[0], {
+            type: "reset",
+            consumer: "parts",
+            from: 120,
+            to: 0,
+            target: 120,
+            readModelCleared: true,
+          });
+          assert.equal(ticks.at(-1).type, "done", context(rebuild));
+          assert.ok(ticks.at(-1).checkpoint >= 120, context(rebuild));
+          const rows = await db.sql`SELECT position::int, handled FROM part_rows ORDER BY position`;
+          assert.deepEqual(
+            rows.map((r) => [r.position, r.handled]),
+            Array.from({ length: 120 }, (_, i) => [i + 1, 1]),
+            "every partition rebuilt, each event once after the hook cleared them",
+          );
+          const resets = await db.sql`SELECT to_position::int FROM part_resets`;
+          assert.deepEqual(resets.map((r) => r.to_position), [0], "the hook ran once");
+        } finally {
+          await stopWorker();
+          await db.close();
+        }
+      },
+    );
+
+    it(
       "dead-letters retry --all: every skipped one, past a failure, with a summary",
       T,
       async (t) => {

@@ -4,11 +4,9 @@ import { toSafeNumber } from "../internal/safe_number.ts";
 import { WORKER_DEFAULTS } from "../worker/options.ts";
 import { resetConsumer } from "../worker/postgres/reset.ts";
 import { status as workerStatus } from "../worker/postgres/status.ts";
-import {
-  TABLE_OPTION_KEYS as WORKER_TABLES,
-  type WorkerTables,
-  workerTables,
-} from "../worker/postgres/tables.ts";
+import { checkpointReader } from "../worker/postgres/wait.ts";
+import { runningNames } from "../worker/core/partitions.ts";
+import { TABLE_OPTION_KEYS as WORKER_TABLES, workerTables } from "../worker/postgres/tables.ts";
 import type { Consumer, ConsumerStatus, WorkerStatus } from "../worker/types.ts";
 import { connectFromEnvironment } from "./database.ts";
 import { checkConsumer, loadConsumer } from "./dead_letters.ts";
@@ -202,19 +200,6 @@ function readModelNote(cleared: boolean): string {
     : "checkpoint only: the read model was not cleared";
 }
 
-async function readCheckpoint(
-  sql: postgres.Sql,
-  tables: WorkerTables,
-  name: string,
-): Promise<number | null> {
-  const rows = await run(
-    sql,
-    `SELECT last_position FROM ${tables.checkpoints.quoted} WHERE consumer_name = $1`,
-    [name],
-  );
-  return rows.length === 0 ? null : toSafeNumber(rows[0][0], "last_position");
-}
-
 /** `consumers reset NAME` and `consumers rebuild NAME`. */
 async function resetCommand(
   action: "reset" | "rebuild",
@@ -243,9 +228,12 @@ async function resetCommand(
   const tables = workerTables(tableOptions);
   const consumer = await resetDefinition(action, values, name);
   const cleared = consumer !== undefined;
+  // A partitioned consumer has rows per partition only (`name#<i>of<N>`): the reset finds them
+  // from its definition, and refuses when they are missing.
+  const names = consumer === undefined ? [name] : runningNames(consumer);
   const sql = await connectFromEnvironment(io);
   try {
-    await checkConsumer(sql, tables, name);
+    if (names.length === 1) await checkConsumer(sql, tables, name);
     if (action === "reset") {
       const from = await resetConsumer(sql, name, {
         ...tableOptions,
@@ -286,13 +274,13 @@ async function resetCommand(
             : `rebuilding up to position ${target}`),
     );
     if (values["no-wait"]) return 0;
-    if (!report.workers.some((w) => w.live && w.consumers.includes(name))) {
+    if (!report.workers.some((w) => w.live && names.some((n) => w.consumers.includes(n)))) {
       io.err(
         `eventsalsa consumers: warning: no live worker registers ${JSON.stringify(name)}; ` +
           `the rebuild starts once one runs it`,
       );
     }
-    return await followRebuild(sql, tables, io, {
+    return await followRebuild(checkpointReader(sql, tableOptions), io, {
       consumer: name,
       from: 0,
       target,
@@ -307,8 +295,7 @@ async function resetCommand(
 
 /** Follows a rebuild until caught up (0), timed out (1) or interrupted (130). */
 async function followRebuild(
-  sql: postgres.Sql,
-  tables: WorkerTables,
+  readCheckpoints: (names: readonly string[]) => Promise<Map<string, number>>,
   io: CliIo,
   o: {
     consumer: string;
@@ -338,8 +325,9 @@ async function followRebuild(
   const where = (p: RebuildProgress) =>
     `${o.consumer} is at ${p.checkpoint} of ${o.target} (${p.total - p.done} to go)`;
   for (;;) {
-    const checkpoint = await readCheckpoint(sql, tables, o.consumer);
-    if (checkpoint === null) {
+    // A partitioned consumer's: its lowest partition's.
+    const checkpoint = (await readCheckpoints([o.consumer])).get(o.consumer);
+    if (checkpoint === undefined) {
       throw new Error(`the checkpoint of ${JSON.stringify(o.consumer)} is gone (removed?)`);
     }
     const now = Date.now();

@@ -43,14 +43,9 @@ export function waitForPosition(
   position: number,
   options: WaitForPositionOptions & WorkerTableOptions,
 ): Promise<void> {
-  let text: string;
+  let read: (names: readonly string[]) => Promise<Map<string, number>>;
   try {
-    // The names asked for, and the partitions of each (`name#<i>of<N>`: `left` compares
-    // characters exactly, no pattern to escape); `checkpointsByName` sorts them out.
-    text = `SELECT consumer_name, last_position FROM ${
-      workerTables(options).checkpoints.quoted
-    } WHERE consumer_name = ANY($1::text[]) OR EXISTS (SELECT 1 FROM unnest($1::text[]) AS n(name)
-      WHERE left(consumer_name, char_length(n.name) + 1) = n.name || '#')`;
+    read = checkpointReader(sql, options);
   } catch (error) {
     return Promise.reject(error);
   }
@@ -58,7 +53,24 @@ export function waitForPosition(
   if (!Array.isArray(consumers) || consumers.some((c) => typeof c !== "string")) {
     return Promise.reject(new WorkerConfigError("consumers must be an array of names"));
   }
-  const read = async (names: readonly string[]) =>
+  return waitForCheckpoints(read, systemClock, position, consumers, options);
+}
+
+/**
+ * Reads the checkpoints of declared consumer names in one statement: a partitioned consumer's is
+ * its lowest partition's (see `checkpointsByName`); a name with no rows is absent.
+ */
+export function checkpointReader(
+  sql: Sql,
+  options: WorkerTableOptions,
+): (names: readonly string[]) => Promise<Map<string, number>> {
+  // The names asked for, and the partitions of each (`name#<i>of<N>`: `left` compares characters
+  // exactly, no pattern to escape); `checkpointsByName` sorts them out.
+  const text = `SELECT consumer_name, last_position FROM ${
+    workerTables(options).checkpoints.quoted
+  } WHERE consumer_name = ANY($1::text[]) OR EXISTS (SELECT 1 FROM unnest($1::text[]) AS n(name)
+    WHERE left(consumer_name, char_length(n.name) + 1) = n.name || '#')`;
+  return async (names) =>
     checkpointsByName(
       names,
       new Map(
@@ -68,5 +80,4 @@ export function waitForPosition(
         ]),
       ),
     );
-  return waitForCheckpoints(read, systemClock, position, consumers, options);
 }
