@@ -488,6 +488,28 @@ export const parts = {
           );
           const resets = await db.sql`SELECT to_position::int FROM part_resets`;
           assert.deepEqual(resets.map((r) => r.to_position), [0], "the hook ran once");
+          // One partition alone, by its stored name: checkpoint only.
+          const one = expectExit(
+            await cli(
+              [
+                "consumers",
+                "reset",
+                "parts#1of3",
+                "--checkpoint-only",
+                "--to-position",
+                "7",
+                "--json",
+              ],
+              env,
+            ),
+            0,
+          );
+          assert.deepEqual(JSON.parse(one.stdout), {
+            consumer: "parts#1of3",
+            from: 120,
+            to: 7,
+            readModelCleared: false,
+          });
         } finally {
           await stopWorker();
           await db.close();
