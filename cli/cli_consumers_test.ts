@@ -88,6 +88,42 @@ async function registered(db: TestDatabase, consumer: string): Promise<void> {
   }
 }
 
+/**
+ * Runs `body` on a fresh schema migrated through the CLI (skipped without several connections):
+ * `env` points the CLI at it, `start` runs a worker in the background and returns its stop, which
+ * also runs after `body` (twice is harmless). The schema is dropped after.
+ */
+async function withMigrated(
+  t: { skip(message?: string): void },
+  pooler: string | undefined,
+  body: (
+    db: TestDatabase,
+    env: Record<string, string>,
+    start: (worker: Worker) => () => Promise<void>,
+  ) => Promise<void>,
+): Promise<void> {
+  const db = await testDatabase({ pooler });
+  const stops: Array<() => Promise<void>> = [];
+  try {
+    if (!db.supportsConcurrency) return t.skip(db.concurrencySkipReason!);
+    const env = { DATABASE_URL: db.schemaUrl };
+    assert.equal(await runCli(["migrate", "--apply"], captureIo(env)), 0);
+    await body(db, env, (worker) => {
+      const controller = new AbortController();
+      const running = worker.start(controller.signal);
+      const stop = async () => {
+        controller.abort();
+        await running;
+      };
+      stops.push(stop);
+      return stop;
+    });
+  } finally {
+    for (const stop of stops) await stop();
+    await db.close();
+  }
+}
+
 /** A file of the operator's that exports consumers, as `--module` takes it. */
 function moduleFile(source: string): string {
   const dir = mkdtempSync(join(tmpdir(), "eventsalsa-consumers-"));
@@ -136,12 +172,7 @@ describe("rebuild progress", () => {
 for (const { via, pooler } of TARGETS) {
   describe(`eventsalsa consumers${via}`, () => {
     it("list, reset and rebuild beside a running worker; the refusals; remove", T, async (t) => {
-      const db = await testDatabase({ pooler });
-      let stopWorker = async () => {};
-      try {
-        if (!db.supportsConcurrency) return t.skip(db.concurrencySkipReason!);
-        const env = { DATABASE_URL: db.schemaUrl };
-        assert.equal(await runCli(["migrate", "--apply"], captureIo(env)), 0);
+      await withMigrated(t, pooler, async (db, env, start) => {
         await db.sql`CREATE TABLE view_rows (position BIGINT PRIMARY KEY, handled INT NOT NULL)`;
         await db.sql`CREATE TABLE view_resets (to_position BIGINT NOT NULL)`;
         // The consumer lives in the operator's module: the worker here and the CLI's reset hook
@@ -164,13 +195,9 @@ export const other = { name: "other", handle() {} };
         const { view } = await import(pathToFileURL(module).href) as { view: Consumer };
         const store = new PostgresStore();
         await append(db, store, Array.from({ length: 100 }, () => "Happened"));
-        const worker = new Worker(db.sql, store, [view], workerOptions(db, pooler, "w-view"));
-        const controller = new AbortController();
-        const running = worker.start(controller.signal);
-        stopWorker = async () => {
-          controller.abort();
-          await running;
-        };
+        const stopWorker = start(
+          new Worker(db.sql, store, [view], workerOptions(db, pooler, "w-view")),
+        );
         const caughtUp = (position: number) =>
           waitForPosition(db.sql, position, { consumers: ["view"], timeout: 60_000 });
         const rows = async () =>
@@ -365,7 +392,6 @@ export const other = { name: "other", handle() {} };
 
         // With the worker gone, a rebuild waits in vain: the timeout, then Ctrl-C.
         await stopWorker();
-        stopWorker = async () => {};
         const timedOut = expectExit(
           await cli(["consumers", "rebuild", "view", "--checkpoint-only", "--timeout", "1"], env),
           1,
@@ -406,22 +432,14 @@ export const other = { name: "other", handle() {} };
           "no consumers (none has run against these tables)\n",
         );
         assert.equal((await db.sql`SELECT count(*)::int AS n FROM view_rows`)[0].n, 300);
-      } finally {
-        await stopWorker();
-        await db.close();
-      }
+      });
     });
 
     it(
       "rebuild --module of a partitioned consumer: every partition, the hook once",
       T,
       async (t) => {
-        const db = await testDatabase({ pooler });
-        let stopWorker = async () => {};
-        try {
-          if (!db.supportsConcurrency) return t.skip(db.concurrencySkipReason!);
-          const env = { DATABASE_URL: db.schemaUrl };
-          assert.equal(await runCli(["migrate", "--apply"], captureIo(env)), 0);
+        await withMigrated(t, pooler, async (db, env, start) => {
           await db.sql`CREATE TABLE part_rows (position BIGINT PRIMARY KEY, handled INT NOT NULL)`;
           await db.sql`CREATE TABLE part_resets (to_position BIGINT NOT NULL)`;
           const module = moduleFile(`
@@ -453,16 +471,14 @@ export const parts = {
               })),
             );
           }
-          const worker = new Worker(db.sql, store, [parts], {
-            ...workerOptions(db, pooler, "w-parts"),
-            batchPause: 0,
-          });
-          const controller = new AbortController();
-          const running = worker.start(controller.signal);
-          stopWorker = async () => {
-            controller.abort();
-            await running;
-          };
+          start(
+            new Worker(db.sql, store, [parts], {
+              ...workerOptions(db, pooler, "w-parts"),
+              batchPause: 0,
+            }),
+          );
+          // waitForPosition refuses a consumer with no rows yet: first the worker registers it.
+          for (let i = 0; i < 3; i++) await registered(db, `parts#${i}of3`);
           await waitForPosition(db.sql, 120, { consumers: ["parts"], timeout: 60_000 });
           const rebuild = expectExit(
             await cli(["consumers", "rebuild", "parts", "--module", module, "--json"], env),
@@ -510,10 +526,7 @@ export const parts = {
             to: 7,
             readModelCleared: false,
           });
-        } finally {
-          await stopWorker();
-          await db.close();
-        }
+        });
       },
     );
 
@@ -634,11 +647,7 @@ export const ghost = { name: "ghost", handle() {} };
       "status --check: no live worker, lag beyond --max-lag, open dead letters, healthy",
       T,
       async (t) => {
-        const db = await testDatabase({ pooler });
-        try {
-          if (!db.supportsConcurrency) return t.skip(db.concurrencySkipReason!);
-          const env = { DATABASE_URL: db.schemaUrl };
-          assert.equal(await runCli(["migrate", "--apply"], captureIo(env)), 0);
+        await withMigrated(t, pooler, async (db, env) => {
           const check = (...flags: string[]) => cli(["status", "--check", ...flags], env);
 
           let run = expectExit(await check(), 1);
@@ -713,9 +722,7 @@ export const ghost = { name: "ghost", handle() {} };
           assert.deepEqual(JSON.parse(run.stdout).reasons.map((r: { check: string }) => r.check), [
             "workers",
           ]);
-        } finally {
-          await db.close();
-        }
+        });
       },
     );
   });

@@ -363,7 +363,8 @@ describe("detached consumers (in memory)", () => {
     await Promise.all([r1, r2]);
   });
 
-  it("the gap rule applies unchanged: a held append keeps the consumer waiting, then it goes in order", async () => {
+  /** Positions 1 and 3 committed, 2 held open; a detached mailer noting what it is handed. */
+  const behindAHole = async (options: WorkerRuntimeOptions) => {
     const h = harness();
     await h.append();
     const held = await holdAppend(h.store, draft("User"));
@@ -373,8 +374,15 @@ describe("detached consumers (in memory)", () => {
       name: "mailer",
       mode: "detached",
       handle: (event) => void delivered.push(event.globalPosition),
-    }], { batchPause: 100, gapCheckInterval: 100 });
-    const running = worker.start();
+    }], options);
+    return { h, held, delivered, worker, running: worker.start() };
+  };
+
+  it("the gap rule applies unchanged: a held append keeps the consumer waiting, then it goes in order", async () => {
+    const { h, held, delivered, worker, running } = await behindAHole({
+      batchPause: 100,
+      gapCheckInterval: 100,
+    });
     await until(() => h.coordinator.checkpoint("mailer") === 1, { clock: h.clock });
     await h.clock.advance(5_000);
     assert.deepEqual(delivered, [1], "3 is visible, but 2 is held: the consumer waits at 2");
@@ -386,17 +394,11 @@ describe("detached consumers (in memory)", () => {
   });
 
   it("maxGapWait: the skip is audited in the checkpoint's transaction", async () => {
-    const h = harness();
-    await h.append();
-    const held = await holdAppend(h.store, draft("User"));
-    await h.append();
-    const delivered: number[] = [];
-    const worker = h.worker([{
-      name: "mailer",
-      mode: "detached",
-      handle: (event) => void delivered.push(event.globalPosition),
-    }], { maxGapWait: 10_000, batchPause: 500, gapCheckInterval: 500 });
-    const running = worker.start();
+    const { h, held, delivered, worker, running } = await behindAHole({
+      maxGapWait: 10_000,
+      batchPause: 500,
+      gapCheckInterval: 500,
+    });
     await until(() => h.coordinator.checkpoint("mailer") === 3, { clock: h.clock, step: 500 });
     assert.deepEqual(delivered, [1, 3]);
     assert.deepEqual(h.coordinator.gapSkips("mailer").map((s) => s.skippedPositions), [[2]]);
