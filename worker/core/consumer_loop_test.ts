@@ -445,6 +445,92 @@ describe("consumer loop on the in-memory coordinator", () => {
     await running;
   });
 
+  it("catching up, the next window is read while the batch before it commits", async () => {
+    const h = harness();
+    for (let i = 0; i < 35; i++) await h.append();
+    // Each probe, with the stored checkpoint at the moment it was sent.
+    const reads: { after: number; stored: number }[] = [];
+    const protocol = protocolOf(h.coordinator);
+    const readWindow = protocol.readWindow.bind(protocol);
+    protocol.readWindow = (query, signal) => {
+      reads.push({ after: query.after, stored: h.coordinator.checkpoint("ahead") });
+      return readWindow(query, signal);
+    };
+    const seen = recorder("ahead");
+    const worker = h.worker([seen.consumer], { batchSize: 10 });
+    const running = worker.start();
+    await until(() => h.coordinator.checkpoint("ahead") === 35, { clock: h.clock, step: 5 });
+    assert.deepEqual(seen.committed, Array.from({ length: 35 }, (_, i) => i + 1), "in order, once");
+    // The window after 10 was asked for while the batch up to 10 had not committed, and so on.
+    assert.deepEqual(
+      reads.filter((r) => r.after > 0 && r.after < 35),
+      [{ after: 10, stored: 0 }, { after: 20, stored: 10 }, { after: 30, stored: 20 }],
+    );
+    await worker.stop();
+    await running;
+  });
+
+  it("a read ahead is dropped when its batch does not commit: nothing is skipped", async () => {
+    const h = harness();
+    for (let i = 0; i < 30; i++) await h.append();
+    const reads: number[] = [];
+    const protocol = protocolOf(h.coordinator);
+    const readWindow = protocol.readWindow.bind(protocol);
+    protocol.readWindow = (query, signal) => {
+      reads.push(query.after);
+      return readWindow(query, signal);
+    };
+    // The batch after 10 fails once after its handlers and its read ahead (as a lost COMMIT).
+    let lost = false;
+    const runBatch = protocol.runBatch.bind(protocol);
+    protocol.runBatch = (request, work) =>
+      runBatch(request, async (session) => {
+        const value = await work(session);
+        if (request.expectedCheckpoint === 10 && !lost) {
+          lost = true;
+          throw new Error("connection lost at COMMIT");
+        }
+        return value;
+      });
+    const seen = recorder("dropped");
+    const worker = h.worker([seen.consumer], { batchSize: 10 });
+    const running = worker.start();
+    await until(() => h.coordinator.checkpoint("dropped") === 30, { clock: h.clock, step: 5 });
+    assert.ok(lost);
+    assert.deepEqual(seen.committed, Array.from({ length: 30 }, (_, i) => i + 1), "in order, once");
+    assert.equal(seen.attempts.get(15), 2, "the lost batch was handled again");
+    // The window after 20 was read ahead by the lost batch and dropped; the retry, at half the
+    // size after a failure, went on from 15 and 25.
+    assert.deepEqual(reads, [0, 10, 20, 15, 25]);
+    await worker.stop();
+    await running;
+  });
+
+  it("a read ahead that fails is read again by its batch, not counted as a failure", async () => {
+    const h = harness();
+    for (let i = 0; i < 30; i++) await h.append();
+    const protocol = protocolOf(h.coordinator);
+    const readWindow = protocol.readWindow.bind(protocol);
+    let failed = 0;
+    protocol.readWindow = (query, signal) => {
+      if (query.after === 10 && failed++ === 0) return Promise.reject(new Error("read lost"));
+      return readWindow(query, signal);
+    };
+    const failures: unknown[] = [];
+    const seen = recorder("retried");
+    const worker = h.worker([seen.consumer], {
+      batchSize: 10,
+      observer: { batchFailed: (f) => failures.push(f.error) },
+    });
+    const running = worker.start();
+    await until(() => h.coordinator.checkpoint("retried") === 30, { clock: h.clock, step: 5 });
+    assert.equal(failed, 2, "the read ahead failed, the batch read for itself");
+    assert.deepEqual(failures, []);
+    assert.deepEqual(seen.committed, Array.from({ length: 30 }, (_, i) => i + 1), "in order, once");
+    await worker.stop();
+    await running;
+  });
+
   it("a rolled-back append: the hole is passed as soon as the rollback happens", async () => {
     const h = harness();
     const seen = recorder("holes");
