@@ -2,7 +2,7 @@
  * `deno task bench`: every benchmark, each against a raw baseline measured in the same run.
  * Needs DATABASE_URL (a real PostgreSQL); the embedded PGlite is refused unless `--embedded` asks
  * for it. Component suites in their own scripts (worker.ts, worker_fleet.ts, encryption.ts,
- * command.ts, freshness.ts) run as subprocesses.
+ * command.ts, freshness.ts, latency.ts, peers/emmett.ts) run as subprocesses.
  */
 import { existsSync } from "node:fs";
 import { readEnv } from "../internal/env.ts";
@@ -46,7 +46,15 @@ if (!url) {
         } MiB at 10^6 ` +
         `(peak ${memory.peak_mib.toFixed(0)} MiB)`,
     );
-    const suites = ["worker.ts", "worker_fleet.ts", "encryption.ts", "command.ts", "freshness.ts"];
+    const suites = [
+      "worker.ts",
+      "worker_fleet.ts",
+      "encryption.ts",
+      "command.ts",
+      "freshness.ts",
+      "latency.ts",
+      "peers/emmett.ts",
+    ];
     for (const script of suites) {
       const path = new URL(script, import.meta.url);
       if (!existsSync(path)) continue;

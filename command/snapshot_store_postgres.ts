@@ -10,7 +10,7 @@ import { affected, run } from "../internal/postgres_query.ts";
 import { toSafeNumber } from "../internal/safe_number.ts";
 import { parseIdentifier } from "../internal/sql_identifier.ts";
 import { PostgresStore } from "../store/postgres_store.ts";
-import type { EventStore, PersistedEvent } from "../store/types.ts";
+import type { EventStore } from "../store/types.ts";
 import { checkAggregate } from "../store/validation.ts";
 import { snapshotTable } from "./migration.ts";
 import {
@@ -22,7 +22,8 @@ import {
   type SnapshotStore,
   type StoredSnapshot,
 } from "./snapshots.ts";
-import { eventFromRow, plainBytes } from "../store/event_row.ts";
+import { bytesFromHex } from "../internal/hex.ts";
+import { EVENT_COLUMNS, eventsFromRows } from "../store/event_row.ts";
 
 /**
  * Options for {@link PostgresSnapshotStore}.
@@ -78,8 +79,8 @@ export class PostgresSnapshotStore implements SnapshotStore<SqlExecutor> {
     this.table = table.text;
     const T = table.quoted;
     this.#quoted = T;
-    this.#getSql = `SELECT aggregate_version, schema_version, event_id, encoding, payload,
-      created_at FROM ${T} WHERE aggregate_type = $1 AND aggregate_id = $2 AND schema_version <= $3
+    this.#getSql = `SELECT aggregate_version, schema_version, event_id, encoding,
+      encode(payload, 'hex'), created_at FROM ${T} WHERE aggregate_type = $1 AND aggregate_id = $2 AND schema_version <= $3
       ORDER BY schema_version DESC LIMIT 1`;
     // Monotonic: an existing row is replaced only by a snapshot at the same or a higher version,
     // or when it is the very orphan row the caller names ($8, $9).
@@ -128,7 +129,7 @@ export class PostgresSnapshotStore implements SnapshotStore<SqlExecutor> {
       schemaVersion: schema as number,
       eventId: eventId as string,
       encoding: encoding as string,
-      payload: plainBytes(payload),
+      payload: bytesFromHex([payload as string])[0],
       createdAt: createdAt as Date,
     };
   }
@@ -224,30 +225,27 @@ export class PostgresSnapshotStore implements SnapshotStore<SqlExecutor> {
       checkMaxSchemaVersion(maxSchemaVersion),
     ]);
     let snapshot: StoredSnapshot | null = null;
-    const events: PersistedEvent[] = [];
-    let sorted = true;
+    const eventRows: (readonly unknown[])[] = [];
     for (const row of rows) {
-      if (Number(row[0]) === 0) {
-        snapshot = {
-          aggregateType: key.aggregateType,
-          aggregateId: key.aggregateId,
-          aggregateVersion: toSafeNumber(row[4], "aggregate_version"),
-          eventId: row[5] as string,
-          encoding: row[6] as string,
-          schemaVersion: row[7] as number,
-          payload: plainBytes(row[8]),
-          createdAt: row[10] as Date,
-        };
+      if (Number(row[0]) !== 0) {
+        eventRows.push(row);
         continue;
       }
-      const event = eventFromRow(row, 1); // the kind first, then the store's columns
-      if (
-        events.length > 0 && events[events.length - 1].aggregateVersion > event.aggregateVersion
-      ) {
-        sorted = false;
-      }
-      events.push(event);
+      snapshot = {
+        aggregateType: key.aggregateType,
+        aggregateId: key.aggregateId,
+        aggregateVersion: toSafeNumber(row[4], "aggregate_version"),
+        eventId: row[5] as string,
+        encoding: row[6] as string,
+        schemaVersion: row[7] as number,
+        payload: bytesFromHex([row[8] as string])[0],
+        createdAt: row[10] as Date,
+      };
     }
+    const events = eventsFromRows(eventRows, 1); // the kind first, then the store's columns
+    const sorted = events.every((e, i) =>
+      i === 0 || events[i - 1].aggregateVersion <= e.aggregateVersion
+    );
     // UNION ALL keeps each branch's order in practice, but SQL does not promise it.
     if (!sorted) events.sort((a, b) => a.aggregateVersion - b.aggregateVersion);
     return { snapshot, events };
@@ -265,13 +263,11 @@ export class PostgresSnapshotStore implements SnapshotStore<SqlExecutor> {
         WHERE aggregate_type = $1 AND aggregate_id = $2 AND schema_version <= $3
         ORDER BY schema_version DESC LIMIT 1)
       SELECT 0 AS kind, NULL::bigint, NULL::text, NULL::text, s.aggregate_version, s.event_id,
-        s.encoding, s.schema_version, s.payload, NULL::jsonb, s.created_at, NULL::text, NULL::text,
-        NULL::text
+        s.encoding, s.schema_version, encode(s.payload, 'hex'), NULL::jsonb, s.created_at,
+        NULL::text, NULL::text, NULL::text
       FROM s
       UNION ALL
-      (SELECT 1, global_position, aggregate_type, aggregate_id, aggregate_version, event_id,
-        event_type, event_version, payload, metadata, created_at, trace_id, correlation_id,
-        causation_id
+      (SELECT 1, ${EVENT_COLUMNS}
       FROM ${E} WHERE aggregate_type = $1 AND aggregate_id = $2
         AND aggregate_version >= COALESCE((SELECT aggregate_version FROM s), 1)
       ORDER BY aggregate_version)`;

@@ -36,7 +36,7 @@ import {
   type NormalizedAppend,
   type NormalizedEvent,
 } from "./validation.ts";
-import { EVENT_COLUMNS, eventFromRow } from "./event_row.ts";
+import { EVENT_COLUMNS, eventsFromRows } from "./event_row.ts";
 import {
   appendManyParams,
   appendManySql,
@@ -475,7 +475,7 @@ export class PostgresStore implements EventStore<SqlExecutor> {
       args.fromVersion,
       args.toVersion,
     ]);
-    const events = rows.map((row) => eventFromRow(row));
+    const events = eventsFromRows(rows);
     return {
       aggregateType: args.aggregateType,
       aggregateId: args.aggregateId,
@@ -538,7 +538,7 @@ export class PostgresStore implements EventStore<SqlExecutor> {
         args.limit,
         textArrayLiteral(args.aggregateTypes),
       ]);
-    return rows.map((row) => eventFromRow(row));
+    return eventsFromRows(rows);
   }
 
   /**

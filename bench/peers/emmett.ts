@@ -353,8 +353,20 @@ if (import.meta.main) {
     });
     if (results.length > 0) printTable(results);
     for (const d of delivery) {
+      console.log(JSON.stringify({ name: d.name, delivered: d.delivered, total: d.total }));
       console.log(
         `${d.name}: ${d.delivered} of ${d.total} (${(d.delivered / d.total * 100).toFixed(1)} %)`,
+      );
+    }
+    if (delivery.length === 2) {
+      // Share of the events written that each consumer delivered, eventsalsa over Emmett.
+      const [theirs, ours] = delivery;
+      const ratio = (ours.delivered / ours.total) / (theirs.delivered / theirs.total);
+      console.log(
+        JSON.stringify({
+          name: "delivery, eventsalsa over Emmett",
+          ratio: Number(ratio.toFixed(3)),
+        }),
       );
     }
   }

@@ -17,7 +17,7 @@
 import { textArrayLiteral } from "../../internal/postgres_array.ts";
 import { toSafeNumber } from "../../internal/safe_number.ts";
 import type { SqlIdentifier } from "../../internal/sql_identifier.ts";
-import { EVENT_COLUMNS, eventFromRow } from "../../store/event_row.ts";
+import { EVENT_COLUMNS, eventsFromRows } from "../../store/event_row.ts";
 import type { TypeFilter, Window, WindowSpec } from "../core/window.ts";
 
 /** The statement for a filter of this shape (which lists narrow), on `events`. */
@@ -105,6 +105,6 @@ export function windowFromRows(rows: readonly unknown[][]): Window {
     const [first, last] = range.split("-").map((p) => toSafeNumber(p, "global_position"));
     return [first, last] as const;
   });
-  const events = summary[3] === null ? [] : rows.map((row) => eventFromRow(row, 3));
+  const events = summary[3] === null ? [] : eventsFromRows(rows, 3);
   return { events, end, missing, full: summary[1] === true };
 }
