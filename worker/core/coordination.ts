@@ -257,6 +257,13 @@ export interface Coordinator<Tx> {
   ): Promise<T>;
 
   /**
+   * The event of the consumer's skipped, not yet redriven dead letter at `position` (else rejects
+   * with `DeadLetterNotFoundError`), read in a short transaction that writes nothing: what a
+   * detached redrive hands its handler before marking the letter redriven.
+   */
+  readDeadLetter(consumer: string, position: number): Promise<PersistedEvent>;
+
+  /**
    * Listens for append notifications on a dedicated connection: `onNotify` per notification,
    * `onClose` once if the connection is lost. Rejects when listening cannot start.
    */

@@ -242,6 +242,20 @@ describe("detached consumers (in memory)", () => {
     assert.equal(redriven.globalPosition, 2);
     assert.deepEqual(during, [0, 2]);
     assert.notEqual(h.coordinator.deadLetters("relay")[0].redrivenAt, null);
+    // Redriven already, or never dead-lettered: refused before the handler runs.
+    for (const position of [2, 3]) {
+      await assert.rejects(
+        h.coordinator.retryDeadLetter({
+          name: "relay",
+          mode: "detached",
+          handle(event) {
+            during.push(event.globalPosition);
+          },
+        }, position),
+        { name: "DeadLetterNotFoundError" },
+      );
+    }
+    assert.deepEqual(during, [0, 2]);
     await worker.stop();
     await running;
   });

@@ -278,18 +278,16 @@ export class CoordinationProtocol<Tx> implements Coordinator<Tx> {
     work: (tx: Tx, event: PersistedEvent) => Promise<R>,
   ): Promise<R> {
     return await this.#storage.transaction({}, async (tx) => {
-      await tx.lockConsumer(consumer);
-      if (!await tx.lockDeadLetter(consumer, position)) {
-        throw new DeadLetterNotFoundError(consumer, position);
-      }
-      const event = await tx.readEvent(position);
-      if (event === null || event.globalPosition !== position) {
-        throw new DeadLetterNotFoundError(consumer, position, "the event is not in the store");
-      }
+      const event = await deadLetterEvent(tx, consumer, position);
       const result = await withHandle(tx, consumer, (handle) => work(handle, event));
       await tx.markRedriven(consumer, position);
       return result;
     });
+  }
+
+  /** The event of a skipped dead letter, checked as a redrive checks it; nothing written. */
+  async readDeadLetter(consumer: string, position: number): Promise<PersistedEvent> {
+    return await this.#storage.transaction({}, (tx) => deadLetterEvent(tx, consumer, position));
   }
 
   /**
@@ -345,6 +343,26 @@ export class CoordinationProtocol<Tx> implements Coordinator<Tx> {
   close(): Promise<void> {
     return this.#storage.close();
   }
+}
+
+/**
+ * In `tx`: locks the consumer as a batch would and its skipped, not yet redriven dead letter at
+ * `position`, and reads its event; `DeadLetterNotFoundError` when either is missing.
+ */
+async function deadLetterEvent<Tx>(
+  tx: StorageTransaction<Tx>,
+  consumer: string,
+  position: number,
+): Promise<PersistedEvent> {
+  await tx.lockConsumer(consumer);
+  if (!await tx.lockDeadLetter(consumer, position)) {
+    throw new DeadLetterNotFoundError(consumer, position);
+  }
+  const event = await tx.readEvent(position);
+  if (event === null || event.globalPosition !== position) {
+    throw new DeadLetterNotFoundError(consumer, position, "the event is not in the store");
+  }
+  return event;
 }
 
 /**

@@ -53,15 +53,7 @@ export async function redriveWith<Tx>(
     ...(partition === null ? {} : { partition }),
   };
   if (consumer.mode === "detached") {
-    const read = new Error("read, not redriven: roll back");
-    let found: PersistedEvent | null = null;
-    await coordinator.redriveDeadLetter(name, position, (_tx, event) => {
-      found = event;
-      return Promise.reject(read);
-    }).catch((error) => {
-      if (error !== read) throw error;
-    });
-    const event: PersistedEvent = found!;
+    const event = await coordinator.readDeadLetter(name, position);
     try {
       await callOne(consumer, null, event, context);
     } catch (error) {
