@@ -92,7 +92,10 @@ export interface PersistedEvent {
   readonly eventType: string;
   /** The payload's schema version. */
   readonly eventVersion: number;
-  /** The event's body. */
+  /**
+   * The event's body. Read from PostgreSQL, it is a view of a buffer shared by the events of the
+   * same read: copy it (`payload.slice()`) to keep it alone for long.
+   */
   readonly payload: Uint8Array;
   /** JSON object metadata, or null. */
   readonly metadata: JsonObject | null;

@@ -393,6 +393,56 @@ if (childPlan !== undefined) {
     }
 
     it(
+      "a stop in the middle of many consumers' batches leaves no connection open",
+      { timeout: 90_000 },
+      async (t) => {
+        const h = await pgHarness();
+        // The worker's own connections (cancel, LISTEN) inherit the pool's application_name.
+        const tag = `eventsalsa_stop_${process.pid}_${Date.now()}`;
+        const pool = h.db.connect({ max: 41, connection: { application_name: tag } });
+        const open = async () => {
+          const [{ n }] = await h.sql`SELECT count(*)::int AS n FROM pg_stat_activity
+            WHERE application_name = ${tag}`;
+          return n as number;
+        };
+        try {
+          if (skipWithoutConcurrency(t, h.db)) return;
+          await h.sql.unsafe(`INSERT INTO events (aggregate_type, aggregate_id, aggregate_version,
+              event_id, event_type, payload)
+            SELECT 'Order', 'o-' || g, 1, gen_random_uuid(), 'OrderPlaced', '\\x7b7d'::bytea
+            FROM generate_series(1, 4000) g`);
+          // Each stop lands while most of forty consumers have a short batch in flight: each is
+          // cancelled, and those cancels were still queued on the worker's cancel connection when
+          // it was closed (postgres.js then answered them on a new connection it never closed).
+          for (let round = 0; round < 4; round++) {
+            const consumers = Array.from({ length: 40 }, (_, i): Consumer => ({
+              name: `busy_${round}_${i}`,
+              handle: () => {},
+            }));
+            let batches = 0;
+            const worker = new Worker(pool, h.store, consumers, {
+              workerId: `w-stop-${round}`,
+              batchSize: 50,
+              observer: { batchCommitted: () => void batches++ },
+            });
+            const running = worker.start();
+            await until(() => batches >= 400, { timeoutMs: 30_000, what: "400 batches" });
+            await worker.stop();
+            await running;
+          }
+          await pool.end({ timeout: 5 });
+          // A connection left open would keep the process alive after the stop.
+          await until(async () => (await open()) === 0, {
+            timeoutMs: 5_000,
+            what: "no connection of the stopped workers left",
+          });
+        } finally {
+          await pool.end({ timeout: 0 }).catch(() => {});
+          await h.close();
+        }
+      },
+    );
+    it(
       "hanging consumers never starve a healthy one: the pool is checked, and a sized pool keeps its pace",
       { timeout: 60_000 },
       async (t) => {

@@ -338,6 +338,10 @@ class Shared {
   connectPidIsBackend: boolean | null = null;
   /** The connection cancels are sent from, opened on first use. */
   control: postgres.Sql | null = null;
+  /** Set by `close`, cleared by `prepare`: a cancel then must not open a connection that stays. */
+  closed = false;
+  /** Cancels sent and not yet answered: `close` waits for them before ending `control`. */
+  readonly cancels = new Set<Promise<unknown>>();
   /** LISTEN clients, open or still connecting: `close` ends them all. */
   readonly listeners = new Set<postgres.Sql>();
   #oid: string | null = null;
@@ -390,8 +394,25 @@ class Shared {
   /** Cancels whatever runs on backend `pid`, from a connection of its own. */
   async cancel(pid: number): Promise<void> {
     if (this.singleSession) return; // no second connection; PGlite ignores cancel requests anyway
+    if (this.closed) {
+      // A batch given up on while the worker stopped: its cancel still goes, on a connection
+      // ended right after (one kept open would keep the process alive after the stop).
+      const once = dedicated(this.sql, { onnotice: () => {} });
+      try {
+        await run(once, this.q.cancel, [pid]);
+      } finally {
+        await once.end({ timeout: 1 });
+      }
+      return;
+    }
     this.control ??= dedicated(this.sql, { onnotice: () => {} });
-    await run(this.control, this.q.cancel, [pid]);
+    const sent = run(this.control, this.q.cancel, [pid]);
+    this.cancels.add(sent);
+    try {
+      await sent;
+    } finally {
+      this.cancels.delete(sent);
+    }
   }
 
   /** Learns from a statement that returned `pg_backend_pid()` whether connect-time pids are real. */
@@ -1016,6 +1037,7 @@ export class PostgresStorage implements WorkerStorage<WorkerTransaction> {
    */
   async prepare(): Promise<StorageInfo> {
     const s = this.#shared;
+    s.closed = false;
     const [[version]] = await run(s.sql, s.q.version);
     // "PostgreSQL 18.6 (PGlite 0.5.14) on wasm32-unknown-emscripten, ...".
     s.singleSession = /\(PGlite |wasm32-unknown-emscripten/.test(String(version));
@@ -1159,6 +1181,10 @@ export class PostgresStorage implements WorkerStorage<WorkerTransaction> {
   /** Ends the connections this storage opened for itself (cancel and LISTEN). */
   async close(): Promise<void> {
     const s = this.#shared;
+    s.closed = true;
+    // postgres.js 3.4 ended while queries wait for its connection answers them on a new one it
+    // never ends (kept open: the process does not exit). So the cancels go first.
+    await Promise.allSettled([...s.cancels]);
     const control = s.control;
     s.control = null;
     const listeners = [...s.listeners];
