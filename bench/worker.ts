@@ -1,5 +1,5 @@
 /**
- * Worker benchmarks: `deno run -A bench/worker.ts [--events 100000]` (or `bun bench/worker.ts`).
+ * Worker benchmarks: `deno run -A bench/worker.ts [--events 100000, the default]` (or `bun bench/worker.ts`).
  * Needs DATABASE_URL (a real PostgreSQL); without it, says so and exits 0. Runs in its own schema.
  *
  * Catch-up of N events from position 0 by a fresh consumer, as events/s:
@@ -196,7 +196,7 @@ export async function workerBenchmarks(url: string, events: number): Promise<Ben
 if (import.meta.main) {
   const url = databaseUrl("worker.ts");
   if (url) {
-    const events = numberArgument("events", 40_000);
+    const events = numberArgument("events", 100_000);
     console.log(`Worker benchmarks on DATABASE_URL, ${events} events, ${new Date().toISOString()}`);
     printTable(await workerBenchmarks(url, events));
   }

@@ -15,6 +15,7 @@ import { BatchTimeoutError, ConsecutiveFailuresError, PoisonEventError } from ".
 import type { WorkerRuntimeOptions } from "../options.ts";
 import { draft, holdAppend, tick, until } from "../support_test.ts";
 import type { Consumer, GapWait } from "../types.ts";
+import type { WindowQuery } from "./gap_rule.ts";
 import { skipPoisonEvents } from "./poison.ts";
 import { SeededRandom } from "../../testing/seeded_random.ts";
 
@@ -38,6 +39,16 @@ function harness(options: { notifyChannel?: string } = {}) {
       ...extra,
     });
   return { clock, store, coordinator, append, hold, worker };
+}
+
+/** Calls `seen` with each window query the worker's probes send, before the read. */
+function onRead(h: ReturnType<typeof harness>, seen: (query: WindowQuery) => void): void {
+  const protocol = protocolOf(h.coordinator);
+  const readWindow = protocol.readWindow.bind(protocol);
+  protocol.readWindow = (query, signal) => {
+    seen(query);
+    return readWindow(query, signal);
+  };
 }
 
 /** A consumer recording what it handled, committed atomically through `tx.onCommit`. */
@@ -117,12 +128,7 @@ describe("consumer loop on the in-memory coordinator", () => {
   it("idle consumers back off from pollInterval to maxPollInterval; the dispatcher wakes them early", async () => {
     const h = harness();
     const probes: number[] = [];
-    const protocol = protocolOf(h.coordinator);
-    const readWindow = protocol.readWindow.bind(protocol);
-    protocol.readWindow = (...args) => {
-      probes.push(h.clock.now());
-      return readWindow(...args);
-    };
+    onRead(h, () => probes.push(h.clock.now()));
     const seen = recorder("idle");
     const worker = h.worker([seen.consumer], {
       pollInterval: 1_000,
@@ -421,12 +427,7 @@ describe("consumer loop on the in-memory coordinator", () => {
     const h = harness();
     for (let i = 0; i < 1_000; i++) await h.append();
     const reads: number[] = [];
-    const protocol = protocolOf(h.coordinator);
-    const readWindow = protocol.readWindow.bind(protocol);
-    protocol.readWindow = (query, signal) => {
-      reads.push(query.after);
-      return readWindow(query, signal);
-    };
+    onRead(h, (query) => reads.push(query.after));
     const seen = Array.from({ length: 10 }, (_, i) => recorder(`c${i}`));
     const worker = h.worker(seen.map((r) => r.consumer), { batchSize: 100 });
     const running = worker.start();
@@ -450,12 +451,10 @@ describe("consumer loop on the in-memory coordinator", () => {
     for (let i = 0; i < 35; i++) await h.append();
     // Each probe, with the stored checkpoint at the moment it was sent.
     const reads: { after: number; stored: number }[] = [];
-    const protocol = protocolOf(h.coordinator);
-    const readWindow = protocol.readWindow.bind(protocol);
-    protocol.readWindow = (query, signal) => {
-      reads.push({ after: query.after, stored: h.coordinator.checkpoint("ahead") });
-      return readWindow(query, signal);
-    };
+    onRead(
+      h,
+      (query) => reads.push({ after: query.after, stored: h.coordinator.checkpoint("ahead") }),
+    );
     const seen = recorder("ahead");
     const worker = h.worker([seen.consumer], { batchSize: 10 });
     const running = worker.start();
@@ -474,14 +473,10 @@ describe("consumer loop on the in-memory coordinator", () => {
     const h = harness();
     for (let i = 0; i < 30; i++) await h.append();
     const reads: number[] = [];
-    const protocol = protocolOf(h.coordinator);
-    const readWindow = protocol.readWindow.bind(protocol);
-    protocol.readWindow = (query, signal) => {
-      reads.push(query.after);
-      return readWindow(query, signal);
-    };
+    onRead(h, (query) => reads.push(query.after));
     // The batch after 10 fails once after its handlers and its read ahead (as a lost COMMIT).
     let lost = false;
+    const protocol = protocolOf(h.coordinator);
     const runBatch = protocol.runBatch.bind(protocol);
     protocol.runBatch = (request, work) =>
       runBatch(request, async (session) => {
