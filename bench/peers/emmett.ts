@@ -353,7 +353,6 @@ if (import.meta.main) {
     });
     if (results.length > 0) printTable(results);
     for (const d of delivery) {
-      console.log(JSON.stringify({ name: d.name, delivered: d.delivered, total: d.total }));
       console.log(
         `${d.name}: ${d.delivered} of ${d.total} (${(d.delivered / d.total * 100).toFixed(1)} %)`,
       );
