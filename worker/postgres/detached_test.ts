@@ -115,15 +115,19 @@ if (childPlan !== undefined) {
             what: `the first process to stall (${first.lines.join(" | ")})`,
           });
 
-          // The handler is blocked: the worker's pool has no transaction open, sampled a few
-          // times, and the consumer's assignment and checkpoint rows can be locked at once.
+          // The handler is blocked: no transaction of the worker stays open meanwhile (sampled
+          // five times over a quarter of a second: a batch transaction held across the handler
+          // would be in every sample, with the same start; a heartbeat or a probe running at
+          // one sample is not), and the consumer's rows can be locked at once.
+          const samples: string[][] = [];
           for (let i = 0; i < 5; i++) {
-            const [open] = await h.sql`SELECT count(*)::int AS n FROM pg_stat_activity
-              WHERE application_name = 'detached-w-a'
-                AND (state LIKE 'idle in transaction%' OR backend_xid IS NOT NULL)`;
-            assert.equal(open.n, 0, "no transaction of the worker is open");
+            const open = await h.sql`SELECT pid || '@' || xact_start AS tx FROM pg_stat_activity
+              WHERE application_name = 'detached-w-a' AND xact_start IS NOT NULL`;
+            samples.push(open.map((row) => row.tx as string));
             await tick(50);
           }
+          const held = samples[0].filter((tx) => samples.every((sample) => sample.includes(tx)));
+          assert.deepEqual(held, [], "no transaction of the worker stays open");
           const [connected] = await h.sql`SELECT count(*)::int AS n FROM pg_stat_activity
             WHERE application_name = 'detached-w-a'`;
           assert.ok(connected.n > 0, "the probe sees the worker's connections");
