@@ -10,11 +10,6 @@
  *   worker shares its reads among several consumers (./shared_windows.ts): then a catch-up
  *   probes too, and a window read once serves every consumer at that position.
  *
- * While catching up, the next window is read ahead: a batch whose window was full starts reading
- * the window after it once its handlers return, and the next iteration takes that read as its
- * probe. The read overlaps the checkpoint save and the commit instead of following them; it is
- * dropped unless the next iteration asks for exactly that window (see `#readAhead`).
- *
  * A detached consumer's iteration always probes, calls the handlers with no transaction open, and
  * only then runs the (short) batch transaction that saves the checkpoint: see
  * `#iterateDetached`.
@@ -46,20 +41,6 @@ import { type WorkerTelemetry, workerTelemetry } from "./telemetry.ts";
 import type { SharedWindows } from "./shared_windows.ts";
 import { pause, rejectOnAbort, type Wakeup } from "./wakeup.ts";
 import { MAX_REACH, nextReach, scanSize, type TypeFilter, typeFilter } from "./window.ts";
-
-/** A window read started before the batch ahead of it committed (see `#readAhead`). */
-interface ReadAhead {
-  readonly query: WindowQuery;
-  /** The read, or null when it failed (the iteration then reads for itself). */
-  readonly read: Promise<WindowRead | null>;
-  readonly controller: AbortController;
-}
-
-/** Whether two window queries ask for the same window. */
-function sameQuery(a: WindowQuery, b: WindowQuery): boolean {
-  return a.after === b.after && a.limit === b.limit && a.scan === b.scan &&
-    a.filter === b.filter && a.pendingToken === b.pendingToken;
-}
 
 /** Inputs of a consumer loop. */
 export interface ConsumerLoopContext<Tx> {
@@ -153,8 +134,6 @@ export class ConsumerLoop<Tx> {
   readonly #filter: TypeFilter | null;
   /** Positions its windows reach per event they may return (see `nextReach`). */
   #reach = MAX_REACH;
-  /** The next window, read ahead by the batch before it (see `#readAhead`), or null. */
-  #ahead: ReadAhead | null = null;
 
   /** Creates the loop; nothing runs until {@link ConsumerLoop.run}. */
   constructor(context: ConsumerLoopContext<Tx>) {
@@ -194,7 +173,6 @@ export class ConsumerLoop<Tx> {
     try {
       return await this.#run();
     } finally {
-      this.#dropAhead();
       // A gap wait reported to status must not outlive the loop that reported it.
       if (this.#gapReportedAt !== null) {
         this.#gapReportedAt = null;
@@ -319,18 +297,13 @@ export class ConsumerLoop<Tx> {
     }
     const from = this.#checkpoint;
     if (this.#c.consumer.mode === "detached") return await this.#iterateDetached(from);
-    const ahead = this.#takeAhead(from);
     const batch = this.#batchSignal();
     const started = o.clock.now();
     try {
       let plan: GapPlan | null = null;
-      const probe = ahead !== null || !this.#catchUp || this.#c.windows !== undefined;
+      const probe = !this.#catchUp || this.#c.windows !== undefined;
       if (probe && !this.#tracker.skipDue(o.clock.now())) {
-        // A read ahead that failed is not this batch's failure: the batch reads again.
-        const early = ahead === null
-          ? null
-          : await Promise.race([ahead.read, rejectOnAbort(batch.signal)]);
-        const read = early ?? await this.#read(this.#query(from), batch.signal);
+        const read = await this.#read(from, batch.signal);
         plan = await this.#plan(from, read);
         if (plan.skip === null && plan.target <= from) return this.#noProgress(plan);
         // A maxGapWait skip is decided again inside the transaction, on a fresh read.
@@ -374,52 +347,20 @@ export class ConsumerLoop<Tx> {
    * The next window: up to `#limit` of the consumer's events after `from`, reaching as far as the
    * consumer's density says (see ./window.ts).
    */
-  #query(from: number, limit: number = this.#limit): WindowQuery {
+  #query(from: number): WindowQuery {
     return {
       after: from,
-      limit,
-      scan: scanSize(limit, this.#reach),
+      limit: this.#limit,
+      scan: scanSize(this.#limit, this.#reach),
       filter: this.#filter,
       pendingToken: this.#tracker.pendingToken,
     };
   }
 
-  /**
-   * Starts reading the window after `plan`, whose batch has been handled and is about to commit.
-   * Only after a full window with no hole pending (catching up: the next window is as good as
-   * certain to be wanted). The read is a probe like any other, made a little earlier: the next
-   * batch's fence still compares the checkpoint under lock, and the gap rule applies to it as to
-   * any read. Its query is the one the next iteration will make if this batch commits, with the
-   * limit the commit doubles; `#takeAhead` drops it when the iteration asks for anything else.
-   */
-  #readAhead(plan: GapPlan): void {
-    this.#dropAhead();
-    if (!plan.full || plan.skip !== null || this.#tracker.pendingToken !== null) return;
-    const query = this.#query(plan.target, Math.min(this.#batchSize, this.#limit * 2));
-    const controller = new AbortController();
-    const read = this.#read(query, controller.signal).catch(() => null);
-    this.#ahead = { query, read, controller };
-  }
-
-  /** The read ahead, when it is exactly the window after `from` this iteration wants; else null. */
-  #takeAhead(from: number): ReadAhead | null {
-    const ahead = this.#ahead;
-    if (ahead === null) return null;
-    this.#ahead = null;
-    if (sameQuery(ahead.query, this.#query(from))) return ahead;
-    ahead.controller.abort();
-    return null;
-  }
-
-  /** Cancels the read ahead, if any (its batch failed, the loop ended). */
-  #dropAhead(): void {
-    this.#ahead?.controller.abort();
-    this.#ahead = null;
-  }
-
-  /** A window's probe, from the worker's shared reads when it has them. */
-  #read(query: WindowQuery, signal: AbortSignal): Promise<WindowRead> {
+  /** The next window's probe, from the worker's shared reads when it has them. */
+  #read(from: number, signal: AbortSignal): Promise<WindowRead> {
     const { coordinator, windows } = this.#c;
+    const query = this.#query(from);
     if (windows === undefined) return coordinator.readWindow(query, signal);
     // The shared read is not this loop's to cut short (others may wait on it): only its wait is.
     const shared = windows.read(
@@ -603,7 +544,6 @@ export class ConsumerLoop<Tx> {
     // A batch given up on (timeout, shutdown) writes nothing more, checkpoint included: the
     // adapter refuses it too, this keeps the rule in one place for every adapter.
     if (signal.aborted) throw signal.reason;
-    this.#readAhead(plan);
     await this.#saveCheckpoint(session, plan, from);
     return { plan, handled: selected.length, deadLetters };
   }
@@ -689,7 +629,7 @@ export class ConsumerLoop<Tx> {
     const started = o.clock.now();
     let failure: unknown = null;
     try {
-      const read = await this.#read(this.#query(from), batch.signal);
+      const read = await this.#read(from, batch.signal);
       const plan = await this.#plan(from, read);
       if (plan.skip === null && plan.target <= from) return this.#noProgress(plan);
       const work = async (): Promise<BatchOutcome<BatchValue>> => {

@@ -247,6 +247,11 @@ async function child(plan: ChildPlan): Promise<void> {
         out(
           `FAILED ${f.consumer} n=${f.consecutiveFailures} retry=${f.retryInMs} ${
             describeError(f.error)
+          }${
+            // A TypeError is a bug, not a fault: its stack says where.
+            f.error instanceof TypeError
+              ? ` | ${String(f.error.stack).split("\n").slice(1, 8).join(" < ")}`
+              : ""
           }`,
         ),
       consumerStopped: (info) => {
