@@ -251,8 +251,7 @@ async function child(plan: ChildPlan): Promise<void> {
             // A TypeError is a bug, not a fault: its stack says where.
             f.error instanceof TypeError
               ? ` | ${String(f.error.stack).split("\n").slice(1, 8).join(" < ")}`
-              : ""
-          }`,
+              : ""}`,
         ),
       consumerStopped: (info) => {
         if (info.reason === "failed") out(`CONSUMER_FAILED ${info.consumer}`);
