@@ -45,6 +45,21 @@ function expectExit(run: Finished, code: number): Finished {
   return run;
 }
 
+/** `consumers rebuild NAME --module M --json` run to its end: the run and its JSON lines. */
+async function rebuildJson(
+  name: string,
+  module: string,
+  env: Record<string, string>,
+  // deno-lint-ignore no-explicit-any
+): Promise<{ run: Finished; ticks: any[] }> {
+  const run = expectExit(
+    await cli(["consumers", "rebuild", name, "--module", module, "--json"], env),
+    0,
+  );
+  assert.equal(run.stderr, "", context(run));
+  return { run, ticks: run.stdout.trimEnd().split("\n").map((line) => JSON.parse(line)) };
+}
+
 async function append(db: TestDatabase, store: PostgresStore, types: string[]): Promise<void> {
   for (let i = 0; i < types.length; i += 50) {
     await store.append(
@@ -309,12 +324,7 @@ export const other = { name: "other", handle() {} };
         // rebuild --json: a reset object, progress ticks, and a final one at the latest position.
         await append(db, store, Array.from({ length: 200 }, () => "Happened"));
         await caughtUp(300);
-        const rebuild = expectExit(
-          await cli(["consumers", "rebuild", "view", "--module", module, "--json"], env),
-          0,
-        );
-        assert.equal(rebuild.stderr, "", context(rebuild));
-        const ticks = rebuild.stdout.trimEnd().split("\n").map((line) => JSON.parse(line));
+        const { run: rebuild, ticks } = await rebuildJson("view", module, env);
         assert.deepEqual(ticks[0], {
           type: "reset",
           consumer: "view",
@@ -480,12 +490,7 @@ export const parts = {
           // waitForPosition refuses a consumer with no rows yet: first the worker registers it.
           for (let i = 0; i < 3; i++) await registered(db, `parts#${i}of3`);
           await waitForPosition(db.sql, 120, { consumers: ["parts"], timeout: 60_000 });
-          const rebuild = expectExit(
-            await cli(["consumers", "rebuild", "parts", "--module", module, "--json"], env),
-            0,
-          );
-          assert.equal(rebuild.stderr, "", context(rebuild));
-          const ticks = rebuild.stdout.trimEnd().split("\n").map((line) => JSON.parse(line));
+          const { run: rebuild, ticks } = await rebuildJson("parts", module, env);
           assert.deepEqual(ticks[0], {
             type: "reset",
             consumer: "parts",

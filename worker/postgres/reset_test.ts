@@ -72,26 +72,24 @@ describe("resetConsumer on PostgreSQL", () => {
         });
         const before = await resetConsumer(h.sql, "rebuilt_view", { consumer: view });
         assert.ok(before >= 100 && before < total, `reset mid-run, at ${before}`);
-        await waitForPosition(h.sql, total, { consumers: ["rebuilt_view"], timeout: 90_000 });
-        const rows = await h.sql<{ position: string; generation: number }[]>`
-          SELECT position, generation FROM rebuilt ORDER BY position`;
-        assert.deepEqual(
-          rows.map((r) => Number(r.position)),
-          Array.from({ length: total }, (_, i) => i + 1),
-          "each position exactly once",
-        );
+        /** The read model once caught up to `total`: each position exactly once (`what`). */
+        const caughtUp = async (what: string) => {
+          await waitForPosition(h.sql, total, { consumers: ["rebuilt_view"], timeout: 90_000 });
+          const rows = await h.sql<{ position: string; generation: number }[]>`
+            SELECT position, generation FROM rebuilt ORDER BY position`;
+          assert.deepEqual(
+            rows.map((r) => Number(r.position)),
+            Array.from({ length: total }, (_, i) => i + 1),
+            what,
+          );
+          return rows;
+        };
+        const rows = await caughtUp("each position exactly once");
         assert.ok(rows.every((r) => r.generation === 2), "nothing written before the reset left");
         // A reset to a position keeps what the hook keeps and redoes the rest.
         await workers[0].resetConsumer("rebuilt_view", { toPosition: 200 });
         assert.equal(await h.checkpoint("rebuilt_view"), 200);
-        await waitForPosition(h.sql, total, { consumers: ["rebuilt_view"], timeout: 90_000 });
-        const redone = await h.sql<{ position: string; generation: number }[]>`
-          SELECT position, generation FROM rebuilt ORDER BY position`;
-        assert.deepEqual(
-          redone.map((r) => Number(r.position)),
-          Array.from({ length: total }, (_, i) => i + 1),
-          "each position exactly once after the second reset",
-        );
+        const redone = await caughtUp("each position exactly once after the second reset");
         assert.ok(
           redone.every((r) => r.generation === (Number(r.position) <= 200 ? 2 : 3)),
           "kept up to 200, redone after it",
